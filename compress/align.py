@@ -1,0 +1,80 @@
+"""Stage 2, alignment: symmetric InfoNCE between each image and BOTH its English and Chinese caption.
+
+The same loop trains the reference teacher from scratch and fine-tunes int8 fake-quantised students in QAT: it
+only needs two callables (pixels -> embedding, token ids -> embedding) and the parameters to optimise.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from compress.data.pairs import PairSet, epoch_batches, steps_per_epoch
+from compress.losses import ClipLoss, MarginRegularizer
+from compress.progress import progress_bar
+from compress.recipe import AlignConfig
+from compress.tokenizer import BilingualTokenizer
+from compress.training import History, cosine_schedule, make_accelerator, make_batch, make_optimizer, seeded
+
+
+def align_loss(
+    image: torch.Tensor, en: torch.Tensor, zh: torch.Tensor, logit_scale: torch.Tensor,
+    margin_reg: float = 0.0, margin: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    clip, reg = ClipLoss(), MarginRegularizer(margin)
+    l_en, l_zh = clip(image, en, logit_scale), clip(image, zh, logit_scale)
+    loss = 0.5 * (l_en + l_zh)
+    parts = {"clip_en": l_en.item(), "clip_zh": l_zh.item()}
+    if margin_reg > 0:
+        r = 0.5 * (reg(image, en) + reg(image, zh))
+        loss = loss + margin_reg * r
+        parts["margin_reg"] = r.item()
+    return loss, parts
+
+
+def train_align(
+    encode_image: Callable[[torch.Tensor], torch.Tensor],
+    encode_text: Callable[[torch.Tensor], torch.Tensor],
+    params: Iterable[nn.Parameter],
+    logit_scale: nn.Parameter,
+    tokenizer: BilingualTokenizer,
+    pairs: PairSet,
+    cfg: AlignConfig,
+    seed: int = 0,
+    description: str = "align",
+    modules: Iterable[nn.Module] = (),
+) -> History:
+    accelerator = make_accelerator()
+    device = accelerator.device
+    for m in modules:
+        m.to(device)
+    logit_scale.data = logit_scale.data.to(device)
+    optimizer = make_optimizer(list(params) + [logit_scale], cfg.lr, cfg.weight_decay)
+    total = max(1, cfg.epochs * steps_per_epoch(pairs, cfg.batch_size))
+    scheduler = cosine_schedule(optimizer, total)
+    rng, gen = seeded(seed)
+    history = History()
+    start = time.perf_counter()
+    with progress_bar(description, total) as advance:
+        for _ in range(cfg.epochs):
+            losses, parts_sum = [], {}
+            for idx, groups in epoch_batches(pairs, cfg.batch_size, rng):
+                b = make_batch(pairs, idx, groups, rng, gen, tokenizer, device)
+                en, zh = encode_text(torch.cat([b.en_ids, b.zh_ids])).chunk(2)
+                loss, parts = align_loss(encode_image(b.pixels), en, zh, logit_scale, cfg.margin_reg, cfg.margin)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    logit_scale.clamp_(0, 4.6052)  # temperature >= 0.01, as in CLIP
+                losses.append(loss.item())
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v
+                advance(f"loss {loss.item():.3f}")
+            history.losses.append(sum(losses) / max(1, len(losses)))
+            history.parts.append({k: v / max(1, len(losses)) for k, v in parts_sum.items()})
+    history.seconds = time.perf_counter() - start
+    return history

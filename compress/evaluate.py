@@ -1,0 +1,60 @@
+"""Zero-shot classification, the same way for every model kind (teacher, eager student, int8 eager, `.pte`).
+
+Class text embeddings are computed once per (class set, language); images are embedded in batches. Ties in top-k
+follow `torch.topk` on the similarity matrix (the lower class index wins among exactly equal scores).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from compress.data.augment import to_float
+from compress.prompts import LANGS, eval_prompts
+
+
+@dataclass
+class Encoders:
+    """A model as zero-shot eval sees it: pixels in [0, 1] -> embeddings, strings -> embeddings."""
+
+    name: str
+    encode_image: Callable[[torch.Tensor], torch.Tensor]
+    encode_text: Callable[[Sequence[str]], torch.Tensor]
+    params: int
+
+
+def embed_in_batches(fn: Callable, items, batch_size: int) -> torch.Tensor:
+    outs = []
+    for start in range(0, len(items), batch_size):
+        with torch.inference_mode():
+            outs.append(fn(items[start : start + batch_size]).float().cpu())
+    return F.normalize(torch.cat(outs), dim=-1)
+
+
+def topk_accuracy(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """targets index rows of class_emb."""
+    sims = image_emb @ class_emb.t()
+    k = min(max(ks), sims.shape[1])
+    top = sims.topk(k, dim=1).indices
+    hits = top == targets[:, None]
+    return {f"top{kk}": float(hits[:, :kk].any(dim=1).float().mean()) for kk in ks}
+
+
+def zero_shot(
+    enc: Encoders, images: torch.Tensor, labels: torch.Tensor, class_ids: Sequence[int],
+    names: dict[str, Sequence[str]], batch_size: int = 256, langs: Sequence[str] = LANGS,
+) -> dict[str, dict[str, float]]:
+    """images uint8 (N,3,H,W); labels are global class ids; names[lang][class_id] is the class name."""
+    if len(images) == 0 or len(class_ids) == 0:
+        return {}
+    pos = {c: i for i, c in enumerate(class_ids)}
+    targets = torch.tensor([pos[int(l)] for l in labels])
+    img = embed_in_batches(lambda x: enc.encode_image(to_float(x)), images, batch_size)
+    out = {}
+    for lang in langs:
+        prompts = eval_prompts([names[lang][c] for c in class_ids], lang)
+        txt = embed_in_batches(enc.encode_text, prompts, batch_size)
+        out[lang] = topk_accuracy(img, txt, targets)
+    return out

@@ -1,0 +1,108 @@
+"""`dcclip-compress export` and `bench`: lower a trained student outside a full run, and time a `.pte`."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from compress.errors import UserError
+
+
+def _checkpoint_folder(path: Path) -> tuple[Path, Path | None]:
+    """-> (checkpoint folder, run folder or None)."""
+    if (path / "student_fp32" / "model.json").is_file():
+        return path / "student_fp32", path
+    if (path / "model.json").is_file():
+        run = path.parent if (path.parent / "report.json").is_file() or (path.parent / "export").is_dir() else None
+        return path, run
+    raise UserError(f"{str(path)!r} is neither a run folder nor a checkpoint folder (model.json + model.safetensors); "
+                    "pass runs/<name> or runs/<name>/student_fp32")
+
+
+def _calibration_batches(image_size: int, n: int = 4, batch: int = 64):
+    """Post-training int8 calibration on emoji-zh-en renders and captions, when no QAT export exists."""
+    from compress.data.emoji import build_emoji_dataset
+    from compress.data.augment import to_float
+    from compress.prompts import caption
+
+    data = build_emoji_dataset(".cache/emoji", image_size=image_size)
+    train = data.splits["train"]
+    names = {c.index: c for c in data.classes}
+    for i in range(n):
+        sl = slice(i * batch, (i + 1) * batch)
+        labels = train.labels[sl].tolist()
+        yield to_float(train.images[sl]), [caption(names[l].en, "en") for l in labels] + [caption(names[l].zh, "zh") for l in labels]
+
+
+def export_checkpoint(path: Path, target: str, quant: str, out: Path | None) -> Iterator[str]:
+    from compress.atomic import write_json
+    from compress.model import load_checkpoint
+    from compress.prompts import EVAL_TEMPLATE
+    from mobile_export.lower import lower_to_pte, save_pte
+    from mobile_export.targets import get_target
+
+    get_target(target)  # fail fast on an unknown target
+    ckpt, run = _checkpoint_folder(path)
+    out = out or ((run or ckpt.parent) / f"export-{target}")
+    model, tokenizer, meta = load_checkpoint(ckpt)
+    s = model.spec
+    metadata = {"embed_dim": s.embed_dim, "image_size": s.image_size, "context_length": s.context_length,
+                "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.exp())}
+    files: dict[str, str] = {}
+    qat_dir = run / "export" if run else None
+    if quant == "int8" and target == "xnnpack" and qat_dir and all((qat_dir / f"{t}_int8.pte").is_file() for t in ("image", "text")):
+        for t in ("image", "text"):
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(qat_dir / f"{t}_int8.pte", out / f"{t}_int8.pte")
+            files[t] = f"{t}_int8.pte"
+            yield f"{t}: reused the run's QAT int8 export -> {out / files[t]}"
+    else:
+        image, text = model.image, model.text
+        ex_img = (torch.rand(1, 3, s.image_size, s.image_size),)
+        ex_txt = (tokenizer(["an emoji of dog face 狗脸"]),)
+        if quant == "int8":
+            from compress import qat
+
+            image = qat.prepare_qat(image, (torch.rand(2, 3, s.image_size, s.image_size),))
+            text = qat.prepare_qat(text, (tokenizer(["a", "b"]),))
+            qat.set_train(image, True)
+            qat.set_train(text, True)
+            with torch.no_grad():
+                for pixels, texts in _calibration_batches(s.image_size):
+                    image(pixels)
+                    text(tokenizer(texts))
+            image, text = qat.convert_qat(image), qat.convert_qat(text)
+            yield "int8: post-training calibration on emoji-zh-en (no QAT export found in the run)"
+        for t, module, ex in (("image", image, ex_img), ("text", text, ex_txt)):
+            program = lower_to_pte(module, ex, target=target, metadata=metadata)
+            files[t] = f"{t}_{quant}.pte"
+            save_pte(program, out / files[t])
+            yield f"{t}: {out / files[t]} ({(out / files[t]).stat().st_size / 1e6:.2f} MB)"
+    tokenizer.save(out / "tokenizer.json")
+    write_json(out / "bundle.json", {
+        **metadata, "params": model.tower_params(), "target": target,
+        "input": "image: float32 RGB in [0,1], NCHW (1,3,H,W); normalisation is inside the model",
+        "text_input": "int64 token ids (1, context_length), tokenizer.json, padded with pad_id",
+        "prompt_templates": EVAL_TEMPLATE, "files": {quant: files},
+    })
+    yield f"bundle: {out / 'bundle.json'}"
+
+
+def bench_pte(pte: Path, runs: int, warmup: int) -> dict:
+    import json
+
+    from mobile_export.bench import host_latency
+
+    if not pte.is_file():
+        raise UserError(f"{str(pte)!r} not found; pass a .pte written by `dcclip-compress run` or `export`")
+    bundle = pte.parent / "bundle.json"
+    if not bundle.is_file():
+        raise UserError(f"no bundle.json beside {str(pte)!r}; benchmark a .pte inside an export folder")
+    meta = json.loads(bundle.read_text(encoding="utf-8"))
+    if pte.name.startswith("image"):
+        inputs = (torch.rand(1, 3, meta["image_size"], meta["image_size"]),)
+    else:
+        inputs = (torch.randint(2, 100, (1, meta["context_length"])),)
+    return {"pte": str(pte), "bytes": pte.stat().st_size, **host_latency(pte, inputs, runs=runs, warmup=warmup)}

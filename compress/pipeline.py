@@ -1,0 +1,139 @@
+"""recipe -> stages -> artifacts in runs/<name>/.
+
+data -> teacher -> tokenizer -> stage 1 distill -> stage 2 align -> QAT -> export -> eval -> report.
+Each stage leaves its artifact in the run folder; `resume` skips a stage whose artifact is already there.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from compress.atomic import write_json
+from compress.data.sources import RunData, load_run_data
+from compress.errors import UserError
+from compress.evaluate import Encoders, zero_shot
+from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
+from compress.progress import log
+from compress.prompts import TEMPLATES
+from compress.recipe import Recipe, load_recipe
+from compress.teachers.base import Teacher
+from compress.tokenizer import BilingualTokenizer, train_tokenizer
+
+TEACHER_CACHE = Path(".cache/teachers")
+
+
+@dataclass
+class RunState:
+    recipe: Recipe
+    out: Path
+    resume: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    history: dict[str, dict] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        log(f"[bold cyan]▶ {name}[/]")
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 2)
+
+
+# ------------------------------------------------------------------------------------------------ teacher
+def reference_teacher_folder(teacher_recipe: Recipe) -> Path:
+    return TEACHER_CACHE / f"{teacher_recipe.name}-{teacher_recipe.fingerprint()}"
+
+
+def ensure_reference_teacher(recipe_path: str, data_overrides: dict | None = None) -> Path:
+    """Train the reference teacher once; later runs with the same teacher recipe reuse the cached checkpoint."""
+    teacher_recipe = load_recipe(recipe_path)
+    if data_overrides:
+        teacher_recipe = teacher_recipe.model_copy(update={"data": teacher_recipe.data.model_copy(update=data_overrides)})
+    folder = reference_teacher_folder(teacher_recipe)
+    if (folder / "model" / "model.safetensors").is_file():
+        log(f"reference teacher: cached at {folder}")
+        return folder / "model"
+    log(f"reference teacher: training once with {recipe_path} (cached in {folder})")
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run_recipe(teacher_recipe, tmp, resume=False)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder / "model"
+
+
+def load_teacher(recipe: Recipe) -> Teacher | None:
+    cfg = recipe.teacher
+    if cfg.kind == "none":
+        return None
+    if cfg.kind == "hf":
+        from compress.teachers.hf import HFTeacher
+
+        return HFTeacher.from_pretrained(cfg.spec, map_layers=cfg.map_layers)
+    from compress.teachers.reference import ReferenceTeacher
+
+    same_data = {k: getattr(recipe.data, k) for k in ("image_size", "unseen_fraction", "limit", "cache_dir")}
+    return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, same_data))
+
+
+# ------------------------------------------------------------------------------------------------ students
+def tokenizer_corpus(data: RunData) -> list[str]:
+    texts = []
+    for lang, names in (("en", data.train.en), ("zh", data.train.zh)):
+        templates = TEMPLATES[lang] if data.train.templated else ["{}"]
+        texts += [t.format(n) for n in names for t in templates]
+    return texts
+
+
+def build_student(recipe: Recipe, tokenizer: BilingualTokenizer) -> DualEncoder:
+    s = recipe.students
+    spec = DualEncoderSpec(
+        image_arch=s.image.arch, text_arch=s.text.arch, embed_dim=s.embed_dim, image_size=recipe.data.image_size,
+        context_length=s.text.context_length, vocab_size=tokenizer.vocab_size,
+    )
+    torch.manual_seed(recipe.seed)
+    return DualEncoder(spec, init_temperature=recipe.align.init_temperature)
+
+
+def eager_encoders(name: str, model: DualEncoder, tokenizer: BilingualTokenizer) -> Encoders:
+    model.eval()
+    return Encoders(name, model.image, lambda texts: model.text(tokenizer(texts)), model.tower_params())
+
+
+def teacher_encoders(teacher: Teacher) -> Encoders:
+    return Encoders(
+        "teacher", lambda x: teacher.encode_image(x).embedding, lambda t: teacher.encode_text(t).embedding, teacher.num_params()
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> Path:
+    out = Path(out) if out else Path("runs") / recipe.name
+    if out.exists() and not resume and any(out.iterdir()):
+        if (out / "report.json").exists() or (out / "student_fp32").exists():
+            raise UserError(f"run folder {str(out)!r} already holds a run; pass --resume to continue it or --out NEW_DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    state = RunState(recipe, out, resume)
+    write_json(out / "recipe.json", recipe.model_dump())
+    from compress import stages
+
+    with state.stage("data"):
+        data = load_run_data(recipe.data, recipe.seed)
+        log(f"data: {len(data.train)} training samples over {data.train.num_groups} groups; "
+            + ", ".join(f"{k}={len(v)}" for k, v in data.eval_splits.items()))
+    with state.stage("teacher"):
+        teacher = load_teacher(recipe)
+    model, tokenizer = stages.train_fp32(state, data, teacher)
+    quantized = stages.quantize(state, data, model, tokenizer)
+    exported = stages.export(state, model, tokenizer, quantized)
+    with state.stage("eval"):
+        results = stages.evaluate(state, data, teacher, model, tokenizer, quantized, exported)
+    from compress.report import write_report
+
+    return write_report(state, data, results, exported)

@@ -1,0 +1,130 @@
+"""A run's report: `report.json` (machine-readable), `report.md` (for people) and `zero_shot.png`, in runs/<name>/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from compress.atomic import atomic_path, write_json, write_text
+from compress.data.sources import RunData
+from compress.progress import log
+
+ORDER = ["teacher", "student_fp32", "student_int8", "student_fp32_pte", "student_int8_pte"]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def build_report(state, data: RunData, results: dict, exported) -> dict:
+    eval_split = data.eval_splits.get("eval")
+    report = {
+        "name": state.recipe.name,
+        "recipe": state.recipe.model_dump(),
+        "data": {
+            "source": data.source,
+            "classes": len(eval_split.class_ids) if eval_split is not None else 0,
+            "skipped": int(sum(data.skipped.values())),
+            "skipped_by_reason": data.skipped,
+            "used": len(data.train),
+            "splits": {k: {"images": len(v), "classes": len(v.class_ids)} for k, v in data.eval_splits.items()},
+        },
+        "models": {k: results[k] for k in ORDER if k in results} | {k: v for k, v in results.items() if k not in ORDER},
+        "timings_s": state.timings,
+        "training": state.history,
+    }
+    if exported is not None and exported.files:
+        report["artifacts"] = {q: {t: str(p) for t, p in d.items()} for q, d in exported.files.items()}
+    report["checks"] = acceptance_checks(report)
+    return report
+
+
+def acceptance_checks(report: dict) -> dict:
+    """The headline claims, computed from the numbers above so a reader can trust one line."""
+    m = report["models"]
+    checks: dict = {}
+    t, q = m.get("teacher"), m.get("student_int8_pte")
+    if t and q and "eval" in t["zero_shot"] and "eval" in q["zero_shot"]:
+        for lang in ("en", "zh"):
+            tt, qq = t["zero_shot"]["eval"][lang]["top1"], q["zero_shot"]["eval"][lang]["top1"]
+            checks[f"int8_pte_keeps_teacher_top1_{lang}"] = round(qq / tt, 4) if tt else None
+    if t and m.get("student_fp32"):
+        checks["student_to_teacher_params"] = round(m["student_fp32"]["params"] / t["params"], 4)
+    f, q = m.get("student_fp32_pte"), m.get("student_int8_pte")
+    if f and q and "pte_bytes" in f and "pte_bytes" in q:
+        for tower in f["pte_bytes"]:
+            checks[f"int8_to_fp32_pte_bytes_{tower}"] = round(q["pte_bytes"][tower] / f["pte_bytes"][tower], 4)
+            checks[f"int8_speedup_{tower}"] = round(f["latency_ms"][tower] / q["latency_ms"][tower], 3)
+    return checks
+
+
+def render_markdown(report: dict) -> str:
+    m = report["models"]
+    splits = [s for s in ("eval", "transfer", "unseen") if any(s in v.get("zero_shot", {}) for v in m.values())]
+    lines = [f"# Run `{report['name']}`", ""]
+    d = report["data"]
+    lines += [f"Data: {d['source']} — {d['used']} training samples, {d['classes']} classes in `eval`, {d['skipped']} skipped.", ""]
+    head = "| model | params | " + " | ".join(f"{s} en top1 / top5 | {s} zh top1 / top5" for s in splits) + " |"
+    lines += ["## Zero-shot accuracy (%)", "", head, "|" + "---|" * (2 + 2 * len(splits))]
+    for name, v in m.items():
+        row = [f"`{name}`", f"{v['params'] / 1e6:.2f}M"]
+        for s in splits:
+            for lang in ("en", "zh"):
+                r = v.get("zero_shot", {}).get(s, {}).get(lang)
+                row.append(f"{_pct(r['top1'])} / {_pct(r['top5'])}" if r else "–")
+        lines.append("| " + " | ".join(row) + " |")
+    pte = {k: v for k, v in m.items() if "pte_bytes" in v}
+    if pte:
+        lines += ["", "## On-device artifacts (host latency through the ExecuTorch runtime, XNNPACK)", "",
+                  "| model | tower | .pte MB | median ms | trimmed mean ms | load ms | ops left outside the delegate |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, v in pte.items():
+            for tower, size in v["pte_bytes"].items():
+                lat = v["latency"][tower]
+                left = v.get("delegation", {}).get(tower, {}).get("non_delegated_ops", {})
+                left_s = ", ".join(f"{op}×{n}" for op, n in sorted(left.items(), key=lambda x: -x[1])[:6]) or "none"
+                lines.append(
+                    f"| `{name}` | {tower} | {size / 1e6:.2f} | {lat['median_inference_latency(ms)']:.2f} | "
+                    f"{lat['trimmean_inference_latency(ms)']:.2f} | {lat['model_load_time(ms)']:.1f} | {left_s} |")
+    if report.get("checks"):
+        lines += ["", "## Checks", ""] + [f"- `{k}`: {v}" for k, v in report["checks"].items()]
+    lines += ["", "## Stage timings (s)", ""] + [f"- {k}: {v}" for k, v in report["timings_s"].items()]
+    tr = report.get("training", {})
+    if tr:
+        lines += ["", "## Training loss per epoch", ""]
+        lines += [f"- {k}: " + ", ".join(f"{x:.3f}" for x in v.get("epoch_loss", [])) for k, v in tr.items()]
+    lines += ["", "Plot: `zero_shot.png`. Machine-readable: `report.json`.", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = report["models"]
+    splits = [s for s in ("eval", "transfer", "unseen") if any(s in v.get("zero_shot", {}) for v in m.values())]
+    bars = [(s, lang) for s in splits for lang in ("en", "zh")]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(bars)), 4))
+    width = 0.8 / max(1, len(m))
+    for i, (name, v) in enumerate(m.items()):
+        ys = [v.get("zero_shot", {}).get(s, {}).get(lang, {}).get("top1", 0.0) for s, lang in bars]
+        ax.bar([j + i * width for j in range(len(bars))], ys, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(bars))], [f"{s}\n{lang}" for s, lang in bars])
+    ax.set_ylabel("zero-shot top-1")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{report['name']}: zero-shot top-1 by split and prompt language")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def write_report(state, data: RunData, results: dict, exported) -> Path:
+    report = build_report(state, data, results, exported)
+    out = state.out
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", render_markdown(report))
+    plot(report, out / "zero_shot.png")
+    log(f"[bold green]report:[/] {out / 'report.md'} (json: {out / 'report.json'})")
+    return out / "report.md"

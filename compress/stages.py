@@ -1,0 +1,191 @@
+"""The glue between the pipeline and each stage module: what each stage reads from and leaves in the run folder."""
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.align import train_align
+from compress.data.sources import RunData
+from compress.distill import train_distill
+from compress.evaluate import Encoders, zero_shot
+from compress.model import DualEncoder, load_checkpoint, save_checkpoint
+from compress.progress import log
+from compress.recipe import AlignConfig
+from compress.teachers.base import Teacher
+from compress.tokenizer import BilingualTokenizer, train_tokenizer
+
+
+@dataclass
+class Quantized:
+    image: nn.Module
+    text: nn.Module
+    config: dict
+
+
+@dataclass
+class Exported:
+    files: dict[str, dict[str, Path]] = field(default_factory=dict)  # quant -> tower -> path
+    delegation: dict[str, dict[str, dict]] = field(default_factory=dict)
+
+
+def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncoder, BilingualTokenizer]:
+    from compress.pipeline import build_student, tokenizer_corpus
+
+    recipe, out = state.recipe, state.out
+    final = out / "student_fp32"
+    if state.resume and (final / "model.safetensors").is_file():
+        log(f"resume: loading {final}")
+        model, tokenizer, meta = load_checkpoint(final)
+        state.history.update(meta.get("history", {}))
+        return model, tokenizer
+    with state.stage("tokenizer"):
+        t = recipe.students.text
+        tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data), t.vocab_size), t.context_length)
+    model = build_student(recipe, tokenizer)
+    if recipe.distill.enabled and teacher is not None and recipe.distill.epochs > 0:
+        with state.stage("distill"):
+            hist = train_distill(model, tokenizer, teacher, data.train, recipe.distill, seed=recipe.seed)
+            state.history["distill"] = hist.as_dict()
+            save_checkpoint(model, tokenizer, out / "student_distill", {"history": state.history})
+    if recipe.align.enabled and recipe.align.epochs > 0:
+        with state.stage("align"):
+            model.train()
+            hist = train_align(
+                model.image, model.text, list(model.image.parameters()) + list(model.text.parameters()),
+                model.logit_scale, tokenizer, data.train, recipe.align, seed=recipe.seed + 1,
+                description="stage 2: align", modules=[model],
+            )
+            model.eval()
+            state.history["align"] = hist.as_dict()
+    save_checkpoint(model, tokenizer, final, {"history": state.history, "recipe": recipe.name})
+    return model.eval(), tokenizer
+
+
+def _example_inputs(model: DualEncoder, batch: int) -> tuple[tuple[torch.Tensor], tuple[torch.Tensor]]:
+    s = model.spec
+    pixels = torch.rand(batch, 3, s.image_size, s.image_size)
+    ids = torch.randint(2, s.vocab_size, (batch, s.context_length))
+    ids[:, s.context_length // 2 :] = 0
+    return (pixels,), (ids,)
+
+
+def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualTokenizer) -> Quantized | None:
+    recipe = state.recipe
+    if not recipe.qat.enabled or "int8" not in recipe.export.quant:
+        return None
+    from compress import qat
+
+    with state.stage("qat"):
+        model = model.cpu().eval()
+        ex_img, ex_txt = _example_inputs(model, 2)
+        image = qat.prepare_qat(copy.deepcopy(model.image), ex_img)
+        text = qat.prepare_qat(copy.deepcopy(model.text), ex_txt)
+        if recipe.qat.epochs > 0:
+            qat.set_train(image, True)
+            qat.set_train(text, True)
+            logit_scale = nn.Parameter(model.logit_scale.detach().clone())
+            cfg = AlignConfig(
+                epochs=recipe.qat.epochs, batch_size=recipe.qat.batch_size, lr=recipe.qat.lr,
+                margin_reg=recipe.align.margin_reg, margin=recipe.align.margin, weight_decay=0.0,
+            )
+            hist = train_align(
+                image, text, list(image.parameters()) + list(text.parameters()), logit_scale, tokenizer,
+                data.train, cfg, seed=recipe.seed + 2, description="QAT (int8 fake-quant)", modules=[image, text],
+            )
+            state.history["qat"] = hist.as_dict()
+        image, text = qat.convert_qat(image.cpu()), qat.convert_qat(text.cpu())
+    return Quantized(image, text, qat.describe_qat_config())
+
+
+def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: Quantized | None) -> Exported:
+    recipe, out = state.recipe, state.out
+    result = Exported()
+    if not recipe.export.enabled:
+        return result
+    from compress.atomic import write_json
+    from mobile_export.lower import lower_to_pte, save_pte
+
+    folder = out / "export"
+    with state.stage("export"):
+        model = model.cpu().eval()
+        ex_img, ex_txt = _example_inputs(model, 1)
+        s = model.spec
+        metadata = {
+            "embed_dim": s.embed_dim, "image_size": s.image_size, "context_length": s.context_length,
+            "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.exp()),
+        }
+        for quant in recipe.export.quant:
+            if quant == "int8" and quantized is None:
+                continue
+            towers = {"image": (model.image, ex_img), "text": (model.text, ex_txt)}
+            if quant == "int8":
+                towers = {"image": (quantized.image, ex_img), "text": (quantized.text, ex_txt)}
+            for tower, (module, ex) in towers.items():
+                program = lower_to_pte(module, ex, target=recipe.export.target, metadata=metadata)
+                path = folder / f"{tower}_{quant}.pte"
+                save_pte(program, path)
+                result.files.setdefault(quant, {})[tower] = path
+                result.delegation.setdefault(quant, {})[tower] = program.delegation
+                log(f"export: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        shutil.copyfile(out / "student_fp32" / "tokenizer.json", folder / "tokenizer.json")
+        from compress.prompts import EVAL_TEMPLATE
+
+        write_json(folder / "bundle.json", {
+            **metadata, "params": model.tower_params(),
+            "input": "image: float32 RGB in [0,1], NCHW (1,3,H,W); normalisation is inside the model",
+            "text_input": "int64 token ids (1, context_length), tokenizer.json, padded with pad_id",
+            "prompt_templates": EVAL_TEMPLATE, "files": {q: {t: p.name for t, p in d.items()} for q, d in result.files.items()},
+        })
+    return result
+
+
+def pte_encoders(name: str, files: dict[str, Path], tokenizer: BilingualTokenizer, params: int) -> Encoders:
+    from mobile_export.runtime import PteModule
+
+    image, text = PteModule(files["image"]), PteModule(files["text"])
+    return Encoders(name, lambda x: image(x), lambda texts: text(tokenizer(texts)), params)
+
+
+def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exported) -> dict:
+    from compress.pipeline import eager_encoders, teacher_encoders
+
+    recipe = state.recipe
+    models: dict[str, Encoders] = {}
+    if teacher is not None:
+        models["teacher"] = teacher_encoders(teacher)
+    models["student_fp32"] = eager_encoders("student_fp32", model, tokenizer)
+    params = model.tower_params()
+    if quantized is not None:
+        models["student_int8"] = Encoders("student_int8", quantized.image, lambda t: quantized.text(tokenizer(t)), params)
+    for quant, files in exported.files.items():
+        models[f"student_{quant}_pte"] = pte_encoders(f"student_{quant}_pte", files, tokenizer, params)
+    results: dict[str, dict] = {}
+    for key, enc in models.items():
+        entry: dict = {"params": int(enc.params), "zero_shot": {}}
+        for split in recipe.eval.splits:
+            sp = data.eval_splits.get(split)
+            if sp is None or len(sp) == 0:
+                continue
+            entry["zero_shot"][split] = zero_shot(enc, sp.images, sp.labels, sp.class_ids, data.names, recipe.eval.batch_size)
+        log(f"eval {key}: " + ", ".join(
+            f"{s} en {r['en']['top1']:.3f} zh {r['zh']['top1']:.3f}" for s, r in entry["zero_shot"].items()))
+        results[key] = entry
+    if exported.files:
+        from mobile_export.bench import host_latency
+
+        ex_img, ex_txt = _example_inputs(model.cpu(), 1)
+        for quant, files in exported.files.items():
+            entry = results[f"student_{quant}_pte"]
+            entry["pte_bytes"] = {t: p.stat().st_size for t, p in files.items()}
+            bench = {t: host_latency(p, ex_img if t == "image" else ex_txt, runs=recipe.eval.latency_runs) for t, p in files.items()}
+            entry["latency"] = bench
+            entry["latency_ms"] = {t: b["median_inference_latency(ms)"] for t, b in bench.items()}
+            entry["delegation"] = exported.delegation.get(quant, {})
+    if quantized is not None:
+        results.setdefault("student_int8", {})["quantization"] = quantized.config
+    return results
