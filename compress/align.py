@@ -13,10 +13,10 @@ from torch import nn
 
 from compress.data.pairs import PairSet, epoch_batches, steps_per_epoch
 from compress.losses import ClipLoss, MarginRegularizer
-from compress.progress import progress_bar
+from compress.progress import log_epoch, progress_bar
 from compress.recipe import AlignConfig
 from compress.tokenizer import BilingualTokenizer
-from compress.training import History, cosine_schedule, make_accelerator, make_batch, make_optimizer, seeded
+from compress.training import History, cosine_schedule, make_accelerator, make_batch, make_optimizer, seeded, trim_padding
 
 
 def align_loss(
@@ -62,7 +62,7 @@ def train_align(
             losses, parts_sum = [], {}
             for idx, groups in epoch_batches(pairs, cfg.batch_size, rng):
                 b = make_batch(pairs, idx, groups, rng, gen, tokenizer, device)
-                en, zh = encode_text(torch.cat([b.en_ids, b.zh_ids])).chunk(2)
+                en, zh = encode_text(trim_padding(torch.cat([b.en_ids, b.zh_ids]))).chunk(2)
                 loss, parts = align_loss(encode_image(b.pixels), en, zh, logit_scale, cfg.margin_reg, cfg.margin)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
@@ -76,5 +76,6 @@ def train_align(
                 advance(f"loss {loss.item():.3f}")
             history.losses.append(sum(losses) / max(1, len(losses)))
             history.parts.append({k: v / max(1, len(losses)) for k, v in parts_sum.items()})
+            log_epoch(description, len(history.losses), cfg.epochs, history.losses[-1], time.perf_counter() - start)
     history.seconds = time.perf_counter() - start
     return history

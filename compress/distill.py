@@ -15,11 +15,11 @@ from torch import nn
 from compress.data.pairs import PairSet, epoch_batches, steps_per_epoch
 from compress.losses import FeatureDistillLoss
 from compress.model import DualEncoder
-from compress.progress import progress_bar
+from compress.progress import log_epoch, progress_bar
 from compress.recipe import DistillConfig
 from compress.teachers.base import Teacher
 from compress.tokenizer import BilingualTokenizer
-from compress.training import History, cosine_schedule, make_accelerator, make_batch, make_optimizer, seeded
+from compress.training import History, cosine_schedule, make_accelerator, make_batch, make_optimizer, seeded, trim_padding
 
 
 class Adapters(nn.Module):
@@ -56,7 +56,7 @@ def distill_loss(
     s_txt, s_hidden = student.text.forward_features(ids)
     txt_emb = crit(adapters.embed(s_txt), t_txt.embedding)
     loss = cfg.map_weight * map_loss + cfg.embed_weight * (img_emb + txt_emb)
-    parts = {"maps": float(map_loss), "image_embed": img_emb.item(), "text_embed": txt_emb.item()}
+    parts = {"maps": float(map_loss.detach()) if torch.is_tensor(map_loss) else 0.0, "image_embed": img_emb.item(), "text_embed": txt_emb.item()}
     if adapters.hidden is not None and t_txt.hidden is not None:
         hid = crit(adapters.hidden(s_hidden), t_txt.hidden)
         loss = loss + cfg.hidden_weight * hid
@@ -85,7 +85,7 @@ def train_distill(
             losses, parts_sum = [], {}
             for idx, groups in epoch_batches(pairs, cfg.batch_size, rng):
                 b = make_batch(pairs, idx, groups, rng, gen, tokenizer, device)
-                ids = torch.cat([b.en_ids, b.zh_ids])
+                ids = trim_padding(torch.cat([b.en_ids, b.zh_ids]))
                 loss, parts = distill_loss(student, adapters, teacher, b.pixels, ids, b.en + b.zh, cfg, crit)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
@@ -97,6 +97,7 @@ def train_distill(
                 advance(f"loss {loss.item():.3f}")
             history.losses.append(sum(losses) / max(1, len(losses)))
             history.parts.append({k: v / max(1, len(losses)) for k, v in parts_sum.items()})
+            log_epoch("stage 1: distill", len(history.losses), cfg.epochs, history.losses[-1], time.perf_counter() - start)
     history.seconds = time.perf_counter() - start
     student.eval()
     return history

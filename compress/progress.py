@@ -28,5 +28,10 @@ def progress_bar(description: str, total: int) -> Iterator:
         console.print(f"{description}: done ({total} steps)")
 
 
+def log_epoch(description: str, epoch: int, epochs: int, loss: float, seconds: float) -> None:
+    """One line per epoch: the record that survives in CI logs and non-interactive runs."""
+    console.print(f"{description}: epoch {epoch}/{epochs} loss {loss:.4f} ({seconds:.0f}s)")
+
+
 def log(message: str) -> None:
     console.print(message)

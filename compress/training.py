@@ -24,10 +24,12 @@ def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: floa
     params = [p for p in params if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6
+    )
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.05) -> torch.optim.lr_scheduler.LambdaLR:
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
     warm = max(1, int(total_steps * warmup))
 
     def factor(step: int) -> float:
@@ -57,6 +59,13 @@ def make_batch(
     if tokenizer is not None:
         batch.en_ids, batch.zh_ids = tokenizer(en).to(device), tokenizer(zh).to(device)
     return batch
+
+
+def trim_padding(ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Drop all-pad columns at the end. Exact for the text towers (masked attention + masked mean) and it makes
+    training cost follow the real caption length instead of the export's fixed context."""
+    used = (ids != pad_id).any(dim=0).nonzero()
+    return ids[:, : int(used.max()) + 1] if used.numel() else ids[:, :1]
 
 
 @dataclass

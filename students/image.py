@@ -39,11 +39,14 @@ class ImageTower(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         n_stages = len(self.backbone.feature_info) if hasattr(self.backbone, "feature_info") else 3
         self.map_indices = sorted({i % n_stages for i in map_indices})
+        was_training = self.backbone.training
+        self.backbone.eval()  # the shape probe is batch 1: BatchNorm must not see it as a training batch
         with torch.no_grad():
             maps = self.backbone.forward_intermediates(
                 torch.zeros(1, 3, image_size, image_size), indices=self.map_indices,
                 output_fmt="NCHW", intermediates_only=True,
             )
+        self.backbone.train(was_training)
         self.map_channels = [m.shape[1] for m in maps]
         self.map_sizes = [tuple(m.shape[-2:]) for m in maps]
 

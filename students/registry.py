@@ -60,7 +60,7 @@ register_image_arch("resnet34", ImageArch("resnet34", family="resnet"))
 # Text towers: small bilingual students and the reference teacher's tower.
 register_text_arch("text_pico", TextArch(width=96, layers=2, heads=2))
 register_text_arch("text_tiny", TextArch(width=128, layers=2, heads=2))
-register_text_arch("text_small", TextArch(width=256, layers=4, heads=4))
+register_text_arch("text_small", TextArch(width=256, layers=2, heads=4))
 register_text_arch("text_base", TextArch(width=384, layers=4, heads=6))
 
 
