@@ -37,7 +37,8 @@ def align_loss(
 def train_align(
     encode_image: Callable[[torch.Tensor], torch.Tensor],
     encode_text: Callable[[torch.Tensor], torch.Tensor],
-    params: Iterable[nn.Parameter],
+    image_params: Iterable[nn.Parameter],
+    text_params: Iterable[nn.Parameter],
     logit_scale: nn.Parameter,
     tokenizer: BilingualTokenizer,
     pairs: PairSet,
@@ -51,7 +52,7 @@ def train_align(
     for m in modules:
         m.to(device)
     logit_scale.data = logit_scale.data.to(device)
-    optimizer = make_optimizer(list(params) + [logit_scale], cfg.lr, cfg.weight_decay)
+    optimizer = make_optimizer(list(text_params) + [logit_scale], cfg.lr, cfg.weight_decay, image_params, cfg.image_lr_scale)
     total = max(1, cfg.epochs * steps_per_epoch(pairs, cfg.batch_size))
     scheduler = cosine_schedule(optimizer, total)
     rng, gen = seeded(seed)

@@ -115,9 +115,9 @@ def bench(pte: Path, runs: int, warmup: int) -> None:
 @main.command()
 def targets() -> None:
     """List export targets and whether their backends are installed."""
-    from mobile_export.targets import describe_targets
+    from mobile_export.targets import list_targets
 
-    for name, status in describe_targets().items():
+    for name, status in list_targets().items():
         click.echo(f"{name}: {status}")
 
 

@@ -50,11 +50,13 @@ def reference_teacher_folder(teacher_recipe: Recipe) -> Path:
     return TEACHER_CACHE / f"{teacher_recipe.name}-{teacher_recipe.fingerprint()}"
 
 
-def ensure_reference_teacher(recipe_path: str, data_overrides: dict | None = None) -> Path:
+def ensure_reference_teacher(recipe_path: str, data_overrides: dict | None = None, seed: int | None = None) -> Path:
     """Train the reference teacher once; later runs with the same teacher recipe reuse the cached checkpoint."""
     teacher_recipe = load_recipe(recipe_path)
     if data_overrides:
         teacher_recipe = teacher_recipe.model_copy(update={"data": teacher_recipe.data.model_copy(update=data_overrides)})
+    if seed is not None:  # the seed picks the unseen classes, so it must match the student run's
+        teacher_recipe = teacher_recipe.model_copy(update={"seed": seed})
     folder = reference_teacher_folder(teacher_recipe)
     if (folder / "model" / "model.safetensors").is_file():
         log(f"reference teacher: cached at {folder}")
@@ -78,8 +80,9 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
         return HFTeacher.from_pretrained(cfg.spec, map_layers=cfg.map_layers)
     from compress.teachers.reference import ReferenceTeacher
 
-    same_data = {k: getattr(recipe.data, k) for k in ("image_size", "unseen_fraction", "limit", "cache_dir")}
-    return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, same_data))
+    # The teacher must never see the student run's unseen classes: same class subset and held-out split.
+    same_data = {k: getattr(recipe.data, k) for k in ("unseen_fraction", "limit", "cache_dir")}
+    return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, same_data, recipe.seed))
 
 
 # ------------------------------------------------------------------------------------------------ students

@@ -94,6 +94,7 @@ class AlignConfig(Strict):
     epochs: int = Field(4, ge=0)
     batch_size: int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
+    image_lr_scale: float = Field(1.0, gt=0)  # BN convnets from scratch take a larger step than the text transformer
     weight_decay: float = Field(0.05, ge=0)
     init_temperature: float = Field(0.07, gt=0, lt=1)
     margin_reg: float = Field(0.0, ge=0)

@@ -56,8 +56,7 @@ def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncod
         with state.stage("align"):
             model.train()
             hist = train_align(
-                model.image, model.text, list(model.image.parameters()) + list(model.text.parameters()),
-                model.logit_scale, tokenizer, data.train, recipe.align, seed=recipe.seed + 1,
+                model.image, model.text, model.image.parameters(), model.text.parameters(), model.logit_scale, tokenizer, data.train, recipe.align, seed=recipe.seed + 1,
                 description="stage 2: align", modules=[model],
             )
             model.eval()
@@ -94,7 +93,7 @@ def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualToken
                 margin_reg=recipe.align.margin_reg, margin=recipe.align.margin, weight_decay=0.0,
             )
             hist = train_align(
-                image, text, list(image.parameters()) + list(text.parameters()), logit_scale, tokenizer,
+                image, text, image.parameters(), text.parameters(), logit_scale, tokenizer,
                 data.train, cfg, seed=recipe.seed + 2, description="QAT (int8 fake-quant)", modules=[image, text],
             )
             state.history["qat"] = hist.as_dict()

@@ -20,13 +20,18 @@ def make_accelerator() -> Accelerator:
     return Accelerator(mixed_precision="no")
 
 
-def make_optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6
-    )
+def make_optimizer(
+    params: Iterable[nn.Parameter], lr: float, weight_decay: float, scaled: Iterable[nn.Parameter] = (), scale: float = 1.0
+) -> torch.optim.Optimizer:
+    """AdamW without decay on norms/biases; `scaled` params get lr * scale."""
+    groups = []
+    for group, group_lr in ((list(params), lr), (list(scaled), lr * scale)):
+        group = [p for p in group if p.requires_grad]
+        groups += [
+            {"params": [p for p in group if p.dim() >= 2], "weight_decay": weight_decay, "lr": group_lr},
+            {"params": [p for p in group if p.dim() < 2], "weight_decay": 0.0, "lr": group_lr},
+        ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.98), eps=1e-6)
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
