@@ -84,11 +84,15 @@ def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None) -
 @click.argument("model")
 @click.option("--splits", default="eval,transfer,unseen", show_default=True, help="Comma-separated emoji-zh-en splits.")
 @click.option("--lang", default="en,zh", show_default=True, help="Prompt languages.")
-@click.option("--image-size", type=int, default=64, show_default=True, help="Render size of the emoji splits.")
-@click.option("--limit", type=int, default=None, help="Only the first N emoji classes (quick checks).")
+@click.option("--image-size", type=click.IntRange(16, 512), default=None,
+              help="Render size of the emoji splits (default: the run's recipe, else 64).")
+@click.option("--limit", type=click.IntRange(8), default=None, help="Only the first N emoji classes (default: the run's recipe).")
+@click.option("--unseen-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Held-out class fraction (default: the run's recipe, else 0.4 as in the shipped recipes).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @user_errors
-def eval_(model: str, splits: str, lang: str, image_size: int, limit: int | None, as_json: bool) -> None:
+def eval_(model: str, splits: str, lang: str, image_size: int | None, limit: int | None, unseen_fraction: float | None,
+          as_json: bool) -> None:
     """Zero-shot top-1/top-5 of MODEL on emoji-zh-en, in English and Chinese.
 
     MODEL is a student checkpoint or run folder, an export folder or .pte (runs through the ExecuTorch runtime),
@@ -96,7 +100,8 @@ def eval_(model: str, splits: str, lang: str, image_size: int, limit: int | None
     """
     from compress.eval_cmd import evaluate_model, format_table
 
-    result = evaluate_model(model, [s for s in splits.split(",") if s], [l for l in lang.split(",") if l], image_size, limit)
+    result = evaluate_model(model, [s for s in splits.split(",") if s], [l for l in lang.split(",") if l],
+                            image_size=image_size, limit=limit, unseen_fraction=unseen_fraction)
     click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else format_table(model, result))
 
 

@@ -56,8 +56,21 @@ def pte_bundle_encoders(path: Path) -> Encoders:
     return pte_encoders(f"{folder.name}:{quant}", files, tokenizer, params=int(bundle.get("params", 0)))
 
 
-def evaluate_model(spec: str, splits: Sequence[str], langs: Sequence[str], image_size: int = 64, limit: int | None = None,
-                   cache_dir: str = ".cache/emoji") -> dict:
+def run_data_settings(spec: str) -> dict:
+    """Data settings of the run a model came from, so its unseen classes stay unseen in a later eval."""
+    path = Path(spec)
+    for folder in (path, path.parent, path.parent.parent):
+        recipe = folder / "recipe.json"
+        if recipe.is_file():
+            r = json.loads(recipe.read_text(encoding="utf-8"))
+            d = r.get("data", {})
+            return {"image_size": d.get("image_size"), "limit": d.get("limit"), "unseen_fraction": d.get("unseen_fraction"),
+                    "seed": r.get("seed", 0), "cache_dir": d.get("cache_dir")}
+    return {}
+
+
+def evaluate_model(spec: str, splits: Sequence[str], langs: Sequence[str], image_size: int | None = None,
+                   limit: int | None = None, unseen_fraction: float | None = None) -> dict:
     bad = [s for s in splits if s not in KNOWN_SPLITS]
     if bad:
         raise UserError(f"--splits: {bad[0]!r} is not a split; choose from {', '.join(KNOWN_SPLITS)}")
@@ -66,8 +79,13 @@ def evaluate_model(spec: str, splits: Sequence[str], langs: Sequence[str], image
         raise UserError(f"--lang: {bad[0]!r} is not supported; choose from {', '.join(LANGS)}")
     from compress.data.emoji import build_emoji_dataset
 
+    run = run_data_settings(spec)
     enc = resolve_encoders(spec)
-    data = build_emoji_dataset(cache_dir, image_size=image_size, limit=limit)
+    data = build_emoji_dataset(
+        run.get("cache_dir") or ".cache/emoji", image_size=image_size or run.get("image_size") or 64,
+        limit=limit or run.get("limit"), seed=run.get("seed", 0),
+        unseen_fraction=unseen_fraction if unseen_fraction is not None else run.get("unseen_fraction", 0.4),
+    )
     names = {"en": {c.index: c.en for c in data.classes}, "zh": {c.index: c.zh for c in data.classes}}
     out = {"model": enc.name, "params": enc.params, "zero_shot": {}}
     for s in splits:
