@@ -46,7 +46,9 @@ def train_align(
     seed: int = 0,
     description: str = "align",
     modules: Iterable[nn.Module] = (),
+    trim_text: bool = True,
 ) -> History:
+    """`trim_text=False` for captured graphs (QAT), which are specialised to the full context length."""
     accelerator = make_accelerator()
     device = accelerator.device
     for m in modules:
@@ -63,7 +65,8 @@ def train_align(
             losses, parts_sum = [], {}
             for idx, groups in epoch_batches(pairs, cfg.batch_size, rng):
                 b = make_batch(pairs, idx, groups, rng, gen, tokenizer, device)
-                en, zh = encode_text(trim_padding(torch.cat([b.en_ids, b.zh_ids]))).chunk(2)
+                ids = torch.cat([b.en_ids, b.zh_ids])
+                en, zh = encode_text(trim_padding(ids) if trim_text else ids).chunk(2)
                 loss, parts = align_loss(encode_image(b.pixels), en, zh, logit_scale, cfg.margin_reg, cfg.margin)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)

@@ -58,16 +58,16 @@ def ensure_reference_teacher(recipe_path: str, data_overrides: dict | None = Non
     if seed is not None:  # the seed picks the unseen classes, so it must match the student run's
         teacher_recipe = teacher_recipe.model_copy(update={"seed": seed})
     folder = reference_teacher_folder(teacher_recipe)
-    if (folder / "model" / "model.safetensors").is_file():
+    if (folder / "student_fp32" / "model.safetensors").is_file():
         log(f"reference teacher: cached at {folder}")
-        return folder / "model"
+        return folder / "student_fp32"
     log(f"reference teacher: training once with {recipe_path} (cached in {folder})")
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     run_recipe(teacher_recipe, tmp, resume=False)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    return folder / "model"
+    return folder / "student_fp32"
 
 
 def load_teacher(recipe: Recipe) -> Teacher | None:

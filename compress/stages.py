@@ -94,7 +94,7 @@ def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualToken
             )
             hist = train_align(
                 image, text, image.parameters(), text.parameters(), logit_scale, tokenizer,
-                data.train, cfg, seed=recipe.seed + 2, description="QAT (int8 fake-quant)", modules=[image, text],
+                data.train, cfg, seed=recipe.seed + 2, description="QAT (int8 fake-quant)", modules=[image, text], trim_text=False,
             )
             state.history["qat"] = hist.as_dict()
         image, text = qat.convert_qat(image.cpu()), qat.convert_qat(text.cpu())
@@ -116,7 +116,7 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
         s = model.spec
         metadata = {
             "embed_dim": s.embed_dim, "image_size": s.image_size, "context_length": s.context_length,
-            "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.exp()),
+            "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.detach().exp()),
         }
         for quant in recipe.export.quant:
             if quant == "int8" and quantized is None:

@@ -1,0 +1,103 @@
+"""A whole recipe through the real CLI on tiny data: reference teacher (trained and cached), stage 1, stage 2, int8
+QAT, XNNPACK export, eval of every model kind, report; then `eval`, `bench` and `export` on what it wrote."""
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from compress.cli import main
+
+TEACHER = {
+    "name": "tiny_teacher", "data": {"limit": 30, "image_size": 32, "train_renders": 2, "unseen_fraction": 0.2},
+    "teacher": {"kind": "none"},
+    "students": {"image": {"arch": "vit_pico_p8"}, "text": {"arch": "text_pico", "context_length": 16, "vocab_size": 400}, "embed_dim": 32},
+    "distill": {"enabled": False}, "align": {"epochs": 3, "batch_size": 16, "lr": 1e-3},
+    "qat": {"enabled": False}, "export": {"enabled": False}, "eval": {"splits": ["eval"]},
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, emoji_cache):
+    root = tmp_path_factory.mktemp("e2e")
+    TEACHER["data"]["cache_dir"] = str(emoji_cache)
+    (root / "teacher.yaml").write_text(yaml.safe_dump(TEACHER))
+    student = {
+        "name": "tiny_int8", "data": dict(TEACHER["data"]),
+        "teacher": {"kind": "reference", "recipe": str(root / "teacher.yaml")},
+        "students": {"image": {"arch": "mobilevit_xxs"}, "text": {"arch": "text_pico", "context_length": 16, "vocab_size": 400}, "embed_dim": 32},
+        "distill": {"epochs": 2, "batch_size": 16}, "align": {"epochs": 2, "batch_size": 16, "margin_reg": 0.1},
+        "qat": {"epochs": 1, "batch_size": 16}, "eval": {"splits": ["eval", "transfer", "unseen"], "latency_runs": 3},
+    }
+    (root / "student.yaml").write_text(yaml.safe_dump(student))
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=root) as cwd:
+        res = runner.invoke(main, ["run", str(root / "student.yaml"), "--out", "runs/tiny"], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        yield Path(cwd), res.output
+
+
+def test_report_has_every_model_and_field(run):
+    cwd, output = run
+    report = json.loads((cwd / "runs/tiny/report.json").read_text())
+    assert "report:" in output and (cwd / "runs/tiny/report.md").is_file() and (cwd / "runs/tiny/zero_shot.png").is_file()
+    models = report["models"]
+    assert set(models) == {"teacher", "student_fp32", "student_int8", "student_fp32_pte", "student_int8_pte"}
+    for name, m in models.items():
+        assert isinstance(m["params"], int) and m["params"] > 0
+        for split in ("eval", "transfer", "unseen"):
+            for lang in ("en", "zh"):
+                r = m["zero_shot"][split][lang]
+                assert 0.0 <= r["top1"] <= r["top5"] <= 1.0, (name, split, lang)
+    for name in ("student_fp32_pte", "student_int8_pte"):
+        assert set(models[name]["pte_bytes"]) == {"image", "text"}
+        assert all(v > 0 for v in models[name]["latency_ms"].values())
+    assert models["student_int8_pte"]["pte_bytes"]["text"] < models["student_fp32_pte"]["pte_bytes"]["text"]
+    assert models["teacher"]["params"] > models["student_fp32"]["params"]
+    assert report["data"]["classes"] == report["data"]["splits"]["eval"]["classes"] > 0
+    assert report["data"]["used"] > 0 and report["data"]["skipped"] == 0
+    assert {"data", "teacher", "distill", "align", "qat", "export", "eval"} <= set(report["timings_s"])
+
+
+def test_fp32_pte_scores_like_eager(run):
+    cwd, _ = run
+    models = json.loads((cwd / "runs/tiny/report.json").read_text())["models"]
+    n = json.loads((cwd / "runs/tiny/report.json").read_text())["data"]["splits"]["eval"]["images"]
+    for lang in ("en", "zh"):
+        eager = models["student_fp32"]["zero_shot"]["eval"][lang]["top1"]
+        pte = models["student_fp32_pte"]["zero_shot"]["eval"][lang]["top1"]
+        assert abs(eager - pte) <= 1.0 / n + 1e-9  # at most one image flips
+
+
+def test_teacher_is_cached_for_the_next_run(run):
+    cwd, _ = run
+    cached = list((cwd / ".cache/teachers").glob("tiny_teacher-*/student_fp32/model.safetensors"))
+    assert len(cached) == 1
+
+
+def test_eval_bench_and_export_commands_on_the_run(run):
+    cwd, _ = run
+    runner = CliRunner()
+    import os
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        res = runner.invoke(main, ["eval", "runs/tiny/export", "--splits", "eval", "--json"], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        # emoji cache of the test session is elsewhere: eval builds the same split into .cache/emoji here
+        out = json.loads(res.output[res.output.index("{"):])
+        assert 0.0 <= out["zero_shot"]["eval"]["en"]["top1"] <= 1.0
+        res = runner.invoke(main, ["bench", "runs/tiny/export/image_int8.pte", "--runs", "3"], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        bench = json.loads(res.output[res.output.index("{"):])
+        for key in ("model_load_time(ms)", "avg_inference_latency(ms)", "trimmean_inference_latency(ms)"):
+            assert bench[key] > 0
+        res = runner.invoke(main, ["export", "runs/tiny", "--target", "xnnpack", "--quant", "int8", "--out", "exp"], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert "reused the run's QAT int8 export" in res.output
+        assert (cwd / "exp/image_int8.pte").read_bytes() == (cwd / "runs/tiny/export/image_int8.pte").read_bytes()
+        assert json.loads((cwd / "exp/bundle.json").read_text())["files"]["int8"]["text"] == "text_int8.pte"
+    finally:
+        os.chdir(old)
