@@ -154,7 +154,8 @@ def image_int8(image_qat, out_dir) -> Lowered:
 
 @pytest.fixture(scope="module")
 def text_int8(text_tower, out_dir) -> Lowered:
-    return lower(qat_steps(text_tower, tokens).converted, tokens(1), out_dir / "text_int8.pte", {"embed_dim": EMBED_DIM})
+    converted = qat_steps(text_tower, tokens).converted
+    return lower(converted, tokens(1), out_dir / "text_int8.pte", {"embed_dim": EMBED_DIM})
 
 
 # --- fp32 ------------------------------------------------------------------------------------------------------------

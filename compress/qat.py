@@ -1,0 +1,150 @@
+"""Int8 quantization-aware training with torchao PT2E and ExecuTorch's XNNPACK quantizer.
+
+Flow: `prepare_qat` (export with a dynamic batch, fold BatchNorm, insert fake-quant) -> train the returned graph
+module as usual (`set_train(gm, True)`) -> `convert_qat` (int8 q/dq graph that runs eagerly on the host) ->
+`mobile_export.lower.lower_to_pte`.
+
+Why BatchNorm is folded before prepare: PT2E's QAT conv+BN simulation computes `conv(x, w * g) / g` with
+`g = gamma / sqrt(running_var + eps)`. timm zero-initialises the last BN gamma of every residual bottleneck
+(`zero_init_last`), so MobileViT has channels with `g == 0`: `0 / 0 = NaN` in the first forward, the NaN reaches the
+moving-average observers, and the next forward computes a zero_point from NaN min/max ("`zero_point` must be between
+`quant_min` and `quant_max`"). Folding BN into the conv (BN frozen at its running statistics, the usual recipe for a
+short QAT fine-tune) removes the division, so a zero gamma is just a zero output channel, and its folded weights
+still receive gradients.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.export import Dim
+from torch.fx import GraphModule
+
+from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+    XNNPACKQuantizer,
+    get_symmetric_quantization_config,
+)
+from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+from torchao.quantization.pt2e.quantizer import ComposableQuantizer, QuantizationSpec, Quantizer
+from torchao.quantization.pt2e.quantizer.embedding_quantizer import (
+    EmbeddingQuantizer,
+    get_embedding_operators_config,
+)
+from torchao.quantization.pt2e.utils import _fuse_conv_bn_  # what torchao's own prepare_pt2e (PTQ) folds BN with
+
+from mobile_export.lower import explicit_attention
+
+# Ops whose weights and input activations become int8. Only conv and linear: XNNPACK's other patterns (add, mul, cat,
+# pool) would also quantize the text tower's additive attention mask (-1e4, whose range swamps the logits), and on
+# MobileViT they cut int8-vs-fp32 cosine from 0.99 to 0.83 without making the .pte smaller. Left in fp32, those ops
+# still run inside the XNNPACK delegate.
+QUANTIZED_OPS: dict[str, torch._ops.OpOverload] = {
+    "conv2d": torch.ops.aten.conv2d.default,
+    "linear": torch.ops.aten.linear.default,
+}
+MAX_BATCH = 4096
+
+
+def _xnnpack_config():
+    return get_symmetric_quantization_config(is_per_channel=True, is_qat=True)  # lru-cached upstream
+
+
+def make_quantizer(embedding: bool) -> Quantizer:
+    """XNNPACK int8 (per-channel weights, per-tensor activations) for conv + linear; plus int8 per-row embedding
+    tables when `embedding` (lowered to ExecuTorch's `quantized_decomposed::embedding_byte`)."""
+    xnnpack = XNNPACKQuantizer()
+    for op in QUANTIZED_OPS.values():
+        xnnpack.set_operator_type(op, _xnnpack_config())
+    return ComposableQuantizer([EmbeddingQuantizer(), xnnpack]) if embedding else xnnpack
+
+
+def _has_embedding(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Embedding) for m in module.modules())
+
+
+def _dynamic_batch(example_inputs: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], tuple[dict, ...]]:
+    """Mark dim 0 of every input as one shared dynamic batch. A batch-1 example is repeated to 2 rows, because
+    torch.export specialises size-1 dims."""
+    if example_inputs[0].shape[0] == 1:
+        example_inputs = tuple(x.repeat(2, *([1] * (x.dim() - 1))) for x in example_inputs)
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    return example_inputs, tuple({0: batch} for _ in example_inputs)
+
+
+def prepare_qat(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> GraphModule:
+    """Export `module` with a dynamic batch dim, fold BatchNorm into conv, and insert QAT fake-quant.
+
+    The returned graph module is in train mode; use `set_train` (not `.train()/.eval()`) to switch it.
+    """
+    example_inputs, dynamic_shapes = _dynamic_batch(tuple(example_inputs))
+    was_training = module.training
+    module.eval()  # BN must be captured in inference form to be folded (see module docstring)
+    try:
+        with explicit_attention(module):  # the same attention graph as the fp32 `.pte` (see explicit_attention)
+            gm = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes).module()
+    finally:
+        module.train(was_training)
+    _fuse_conv_bn_(gm)
+    gm = prepare_qat_pt2e(gm, make_quantizer(embedding=_has_embedding(module)))
+    move_exported_model_to_train(gm)
+    return gm
+
+
+def set_train(gm: GraphModule, flag: bool) -> GraphModule:
+    """Switch an exported/prepared graph between train and eval (dropout, BN); `.train()` is not allowed on it."""
+    return move_exported_model_to_train(gm) if flag else move_exported_model_to_eval(gm)
+
+
+def convert_qat(gm: GraphModule) -> GraphModule:
+    """Freeze observers and replace fake-quant with int8 q/dq ops; the result runs eagerly ("int8 eager")."""
+    move_exported_model_to_eval(gm)
+    return convert_pt2e(gm)
+
+
+def _ctor_to_dict(ctor: Any) -> dict[str, Any]:
+    partial = getattr(ctor, "p", ctor)
+    func = getattr(partial, "func", partial)
+    kwargs = {k: getattr(v, "__name__", v) for k, v in getattr(partial, "keywords", {}).items()}
+    return {"class": getattr(func, "__name__", str(func)), **kwargs}
+
+
+def _spec_to_dict(spec: QuantizationSpec | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    return {
+        "dtype": str(spec.dtype).removeprefix("torch."),
+        "qscheme": str(spec.qscheme).removeprefix("torch."),
+        "quant_min": spec.quant_min,
+        "quant_max": spec.quant_max,
+        "ch_axis": spec.ch_axis,
+        "is_dynamic": spec.is_dynamic,
+        "observer_or_fake_quant": _ctor_to_dict(spec.observer_or_fake_quant_ctr),
+    }
+
+
+def describe_qat_config() -> dict[str, Any]:
+    """The exact quantization recipe as a JSON-able dict, for run reports."""
+    import executorch.version
+    import torchao
+
+    cfg = _xnnpack_config()
+    embedding = get_embedding_operators_config().config
+    return {
+        "flow": "torchao.quantization.pt2e prepare_qat_pt2e -> convert_pt2e",
+        "quantizer": "executorch XNNPACKQuantizer (+ torchao EmbeddingQuantizer for nn.Embedding)",
+        "quantized_ops": list(QUANTIZED_OPS),
+        "is_qat": cfg.is_qat,
+        "input_activation": _spec_to_dict(cfg.input_activation),
+        "output_activation": _spec_to_dict(cfg.output_activation),
+        "weight": _spec_to_dict(cfg.weight),
+        "bias": "fp32 in training; XNNPACK stores it as int32 (scale = input scale x weight scale)",
+        "embedding_weight": _spec_to_dict(embedding.weight),  # observed (not fake-quantized) during QAT
+        "batchnorm": "folded into the preceding conv before prepare (frozen running statistics)",
+        "export": {"dynamic_batch": True, "max_batch": MAX_BATCH},
+        "versions": {
+            "torch": torch.__version__,
+            "torchao": torchao.__version__,
+            "executorch": executorch.version.__version__,
+        },
+    }
