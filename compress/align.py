@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from compress.data.pairs import PairSet, epoch_batches, steps_per_epoch
-from compress.losses import ClipLoss, MarginRegularizer
+from compress.losses import ClipLoss, LogitDistillLoss, MarginRegularizer
 from compress.progress import log_epoch, progress_bar
 from compress.recipe import AlignConfig
 from compress.tokenizer import BilingualTokenizer
@@ -34,6 +34,17 @@ def align_loss(
     return loss, parts
 
 
+def teacher_kd(teacher, b, img, en, zh, logit_scale) -> torch.Tensor:
+    """Teacher-guided soft targets for stage 2 (teacher embeddings of the same images and captions)."""
+    with torch.no_grad():
+        t_img = teacher.encode_image(b.pixels).embedding.to(img.device)
+        t_txt = teacher.encode_text(b.en + b.zh).embedding.to(img.device)
+    t_en, t_zh = t_txt.chunk(2)
+    scale = float(getattr(teacher, "logit_scale", 100.0))
+    crit = LogitDistillLoss()
+    return 0.5 * (crit(img, en, logit_scale, t_img, t_en, scale) + crit(img, zh, logit_scale, t_img, t_zh, scale))
+
+
 def train_align(
     encode_image: Callable[[torch.Tensor], torch.Tensor],
     encode_text: Callable[[torch.Tensor], torch.Tensor],
@@ -47,6 +58,7 @@ def train_align(
     description: str = "align",
     modules: Iterable[nn.Module] = (),
     trim_text: bool = True,
+    teacher=None,
 ) -> History:
     """`trim_text=False` for captured graphs (QAT), which are specialised to the full context length."""
     accelerator = make_accelerator()
@@ -67,7 +79,12 @@ def train_align(
                 b = make_batch(pairs, idx, groups, rng, gen, tokenizer, device)
                 ids = torch.cat([b.en_ids, b.zh_ids])
                 en, zh = encode_text(trim_padding(ids) if trim_text else ids).chunk(2)
-                loss, parts = align_loss(encode_image(b.pixels), en, zh, logit_scale, cfg.margin_reg, cfg.margin)
+                img = encode_image(b.pixels)
+                loss, parts = align_loss(img, en, zh, logit_scale, cfg.margin_reg, cfg.margin)
+                if teacher is not None and cfg.distill_weight > 0:
+                    kd = teacher_kd(teacher, b, img, en, zh, logit_scale)
+                    loss = loss + cfg.distill_weight * kd
+                    parts["logit_kd"] = kd.item()
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 optimizer.step()

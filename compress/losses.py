@@ -52,3 +52,18 @@ class FeatureDistillLoss(nn.Module):
         if student.dim() == 4 and student.shape[-2:] != teacher.shape[-2:]:
             student = F.interpolate(student, size=teacher.shape[-2:], mode="bilinear", align_corners=False)
         return F.smooth_l1_loss(student, standardize(teacher.detach()), beta=self.beta)
+
+
+class LogitDistillLoss(nn.Module):
+    """KL between the teacher's and the student's in-batch image->text (and text->image) softmax.
+
+    The teacher's similarity matrix says which *other* captions are close to an image (e.g. "man firefighter" vs
+    "woman firefighter"); one-hot InfoNCE targets throw that away. Both sides use their own temperature.
+    """
+
+    def forward(self, s_img, s_txt, s_scale, t_img, t_txt, t_scale: float) -> torch.Tensor:
+        s = s_scale.exp().clamp(max=100.0) * F.normalize(s_img, dim=-1) @ F.normalize(s_txt, dim=-1).t()
+        with torch.no_grad():
+            t = t_scale * F.normalize(t_img, dim=-1) @ F.normalize(t_txt, dim=-1).t()
+        kl = lambda a, b: F.kl_div(F.log_softmax(a, dim=1), F.softmax(b, dim=1), reduction="batchmean")
+        return 0.5 * (kl(s, t) + kl(s.t(), t.t()))

@@ -99,7 +99,7 @@ class AlignConfig(Strict):
     init_temperature: float = Field(0.07, gt=0, lt=1)
     margin_reg: float = Field(0.0, ge=0)
     margin: float = Field(0.5, ge=-1, le=1)
-    distill_weight: float = Field(0.0, ge=0)
+    distill_weight: float = Field(0.0, ge=0)  # teacher soft-target KL on the in-batch similarities (needs a teacher)
 
 
 class QATConfig(Strict):

@@ -57,7 +57,7 @@ def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncod
             model.train()
             hist = train_align(
                 model.image, model.text, model.image.parameters(), model.text.parameters(), model.logit_scale, tokenizer, data.train, recipe.align, seed=recipe.seed + 1,
-                description="stage 2: align", modules=[model],
+                description="stage 2: align", modules=[model], teacher=teacher,
             )
             model.eval()
             state.history["align"] = hist.as_dict()

@@ -58,3 +58,14 @@ def test_batches_never_repeat_a_group_and_cover_each_once(groups, batch, seed):
         seen += gs
     present = set(groups)
     assert set(seen) <= present and len(seen) >= len(present) - 1  # a trailing batch of one is dropped
+
+
+def test_logit_distill_is_zero_when_student_matches_teacher_and_positive_otherwise():
+    from compress.losses import LogitDistillLoss
+
+    torch.manual_seed(0)
+    img, txt = torch.randn(6, 8), torch.randn(6, 8)
+    crit = LogitDistillLoss()
+    scale = torch.tensor(math.log(20.0))
+    assert crit(img, txt, scale, img * 3, txt * 2, 20.0).item() < 1e-5  # same directions, same temperature
+    assert crit(img, txt, scale, torch.randn(6, 8), torch.randn(6, 8), 20.0).item() > 0.01
