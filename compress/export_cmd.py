@@ -49,7 +49,7 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None) -> 
     model, tokenizer, meta = load_checkpoint(ckpt)
     s = model.spec
     metadata = {"embed_dim": s.embed_dim, "image_size": s.image_size, "context_length": s.context_length,
-                "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.exp())}
+                "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.detach().exp())}
     files: dict[str, str] = {}
     qat_dir = run / "export" if run else None
     if quant == "int8" and target == "xnnpack" and qat_dir and all((qat_dir / f"{t}_int8.pte").is_file() for t in ("image", "text")):

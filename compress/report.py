@@ -50,6 +50,7 @@ def acceptance_checks(report: dict) -> dict:
         checks["student_to_teacher_params"] = round(m["student_fp32"]["params"] / t["params"], 4)
     f, q = m.get("student_fp32_pte"), m.get("student_int8_pte")
     if f and q and "pte_bytes" in f and "pte_bytes" in q:
+        checks["int8_to_fp32_pte_bytes_total"] = round(sum(q["pte_bytes"].values()) / sum(f["pte_bytes"].values()), 4)
         for tower in f["pte_bytes"]:
             checks[f"int8_to_fp32_pte_bytes_{tower}"] = round(q["pte_bytes"][tower] / f["pte_bytes"][tower], 4)
             checks[f"int8_speedup_{tower}"] = round(f["latency_ms"][tower] / q["latency_ms"][tower], 3)

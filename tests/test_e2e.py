@@ -54,6 +54,7 @@ def test_report_has_every_model_and_field(run):
         assert set(models[name]["pte_bytes"]) == {"image", "text"}
         assert all(v > 0 for v in models[name]["latency_ms"].values())
     assert models["student_int8_pte"]["pte_bytes"]["text"] < models["student_fp32_pte"]["pte_bytes"]["text"]
+    assert 0 < report["checks"]["int8_to_fp32_pte_bytes_total"] < 1
     assert models["teacher"]["params"] > models["student_fp32"]["params"]
     assert report["data"]["classes"] == report["data"]["splits"]["eval"]["classes"] > 0
     assert report["data"]["used"] > 0 and report["data"]["skipped"] == 0
