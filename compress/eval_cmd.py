@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from compress.errors import UserError
-from compress.evaluate import Encoders, zero_shot
+from compress.evaluate import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.prompts import LANGS
 
 KNOWN_SPLITS = ("eval", "transfer", "unseen")
@@ -14,7 +14,7 @@ KNOWN_SPLITS = ("eval", "transfer", "unseen")
 
 def resolve_encoders(spec: str) -> Encoders:
     """A student checkpoint/run, an export folder or .pte, `reference`, or an HF CLIP-family id/folder."""
-    from compress.pipeline import eager_encoders, ensure_reference_teacher, teacher_encoders
+    from compress.pipeline import ensure_reference_teacher
 
     path = Path(spec)
     if spec == "reference":

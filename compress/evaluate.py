@@ -58,3 +58,15 @@ def zero_shot(
         txt = embed_in_batches(enc.encode_text, prompts, batch_size)
         out[lang] = topk_accuracy(img, txt, targets)
     return out
+
+
+def eager_encoders(name: str, model, tokenizer) -> Encoders:
+    """A DualEncoder (fp32 or any eager module pair) with its own tokenizer."""
+    model.eval()
+    return Encoders(name, model.image, lambda texts: model.text(tokenizer(texts)), model.tower_params())
+
+
+def teacher_encoders(teacher) -> Encoders:
+    return Encoders(
+        "teacher", lambda x: teacher.encode_image(x).embedding, lambda t: teacher.encode_text(t).embedding, teacher.num_params()
+    )

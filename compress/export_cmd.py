@@ -37,57 +37,45 @@ def _calibration_batches(image_size: int, n: int = 4, batch: int = 64):
 
 
 def export_checkpoint(path: Path, target: str, quant: str, out: Path | None) -> Iterator[str]:
-    from compress.atomic import write_json
     from compress.model import load_checkpoint
-    from compress.prompts import EVAL_TEMPLATE
+    from compress.stages import example_inputs, pte_metadata, write_bundle
     from mobile_export.lower import lower_to_pte, save_pte
     from mobile_export.targets import get_target
 
     get_target(target)  # fail fast on an unknown target
     ckpt, run = _checkpoint_folder(path)
     out = out or ((run or ckpt.parent) / f"export-{target}")
-    model, tokenizer, meta = load_checkpoint(ckpt)
-    s = model.spec
-    metadata = {"embed_dim": s.embed_dim, "image_size": s.image_size, "context_length": s.context_length,
-                "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.detach().exp())}
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, _ = load_checkpoint(ckpt)
     files: dict[str, str] = {}
     qat_dir = run / "export" if run else None
     if quant == "int8" and target == "xnnpack" and qat_dir and all((qat_dir / f"{t}_int8.pte").is_file() for t in ("image", "text")):
         for t in ("image", "text"):
-            out.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(qat_dir / f"{t}_int8.pte", out / f"{t}_int8.pte")
             files[t] = f"{t}_int8.pte"
             yield f"{t}: reused the run's QAT int8 export -> {out / files[t]}"
     else:
         image, text = model.image, model.text
-        ex_img = (torch.rand(1, 3, s.image_size, s.image_size),)
-        ex_txt = (tokenizer(["an emoji of dog face 狗脸"]),)
+        ex_img, ex_txt = example_inputs(model, 1)
         if quant == "int8":
             from compress import qat
 
-            image = qat.prepare_qat(image, (torch.rand(2, 3, s.image_size, s.image_size),))
-            text = qat.prepare_qat(text, (tokenizer(["a", "b"]),))
+            ex2_img, ex2_txt = example_inputs(model, 2)
+            image, text = qat.prepare_qat(image, ex2_img), qat.prepare_qat(text, ex2_txt)
             qat.set_train(image, True)
             qat.set_train(text, True)
             with torch.no_grad():
-                for pixels, texts in _calibration_batches(s.image_size):
+                for pixels, texts in _calibration_batches(model.spec.image_size):
                     image(pixels)
                     text(tokenizer(texts))
             image, text = qat.convert_qat(image), qat.convert_qat(text)
             yield "int8: post-training calibration on emoji-zh-en (no QAT export found in the run)"
+        metadata = pte_metadata(model, tokenizer)
         for t, module, ex in (("image", image, ex_img), ("text", text, ex_txt)):
-            program = lower_to_pte(module, ex, target=target, metadata=metadata)
             files[t] = f"{t}_{quant}.pte"
-            save_pte(program, out / files[t])
+            save_pte(lower_to_pte(module, ex, target=target, metadata=metadata), out / files[t])
             yield f"{t}: {out / files[t]} ({(out / files[t]).stat().st_size / 1e6:.2f} MB)"
-    tokenizer.save(out / "tokenizer.json")
-    write_json(out / "bundle.json", {
-        **metadata, "params": model.tower_params(), "target": target,
-        "input": "image: float32 RGB in [0,1], NCHW (1,3,H,W); normalisation is inside the model",
-        "text_input": "int64 token ids (1, context_length), tokenizer.json, padded with pad_id",
-        "prompt_templates": EVAL_TEMPLATE, "files": {quant: files},
-    })
-    yield f"bundle: {out / 'bundle.json'}"
+    yield f"bundle: {write_bundle(out, model, tokenizer, target, {quant: files})}"
 
 
 def bench_pte(pte: Path, runs: int, warmup: int) -> dict:

@@ -5,7 +5,6 @@ Each stage leaves its artifact in the run folder; `resume` skips a stage whose a
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from contextlib import contextmanager
@@ -13,18 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import torch
 
 from compress.atomic import write_json
-from compress.data.sources import RunData, load_run_data
+from compress import stages
+from compress.data.sources import load_run_data
 from compress.errors import UserError
-from compress.evaluate import Encoders, zero_shot
-from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
 from compress.progress import log
-from compress.prompts import TEMPLATES
 from compress.recipe import Recipe, load_recipe
 from compress.teachers.base import Teacher
-from compress.tokenizer import BilingualTokenizer, train_tokenizer
 
 TEACHER_CACHE = Path(".cache/teachers")
 
@@ -85,47 +80,14 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
     return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, same_data, recipe.seed))
 
 
-# ------------------------------------------------------------------------------------------------ students
-def tokenizer_corpus(data: RunData) -> list[str]:
-    texts = []
-    for lang, names in (("en", data.train.en), ("zh", data.train.zh)):
-        templates = TEMPLATES[lang] if data.train.templated else ["{}"]
-        texts += [t.format(n) for n in names for t in templates]
-    return texts
-
-
-def build_student(recipe: Recipe, tokenizer: BilingualTokenizer) -> DualEncoder:
-    s = recipe.students
-    spec = DualEncoderSpec(
-        image_arch=s.image.arch, text_arch=s.text.arch, embed_dim=s.embed_dim, image_size=recipe.data.image_size,
-        context_length=s.text.context_length, vocab_size=tokenizer.vocab_size,
-    )
-    torch.manual_seed(recipe.seed)
-    return DualEncoder(spec, init_temperature=recipe.align.init_temperature)
-
-
-def eager_encoders(name: str, model: DualEncoder, tokenizer: BilingualTokenizer) -> Encoders:
-    model.eval()
-    return Encoders(name, model.image, lambda texts: model.text(tokenizer(texts)), model.tower_params())
-
-
-def teacher_encoders(teacher: Teacher) -> Encoders:
-    return Encoders(
-        "teacher", lambda x: teacher.encode_image(x).embedding, lambda t: teacher.encode_text(t).embedding, teacher.num_params()
-    )
-
-
 # ------------------------------------------------------------------------------------------------ the run
 def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> Path:
     out = Path(out) if out else Path("runs") / recipe.name
-    if out.exists() and not resume and any(out.iterdir()):
-        if (out / "report.json").exists() or (out / "student_fp32").exists():
-            raise UserError(f"run folder {str(out)!r} already holds a run; pass --resume to continue it or --out NEW_DIR")
+    if not resume and ((out / "report.json").exists() or (out / "student_fp32").exists()):
+        raise UserError(f"run folder {str(out)!r} already holds a run; pass --resume to continue it or --out NEW_DIR")
     out.mkdir(parents=True, exist_ok=True)
     state = RunState(recipe, out, resume)
     write_json(out / "recipe.json", recipe.model_dump())
-    from compress import stages
-
     with state.stage("data"):
         data = load_run_data(recipe.data, recipe.seed)
         log(f"data: {len(data.train)} training samples over {data.train.num_groups} groups; "

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,10 +11,12 @@ from torch import nn
 from compress.align import train_align
 from compress.data.sources import RunData
 from compress.distill import train_distill
-from compress.evaluate import Encoders, zero_shot
-from compress.model import DualEncoder, load_checkpoint, save_checkpoint
+from compress.evaluate import Encoders, eager_encoders, teacher_encoders, zero_shot
+from compress.atomic import write_json
+from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
+from compress.prompts import EVAL_TEMPLATE, TEMPLATES
 from compress.progress import log
-from compress.recipe import AlignConfig
+from compress.recipe import AlignConfig, Recipe
 from compress.teachers.base import Teacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
 
@@ -33,9 +34,57 @@ class Exported:
     delegation: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
-def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncoder, BilingualTokenizer]:
-    from compress.pipeline import build_student, tokenizer_corpus
+def tokenizer_corpus(data: RunData) -> list[str]:
+    """Every caption training can produce, in both languages: what the WordPiece vocabulary is trained on."""
+    texts = []
+    for lang, names in (("en", data.train.en), ("zh", data.train.zh)):
+        templates = TEMPLATES[lang] if data.train.templated else ["{}"]
+        texts += [t.format(n) for n in names for t in templates]
+    return texts
 
+
+def build_student(recipe: Recipe, tokenizer: BilingualTokenizer) -> DualEncoder:
+    s = recipe.students
+    spec = DualEncoderSpec(
+        image_arch=s.image.arch, text_arch=s.text.arch, embed_dim=s.embed_dim, image_size=recipe.data.image_size,
+        context_length=s.text.context_length, vocab_size=tokenizer.vocab_size,
+    )
+    torch.manual_seed(recipe.seed)
+    return DualEncoder(spec, init_temperature=recipe.align.init_temperature)
+
+
+def example_inputs(model: DualEncoder, batch: int) -> tuple[tuple[torch.Tensor], tuple[torch.Tensor]]:
+    """Shapes for capture/lowering: pixels, and ids that are half padding (the mask path must be traced)."""
+    s = model.spec
+    pixels = torch.rand(batch, 3, s.image_size, s.image_size)
+    ids = torch.randint(2, s.vocab_size, (batch, s.context_length))
+    ids[:, s.context_length // 2 :] = 0
+    return (pixels,), (ids,)
+
+
+def pte_metadata(model: DualEncoder, tokenizer: BilingualTokenizer) -> dict:
+    """What the phone needs besides the weights; embedded in each .pte and repeated in bundle.json."""
+    s = model.spec
+    return {
+        "embed_dim": s.embed_dim, "image_size": s.image_size, "context_length": s.context_length,
+        "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.detach().exp()),
+    }
+
+
+def write_bundle(folder: Path, model: DualEncoder, tokenizer: BilingualTokenizer, target: str,
+                 files: dict[str, dict[str, str]]) -> Path:
+    """export folder = .pte files + tokenizer.json + bundle.json (input layout, metadata, prompts, file names)."""
+    tokenizer.save(folder / "tokenizer.json")
+    write_json(folder / "bundle.json", {
+        **pte_metadata(model, tokenizer), "params": model.tower_params(), "target": target,
+        "input": "image: float32 RGB in [0,1], NCHW (1,3,H,W); normalisation is inside the model",
+        "text_input": "int64 token ids (1, context_length), tokenizer.json, padded with pad_id",
+        "prompt_templates": EVAL_TEMPLATE, "files": files,
+    })
+    return folder / "bundle.json"
+
+
+def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncoder, BilingualTokenizer]:
     recipe, out = state.recipe, state.out
     final = out / "student_fp32"
     if state.resume and (final / "model.safetensors").is_file():
@@ -65,14 +114,6 @@ def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncod
     return model.eval(), tokenizer
 
 
-def _example_inputs(model: DualEncoder, batch: int) -> tuple[tuple[torch.Tensor], tuple[torch.Tensor]]:
-    s = model.spec
-    pixels = torch.rand(batch, 3, s.image_size, s.image_size)
-    ids = torch.randint(2, s.vocab_size, (batch, s.context_length))
-    ids[:, s.context_length // 2 :] = 0
-    return (pixels,), (ids,)
-
-
 def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualTokenizer) -> Quantized | None:
     recipe = state.recipe
     if not recipe.qat.enabled or "int8" not in recipe.export.quant:
@@ -81,7 +122,7 @@ def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualToken
 
     with state.stage("qat"):
         model = model.cpu().eval()
-        ex_img, ex_txt = _example_inputs(model, 2)
+        ex_img, ex_txt = example_inputs(model, 2)
         image = qat.prepare_qat(copy.deepcopy(model.image), ex_img)
         text = qat.prepare_qat(copy.deepcopy(model.text), ex_txt)
         if recipe.qat.epochs > 0:
@@ -106,18 +147,13 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
     result = Exported()
     if not recipe.export.enabled:
         return result
-    from compress.atomic import write_json
     from mobile_export.lower import lower_to_pte, save_pte
 
     folder = out / "export"
     with state.stage("export"):
         model = model.cpu().eval()
-        ex_img, ex_txt = _example_inputs(model, 1)
-        s = model.spec
-        metadata = {
-            "embed_dim": s.embed_dim, "image_size": s.image_size, "context_length": s.context_length,
-            "pad_id": tokenizer.pad_id, "logit_scale": float(model.logit_scale.detach().exp()),
-        }
+        ex_img, ex_txt = example_inputs(model, 1)
+        metadata = pte_metadata(model, tokenizer)
         for quant in recipe.export.quant:
             if quant == "int8" and quantized is None:
                 continue
@@ -131,15 +167,8 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
                 result.files.setdefault(quant, {})[tower] = path
                 result.delegation.setdefault(quant, {})[tower] = program.delegation
                 log(f"export: {path} ({path.stat().st_size / 1e6:.2f} MB)")
-        shutil.copyfile(out / "student_fp32" / "tokenizer.json", folder / "tokenizer.json")
-        from compress.prompts import EVAL_TEMPLATE
-
-        write_json(folder / "bundle.json", {
-            **metadata, "params": model.tower_params(),
-            "input": "image: float32 RGB in [0,1], NCHW (1,3,H,W); normalisation is inside the model",
-            "text_input": "int64 token ids (1, context_length), tokenizer.json, padded with pad_id",
-            "prompt_templates": EVAL_TEMPLATE, "files": {q: {t: p.name for t, p in d.items()} for q, d in result.files.items()},
-        })
+        files = {q: {t: p.name for t, p in d.items()} for q, d in result.files.items()}
+        write_bundle(folder, model, tokenizer, recipe.export.target, files)
     return result
 
 
@@ -151,8 +180,6 @@ def pte_encoders(name: str, files: dict[str, Path], tokenizer: BilingualTokenize
 
 
 def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exported) -> dict:
-    from compress.pipeline import eager_encoders, teacher_encoders
-
     recipe = state.recipe
     models: dict[str, Encoders] = {}
     if teacher is not None:
@@ -177,7 +204,7 @@ def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exporte
     if exported.files:
         from mobile_export.bench import host_latency
 
-        ex_img, ex_txt = _example_inputs(model.cpu(), 1)
+        ex_img, ex_txt = example_inputs(model.cpu(), 1)
         for quant, files in exported.files.items():
             entry = results[f"student_{quant}_pte"]
             entry["pte_bytes"] = {t: p.stat().st_size for t, p in files.items()}

@@ -1,5 +1,4 @@
 """The CLI as a user meets it: help text, one-line errors with exit code 2, and a tiny end-to-end run."""
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -19,39 +18,39 @@ def test_every_command_has_help(cmd):
     assert "Usage:" in res.output and len(res.output.splitlines()) > 4
 
 
-def _fails_cleanly(args, *fragments, cwd=ROOT):
-    """Run the real console entry point: exit 2, one line on stderr, no traceback."""
+def _fails_cleanly(args, cwd=ROOT) -> str:
+    """Run the real console entry point; it must exit 2 with one line on stderr and no traceback. Returns the line."""
     proc = subprocess.run([sys.executable, "-m", "compress.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    for f in fragments:
-        assert f in lines[0]
     return lines[0]
 
 
 def test_bad_recipe_value(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nstudents:\n  image: {arch: mobilevit_xxxs}\n")
-    _fails_cleanly(["run", str(bad)], "students.image.arch", "did you mean 'mobilevit_xxs'?")
+    line = _fails_cleanly(["run", str(bad)])
+    assert "students.image.arch" in line and "did you mean 'mobilevit_xxs'?" in line
 
 
 def test_unknown_key_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nalign: {epocs: 2}\n")
-    _fails_cleanly(["run", str(bad)], "align.epocs: unknown key", "epochs")
-    _fails_cleanly(["run", str(tmp_path / "missing.yaml")], "not found")
-    _fails_cleanly(["run", "recipes/mobilevit_int8.yaml", "--set", "align.epochs=-3"], "align.epochs")
+    line = _fails_cleanly(["run", str(bad)])
+    assert "align.epocs: unknown key" in line and "epochs" in line
+    assert "not found" in _fails_cleanly(["run", str(tmp_path / "missing.yaml")])
+    assert "align.epochs" in _fails_cleanly(["run", "recipes/mobilevit_int8.yaml", "--set", "align.epochs=-3"])
 
 
 def test_other_commands_reject_bad_input(tmp_path):
-    _fails_cleanly(["export", str(tmp_path)], "neither a run folder nor a checkpoint")
-    _fails_cleanly(["export", str(tmp_path), "--target", "nosuch"], "not a known target")
-    _fails_cleanly(["bench", str(tmp_path / "x.pte")], "not found")
-    _fails_cleanly(["eval", str(tmp_path), "--splits", "nosuch"], "not a split")
+    assert "neither a run folder nor a checkpoint" in _fails_cleanly(["export", str(tmp_path)])
+    assert "not a known target" in _fails_cleanly(["export", str(tmp_path), "--target", "nosuch"])
+    assert "not found" in _fails_cleanly(["bench", str(tmp_path / "x.pte")])
+    assert "not a split" in _fails_cleanly(["eval", str(tmp_path), "--splits", "nosuch"])
 
 
 def test_offline_hub_id_says_how_to_pass_a_folder(tmp_path):
-    line = _fails_cleanly(["eval", "BAAI/AltCLIP", "--splits", "eval"], "local folder")
-    assert "BAAI/AltCLIP" in line
+    line = _fails_cleanly(["eval", "BAAI/AltCLIP", "--splits", "eval"])
+    assert "local folder" in line and "BAAI/AltCLIP" in line

@@ -6,7 +6,7 @@ from compress.align import train_align
 from compress.data.sources import load_run_data
 from compress.distill import train_distill
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
-from compress.pipeline import build_student, tokenizer_corpus
+from compress.stages import build_student, tokenizer_corpus
 from compress.recipe import AlignConfig, DistillConfig, parse_recipe
 from compress.teachers.reference import ReferenceTeacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
