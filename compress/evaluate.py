@@ -1,7 +1,7 @@
 """Zero-shot classification, the same way for every model kind (teacher, eager student, int8 eager, `.pte`).
 
 Class text embeddings are computed once per (class set, language); images are embedded in batches. Ties in top-k
-follow `torch.topk` on the similarity matrix (the lower class index wins among exactly equal scores).
+follow the rule in `compress.metrics` (exactly equal scores: the lower class index ranks first).
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from compress import metrics
 from compress.data.augment import to_float
 from compress.prompts import LANGS, eval_prompts
 
@@ -23,6 +24,7 @@ class Encoders:
     encode_image: Callable[[torch.Tensor], torch.Tensor]
     encode_text: Callable[[Sequence[str]], torch.Tensor]
     params: int
+    image_size: int = 224  # the square input the image side expects; datasets are resized + centre-cropped to it
 
 
 def embed_in_batches(fn: Callable, items, batch_size: int) -> torch.Tensor:
@@ -35,11 +37,7 @@ def embed_in_batches(fn: Callable, items, batch_size: int) -> torch.Tensor:
 
 def topk_accuracy(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """targets index rows of class_emb."""
-    sims = image_emb @ class_emb.t()
-    k = min(max(ks), sims.shape[1])
-    top = sims.topk(k, dim=1).indices
-    hits = top == targets[:, None]
-    return {f"top{kk}": float(hits[:, :kk].any(dim=1).float().mean()) for kk in ks}
+    return metrics.topk_accuracy(image_emb @ class_emb.t(), targets, ks)
 
 
 def zero_shot(
@@ -63,10 +61,11 @@ def zero_shot(
 def eager_encoders(name: str, model, tokenizer) -> Encoders:
     """A DualEncoder (fp32 or any eager module pair) with its own tokenizer."""
     model.eval()
-    return Encoders(name, model.image, lambda texts: model.text(tokenizer(texts)), model.tower_params())
+    return Encoders(name, model.image, lambda texts: model.text(tokenizer(texts)), model.tower_params(), model.spec.image_size)
 
 
 def teacher_encoders(teacher) -> Encoders:
     return Encoders(
-        "teacher", lambda x: teacher.encode_image(x).embedding, lambda t: teacher.encode_text(t).embedding, teacher.num_params()
+        "teacher", lambda x: teacher.encode_image(x).embedding, lambda t: teacher.encode_text(t).embedding,
+        teacher.num_params(), int(getattr(teacher, "image_size", 224)),
     )

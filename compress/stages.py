@@ -172,11 +172,11 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
     return result
 
 
-def pte_encoders(name: str, files: dict[str, Path], tokenizer: BilingualTokenizer, params: int) -> Encoders:
+def pte_encoders(name: str, files: dict[str, Path], tokenizer: BilingualTokenizer, params: int, image_size: int) -> Encoders:
     from mobile_export.runtime import PteModule
 
     image, text = PteModule(files["image"]), PteModule(files["text"])
-    return Encoders(name, lambda x: image(x), lambda texts: text(tokenizer(texts)), params)
+    return Encoders(name, lambda x: image(x), lambda texts: text(tokenizer(texts)), params, image_size)
 
 
 def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exported) -> dict:
@@ -187,9 +187,10 @@ def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exporte
     models["student_fp32"] = eager_encoders("student_fp32", model, tokenizer)
     params = model.tower_params()
     if quantized is not None:
-        models["student_int8"] = Encoders("student_int8", quantized.image, lambda t: quantized.text(tokenizer(t)), params)
+        models["student_int8"] = Encoders("student_int8", quantized.image, lambda t: quantized.text(tokenizer(t)), params,
+                                          model.spec.image_size)
     for quant, files in exported.files.items():
-        models[f"student_{quant}_pte"] = pte_encoders(f"student_{quant}_pte", files, tokenizer, params)
+        models[f"student_{quant}_pte"] = pte_encoders(f"student_{quant}_pte", files, tokenizer, params, model.spec.image_size)
     results: dict[str, dict] = {}
     for key, enc in models.items():
         entry: dict = {"params": int(enc.params), "zero_shot": {}}
