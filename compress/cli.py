@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -81,28 +82,51 @@ def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None) -
 
 
 @main.command(name="eval")
-@click.argument("model")
+@click.argument("models", nargs=-1, metavar="MODEL [MODEL ...]")
+@click.option("--suite", default="emoji", show_default=True, help="elevater, emoji, retrieval, or all (comma-separated).")
+@click.option("--lang", default="en,zh", show_default=True, help="Prompt / caption languages.")
+@click.option("--datasets", default=None, help="ELEVATER datasets to run (comma-separated keys; default: all 20).")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder holding one sub-folder per ELEVATER dataset (default: $DCCLIP_DATA, else data/elevater). "
+                   "Missing datasets are reported as skipped.")
+@click.option("--manifest", "manifests", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Retrieval JSONL manifest ({\"image\", \"en\": [...], \"zh\": [...]} per line). Repeatable.")
 @click.option("--splits", default="eval,transfer,unseen", show_default=True, help="Comma-separated emoji-zh-en splits.")
-@click.option("--lang", default="en,zh", show_default=True, help="Prompt languages.")
 @click.option("--image-size", type=click.IntRange(16, 512), default=None,
               help="Render size of the emoji splits (default: the run's recipe, else 64).")
 @click.option("--limit", type=click.IntRange(8), default=None, help="Only the first N emoji classes (default: the run's recipe).")
 @click.option("--unseen-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Held-out class fraction (default: the run's recipe, else 0.4 as in the shipped recipes).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+              help="Held-out emoji class fraction (default: the run's recipe, else 0.4 as in the shipped recipes).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=128, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder for eval.md, eval.json, eval.png (default: runs/eval/<first model label>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON result instead of the table.")
 @user_errors
-def eval_(model: str, splits: str, lang: str, image_size: int | None, limit: int | None, unseen_fraction: float | None,
-          as_json: bool) -> None:
-    """Zero-shot top-1/top-5 of MODEL on emoji-zh-en, in English and Chinese.
+def eval_(models: tuple[str, ...], suite: str, lang: str, datasets: str | None, data_root: Path | None,
+          manifests: tuple[Path, ...], splits: str, image_size: int | None, limit: int | None,
+          unseen_fraction: float | None, batch_size: int, out: Path | None, as_json: bool) -> None:
+    """Zero-shot classification and retrieval of one or more MODELs, in English and Chinese side by side.
 
     MODEL is a student checkpoint or run folder, an export folder or .pte (runs through the ExecuTorch runtime),
-    `reference` (the cached reference teacher), or a Hugging Face CLIP-family hub id / local folder.
-    """
-    from compress.eval_cmd import evaluate_model, format_table
+    RUN/teacher (the teacher that run distilled from), `reference` (the cached reference teacher), or a Hugging Face
+    CLIP-family hub id / local folder. Name a column with label=MODEL; the first MODEL is the baseline the others are
+    compared against. Suites: elevater (20 ELEVATER datasets from --data-root), emoji (emoji-zh-en splits),
+    retrieval (emoji eval split plus every --manifest).
 
-    result = evaluate_model(model, [s for s in splits.split(",") if s], [l for l in lang.split(",") if l],
-                            image_size=image_size, limit=limit, unseen_fraction=unseen_fraction)
-    click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else format_table(model, result))
+    Example: dcclip-compress eval teacher=reference fp32=runs/mobilevit_int8 int8=runs/mobilevit_int8/export --suite all
+    """
+    from compress.eval_cmd import evaluate_models, parse_list, parse_suites
+    from compress.eval_report import markdown, write_report
+
+    result = evaluate_models(
+        list(models), parse_suites(suite), parse_list(lang, "--lang"), datasets=parse_list(datasets, "--datasets") or None,
+        data_root=data_root, manifests=manifests, splits=parse_list(splits, "--splits"), image_size=image_size,
+        limit=limit, unseen_fraction=unseen_fraction, batch_size=batch_size,
+    )
+    folder = out or Path("runs/eval") / re.sub(r"[^\w.-]+", "_", result["models"][0]["label"])
+    paths = write_report(result, folder)
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else markdown(result))
+    click.echo("report: " + ", ".join(str(p) for p in paths.values()), err=as_json)
 
 
 @main.command()

@@ -1,7 +1,16 @@
-"""`dcclip-compress eval`: any model kind, measured the same way on emoji-zh-en."""
+"""`dcclip-compress eval`: any model kind, any suite, en and zh side by side.
+
+MODEL is a teacher (HF id or folder, `reference`, or `RUN/teacher` for the teacher a run distilled from), a student
+checkpoint or run folder, or an export folder / `.pte` (which runs through the ExecuTorch runtime). Several MODELs are compared in one table, with deltas against
+the first; `label=MODEL` names a column. Image embeddings are computed once per (model, dataset) and class text
+embeddings once per (model, class set, language).
+"""
 from __future__ import annotations
 
 import json
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -9,7 +18,16 @@ from compress.errors import UserError
 from compress.evaluate import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.prompts import LANGS
 
+SUITES = ("elevater", "emoji", "retrieval")
 KNOWN_SPLITS = ("eval", "transfer", "unseen")
+DEFAULT_DATA_ROOT = "data/elevater"
+
+
+@dataclass
+class EvalModel:
+    label: str
+    spec: str
+    enc: Encoders
 
 
 def resolve_encoders(spec: str) -> Encoders:
@@ -17,6 +35,8 @@ def resolve_encoders(spec: str) -> Encoders:
     from compress.pipeline import ensure_reference_teacher
 
     path = Path(spec)
+    if path.name == "teacher" and not path.exists() and (path.parent / "recipe.json").is_file():
+        return run_teacher_encoders(path.parent)
     if spec == "reference":
         from compress.teachers.reference import ReferenceTeacher
 
@@ -37,6 +57,19 @@ def resolve_encoders(spec: str) -> Encoders:
     return teacher_encoders(HFTeacher.from_pretrained(spec))
 
 
+def run_teacher_encoders(run: Path) -> Encoders:
+    """`RUN/teacher`: the teacher that run distilled from (the cached reference teacher trained on that run's classes,
+    or its HF teacher), without retraining or re-downloading anything."""
+    from compress.pipeline import load_teacher
+    from compress.recipe import Recipe
+
+    recipe = Recipe.model_validate(json.loads((run / "recipe.json").read_text(encoding="utf-8")))
+    teacher = load_teacher(recipe)
+    if teacher is None:
+        raise UserError(f"{str(run)!r} was run without a teacher (teacher.kind: none); pass a teacher MODEL instead")
+    return teacher_encoders(teacher)
+
+
 def pte_bundle_encoders(path: Path) -> Encoders:
     from compress.stages import pte_encoders
     from compress.tokenizer import BilingualTokenizer
@@ -53,7 +86,21 @@ def pte_bundle_encoders(path: Path) -> Encoders:
         raise UserError(f"{str(folder)!r} holds no {quant} export; available: {', '.join(bundle['files'])}")
     files = {t: folder / name for t, name in bundle["files"][quant].items()}
     tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", bundle["context_length"])
-    return pte_encoders(f"{folder.name}:{quant}", files, tokenizer, params=int(bundle.get("params", 0)))
+    return pte_encoders(f"{folder.name}:{quant}", files, tokenizer, params=int(bundle.get("params", 0)),
+                        image_size=int(bundle["image_size"]))
+
+
+def split_label(arg: str) -> tuple[str, str]:
+    """`label=spec` names a column; a bare spec is labelled by its last path parts."""
+    m = re.fullmatch(r"([A-Za-z][\w.-]{0,31})=(.+)", arg)
+    if m and not Path(arg).exists():
+        return m.group(1), m.group(2)
+    p = Path(arg.rstrip("/"))
+    if p.suffix == ".pte":
+        return f"{p.parent.name}/{p.stem}", arg
+    if p.exists():
+        return "/".join(p.parts[-2:]), arg
+    return arg, arg
 
 
 def run_data_settings(spec: str) -> dict:
@@ -69,35 +116,109 @@ def run_data_settings(spec: str) -> dict:
     return {}
 
 
-def evaluate_model(spec: str, splits: Sequence[str], langs: Sequence[str], image_size: int | None = None,
-                   limit: int | None = None, unseen_fraction: float | None = None) -> dict:
+def parse_list(value: str | None, option: str, allowed: Sequence[str] | None = None) -> list[str]:
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    if allowed is not None:
+        bad = [v for v in items if v not in allowed]
+        if bad:
+            raise UserError(f"{option}: {bad[0]!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def parse_suites(value: str) -> list[str]:
+    items = parse_list(value, "--suite", SUITES + ("all",))
+    if not items:
+        raise UserError(f"--suite: give one of {', '.join(SUITES)} or all")
+    return list(SUITES) if "all" in items else [s for s in SUITES if s in items]
+
+
+def evaluate_models(
+    specs: Sequence[str], suites: Sequence[str], langs: Sequence[str], *, datasets: Sequence[str] | None = None,
+    data_root: Path | None = None, manifests: Sequence[Path] = (), splits: Sequence[str] = KNOWN_SPLITS,
+    image_size: int | None = None, limit: int | None = None, unseen_fraction: float | None = None,
+    batch_size: int = 128,
+) -> dict:
+    if not specs:
+        raise UserError("eval: give at least one MODEL (a run folder, checkpoint, .pte, `reference` or hub id)")
+    bad = [l for l in langs if l not in LANGS]
+    if bad or not langs:
+        raise UserError(f"--lang: {(bad or [''])[0]!r} is not supported; choose from {', '.join(LANGS)}")
     bad = [s for s in splits if s not in KNOWN_SPLITS]
     if bad:
         raise UserError(f"--splits: {bad[0]!r} is not a split; choose from {', '.join(KNOWN_SPLITS)}")
-    bad = [l for l in langs if l not in LANGS]
-    if bad:
-        raise UserError(f"--lang: {bad[0]!r} is not supported; choose from {', '.join(LANGS)}")
+    from compress.elevater import select_datasets
+
+    chosen = select_datasets(datasets) if "elevater" in suites else []
+    manifest_sets = []
+    if "retrieval" in suites:
+        from compress.retrieval import load_manifest
+
+        manifest_sets = [load_manifest(Path(m), langs) for m in manifests]
+    labels = [split_label(s) for s in specs]
+    dup = [l for l, _ in labels if [x for x, _ in labels].count(l) > 1]
+    if dup:
+        raise UserError(f"eval: two models are labelled {dup[0]!r}; name them with label=MODEL")
+    models = [EvalModel(label, spec, resolve_encoders(spec)) for label, spec in labels]
+
+    result: dict = {
+        "models": [{"label": m.label, "spec": m.spec, "params": int(m.enc.params), "image_size": int(m.enc.image_size)}
+                   for m in models],
+        "langs": list(langs), "suites": list(suites), "results": {}, "skipped": {},
+    }
+    emoji = None
+    if "emoji" in suites or "retrieval" in suites:
+        emoji = _emoji_data(specs, image_size, limit, unseen_fraction)
+        result["emoji_data"] = {"classes": len(emoji.classes), "splits": {s: len(emoji.splits[s]) for s in KNOWN_SPLITS}}
+    if "elevater" in suites:
+        from compress.elevater import evaluate_elevater
+
+        root = Path(data_root or os.environ.get("DCCLIP_DATA", DEFAULT_DATA_ROOT))
+        result["data_root"] = str(root)
+        per = result["results"]["elevater"] = {}
+        for m in models:
+            per[m.label], skipped = evaluate_elevater(m.enc, chosen, root, langs, batch_size)
+        result["skipped"]["elevater"] = skipped
+    if "emoji" in suites:
+        names = _emoji_names(emoji)
+        per = result["results"]["emoji"] = {}
+        for m in models:
+            per[m.label] = {}
+            for s in splits:
+                sp = emoji.splits[s]
+                if len(sp):
+                    per[m.label][s] = zero_shot(m.enc, _resize(sp.images, m.enc.image_size), sp.labels, sp.class_ids,
+                                                names, batch_size, langs)
+    if "retrieval" in suites:
+        from compress.retrieval import emoji_retrieval_set, evaluate_retrieval
+
+        sp = emoji.splits["eval"]
+        sets = [emoji_retrieval_set(sp.images, sp.labels, _emoji_names(emoji), langs)] + manifest_sets
+        per = result["results"]["retrieval"] = {}
+        for m in models:
+            per[m.label] = {rs.name: evaluate_retrieval(m.enc, rs, langs, batch_size) for rs in sets}
+    return result
+
+
+def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction):
+    """One emoji split for every model: the first model's run settings (so its held-out classes stay held out)."""
     from compress.data.emoji import build_emoji_dataset
 
-    run = run_data_settings(spec)
-    enc = resolve_encoders(spec)
-    data = build_emoji_dataset(
+    run = next((r for r in map(run_data_settings, specs) if r), {})
+    return build_emoji_dataset(
         run.get("cache_dir") or ".cache/emoji", image_size=image_size or run.get("image_size") or 64,
         limit=limit or run.get("limit"), seed=run.get("seed", 0),
-        unseen_fraction=unseen_fraction if unseen_fraction is not None else run.get("unseen_fraction", 0.4),
+        unseen_fraction=next(v for v in (unseen_fraction, run.get("unseen_fraction"), 0.4) if v is not None),
     )
-    names = {"en": {c.index: c.en for c in data.classes}, "zh": {c.index: c.zh for c in data.classes}}
-    out = {"model": enc.name, "params": enc.params, "zero_shot": {}}
-    for s in splits:
-        sp = data.splits[s]
-        if len(sp):
-            out["zero_shot"][s] = zero_shot(enc, sp.images, sp.labels, sp.class_ids, names, langs=langs)
-    return out
 
 
-def format_table(spec: str, result: dict) -> str:
-    lines = [f"model: {spec} ({result['params'] / 1e6:.2f}M params)", "", "| split | lang | top-1 % | top-5 % |", "|---|---|---|---|"]
-    for split, by_lang in result["zero_shot"].items():
-        for lang, r in by_lang.items():
-            lines.append(f"| {split} | {lang} | {100 * r['top1']:.1f} | {100 * r['top5']:.1f} |")
-    return "\n".join(lines)
+def _emoji_names(data) -> dict[str, dict[int, str]]:
+    return {"en": {c.index: c.en for c in data.classes}, "zh": {c.index: c.zh for c in data.classes}}
+
+
+def _resize(images, size: int):
+    """Emoji renders at the model's own input size (a .pte has a fixed one)."""
+    if images.shape[-1] == size or len(images) == 0:
+        return images
+    import torch.nn.functional as F
+
+    return F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).byte()

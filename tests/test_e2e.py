@@ -1,6 +1,7 @@
 """A whole recipe through the real CLI on tiny data: reference teacher (trained and cached), stage 1, stage 2, int8
 QAT, XNNPACK export, eval of every model kind, report; then `eval`, `bench` and `export` on what it wrote."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,8 @@ def test_eval_bench_and_export_commands_on_the_run(run):
         res = runner.invoke(main, ["eval", "runs/tiny/export", "--splits", "eval", "--json"], catch_exceptions=False)
         assert res.exit_code == 0, res.output
         # emoji cache of the test session is elsewhere: eval builds the same split into .cache/emoji here
-        out = json.loads(res.output[res.output.index("{"):])
-        assert 0.0 <= out["zero_shot"]["eval"]["en"]["top1"] <= 1.0
+        out = json.loads(res.stdout)
+        assert 0.0 <= out["results"]["emoji"]["tiny/export"]["eval"]["en"]["top1"] <= 1.0
         res = runner.invoke(main, ["bench", "runs/tiny/export/image_int8.pte", "--runs", "3"], catch_exceptions=False)
         assert res.exit_code == 0, res.output
         bench = json.loads(res.output[res.output.index("{"):])
@@ -102,3 +103,30 @@ def test_eval_bench_and_export_commands_on_the_run(run):
         assert json.loads((cwd / "exp/bundle.json").read_text())["files"]["int8"]["text"] == "text_int8.pte"
     finally:
         os.chdir(old)
+
+
+def test_eval_compares_eager_fp32_pte_and_int8_on_every_emoji_suite(run):
+    """`eval` on the run: the fp32 .pte through the ExecuTorch runtime scores like the eager student (within 0.5
+    point), and the table is the README's format (en and zh side by side, deltas vs the first model)."""
+    cwd, _ = run
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        res = CliRunner().invoke(main, [
+            "eval", "eager=runs/tiny", "fp32pte=runs/tiny/export/image_fp32.pte", "int8=runs/tiny/export",
+            "--suite", "emoji,retrieval", "--out", "runs/tiny/eval"], catch_exceptions=False)
+    finally:
+        os.chdir(old)
+    assert res.exit_code == 0, res.output
+    result = json.loads((cwd / "runs/tiny/eval/eval.json").read_text())
+    emoji, retrieval = result["results"]["emoji"], result["results"]["retrieval"]
+    for split in ("eval", "transfer", "unseen"):
+        for lang in ("en", "zh"):
+            for k in ("top1", "top5"):
+                assert abs(emoji["eager"][split][lang][k] - emoji["fp32pte"][split][lang][k]) <= 0.005, (split, lang, k)
+    for lang in ("en", "zh"):
+        assert abs(retrieval["eager"]["emoji"][lang]["mean_recall"] - retrieval["fp32pte"]["emoji"][lang]["mean_recall"]) <= 0.005
+    assert "| dataset | metric | eager en | eager zh | fp32pte en | fp32pte zh | int8 en | int8 zh |" in res.output
+    assert "| eval | top-1 |" in res.output and "| emoji | mean recall |" in res.output
+    assert "| emoji | eager | zh |" in res.output  # retrieval detail rows
+    assert (cwd / "runs/tiny/eval/eval.png").is_file() and (cwd / "runs/tiny/eval/eval.md").is_file()

@@ -1,0 +1,139 @@
+"""Image<->text retrieval, R@1/5/10 both ways and mean recall, in English and Chinese.
+
+Sets come from a JSONL manifest, one image per line with any number of captions per language (Flickr30k-CN /
+COCO-CN have 5 per image), or from the built-in emoji eval split::
+
+    {"image": "images/1000092795.jpg", "en": ["Two young guys ...", "..."], "zh": ["两个年轻人 ...", "..."]}
+
+A single string is one caption; a language may be missing on some lines. Per language, every image is in the
+gallery; images with no caption in that language are not image->text queries. Paths are relative to the manifest's
+folder and may not leave it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from compress import metrics
+from compress.data.augment import to_float
+from compress.data.labelled import clip_preprocess
+from compress.data.manifest import _safe_path
+from compress.errors import UserError
+from compress.evaluate import Encoders, embed_in_batches
+from compress.progress import progress_bar
+from compress.prompts import EVAL_TEMPLATE
+
+
+@dataclass
+class RetrievalSet:
+    name: str
+    num_images: int
+    batches: Callable[[int, int], object]  # (image_size, batch_size) -> iterator of uint8 (B, 3, S, S)
+    captions: dict[str, list[str]]  # lang -> captions
+    caption_image: dict[str, list[int]]  # lang -> image index of each caption
+
+    def positives(self, lang: str) -> torch.Tensor:
+        """bool (num_images, num_captions): which caption describes which image."""
+        owner = torch.tensor(self.caption_image[lang], dtype=torch.long)
+        return owner[None, :] == torch.arange(self.num_images)[:, None]
+
+
+def _as_list(value) -> list[str] | None:
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return value
+    return None
+
+
+def load_manifest(path: Path, langs: Sequence[str]) -> RetrievalSet:
+    if not path.is_file():
+        raise UserError(f"--manifest: {str(path)!r} not found; pass a JSONL file with one {{\"image\", \"en\", \"zh\"}} row per image")
+    root = path.parent.resolve()
+    files: list[Path] = []
+    captions: dict[str, list[str]] = {lang: [] for lang in langs}
+    owner: dict[str, list[int]] = {lang: [] for lang in langs}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: not JSON ({exc.msg}); each line is {{\"image\": ..., \"en\": [...], \"zh\": [...]}}") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("image"), str):
+            raise UserError(f"{where}: needs \"image\" (a path relative to the manifest)")
+        target = _safe_path(root, row["image"])
+        if target is None or not target.is_file():
+            raise UserError(f"{where}: image {row['image']!r} is missing or leaves {str(root)!r}")
+        found = False
+        for lang in langs:
+            caps = _as_list(row.get(lang)) if lang in row else None
+            if lang in row and caps is None:
+                raise UserError(f"{where}: {lang!r} must be a non-empty string or list of strings")
+            for c in caps or []:
+                captions[lang].append(c)
+                owner[lang].append(len(files))
+                found = True
+        if not found:
+            raise UserError(f"{where}: no caption in {', '.join(langs)}")
+        files.append(target)
+    if not files:
+        raise UserError(f"{path}: no rows")
+
+    def batches(size: int, batch_size: int):
+        for start in range(0, len(files), batch_size):
+            arrays = []
+            for p in files[start : start + batch_size]:
+                with Image.open(p) as img:
+                    arrays.append(clip_preprocess(img, size))
+            yield torch.from_numpy(np.stack(arrays))
+
+    return RetrievalSet(path.stem, len(files), batches, captions, owner)
+
+
+def emoji_retrieval_set(images: torch.Tensor, labels: torch.Tensor, names: dict[str, dict[int, str]],
+                        langs: Sequence[str]) -> RetrievalSet:
+    """First render of each class; two captions per language: the eval prompt and the bare name."""
+    seen: dict[int, int] = {}
+    for i, label in enumerate(labels.tolist()):
+        seen.setdefault(int(label), i)
+    classes = list(seen)
+    picked = images[list(seen.values())]
+    captions = {lang: [c for k in classes for c in (EVAL_TEMPLATE[lang].format(names[lang][k]), names[lang][k])]
+                for lang in langs}
+    owner = {lang: [i for i in range(len(classes)) for _ in range(2)] for lang in langs}
+
+    def batches(size: int, batch_size: int):
+        for start in range(0, len(picked), batch_size):
+            b = picked[start : start + batch_size]
+            if b.shape[-1] != size:
+                b = F.interpolate(b.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).byte()
+            yield b
+
+    return RetrievalSet("emoji", len(classes), batches, captions, owner)
+
+
+def evaluate_retrieval(enc: Encoders, rs: RetrievalSet, langs: Sequence[str], batch_size: int = 128) -> dict[str, dict]:
+    outs = []
+    steps = (rs.num_images + batch_size - 1) // batch_size
+    with progress_bar(f"{enc.name} retrieval/{rs.name}", steps) as advance:
+        for batch in rs.batches(enc.image_size, batch_size):
+            with torch.inference_mode():
+                outs.append(enc.encode_image(to_float(batch)).float().cpu())
+            advance()
+    img = F.normalize(torch.cat(outs), dim=-1)
+    result: dict[str, dict] = {"images": rs.num_images}
+    for lang in langs:
+        if not rs.captions.get(lang):
+            continue
+        txt = embed_in_batches(enc.encode_text, rs.captions[lang], batch_size)
+        result[lang] = {"captions": len(rs.captions[lang]), **metrics.retrieval_recalls(img @ txt.t(), rs.positives(lang))}
+    return result
