@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RECIPE ?= recipes/mobilevit_int8.yaml
+RUN    ?= runs/$(basename $(notdir $(RECIPE)))
 
 .PHONY: install run test bench clean
 
@@ -18,7 +19,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/dcclip-compress run $(RECIPE)
+	$(BIN)/dcclip-compress run $(RECIPE) --out $(RUN)
+	$(BIN)/dcclip-compress eval teacher=$(RUN)/teacher fp32=$(RUN) int8=$(RUN)/export --suite all --out $(RUN)/eval
 
 test: install
 	$(BIN)/pytest -q
