@@ -1,16 +1,23 @@
 """Image<->text retrieval, R@1/5/10 both ways and mean recall, in English and Chinese.
 
-Sets come from a JSONL manifest, one image per line with any number of captions per language (Flickr30k-CN /
-COCO-CN have 5 per image), or from the built-in emoji eval split::
+Sets come from the built-in emoji eval split or from `--manifest` files in one of two layouts:
 
-    {"image": "images/1000092795.jpg", "en": ["Two young guys ...", "..."], "zh": ["两个年轻人 ...", "..."]}
+* our JSONL, one image per line with any number of captions per language (Flickr30k-CN / COCO-CN have 5)::
 
-A single string is one caption; a language may be missing on some lines. Per language, every image is in the
-gallery; images with no caption in that language are not image->text queries. Paths are relative to the manifest's
-folder and may not leave it.
+      {"image": "images/1000092795.jpg", "en": ["Two young guys ...", "..."], "zh": ["两个年轻人 ...", "..."]}
+
+  A single string is one caption; a language may be missing on some lines. Paths are relative to the manifest's
+  folder and may not leave it.
+* Chinese-CLIP's retrieval layout, as its Flickr30k-CN / COCO-CN / MUGE downloads ship: pass `<split>_texts.jsonl`
+  (``{"text_id": 1, "text": "...", "image_ids": [1000092795]}`` per line) with `<split>_imgs.tsv` beside it
+  (``image_id<TAB>base64 image`` per line). A caption counts as Chinese when it contains a CJK character, else English.
+
+Per language, every image is in the gallery; images with no caption in that language are not image->text queries.
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +44,14 @@ class RetrievalSet:
     num_images: int
     batches: Callable[[int, int], object]  # (image_size, batch_size) -> iterator of uint8 (B, 3, S, S)
     captions: dict[str, list[str]]  # lang -> captions
-    caption_image: dict[str, list[int]]  # lang -> image index of each caption
+    caption_images: dict[str, list[list[int]]]  # lang -> the image indices each caption describes
 
     def positives(self, lang: str) -> torch.Tensor:
         """bool (num_images, num_captions): which caption describes which image."""
-        owner = torch.tensor(self.caption_image[lang], dtype=torch.long)
-        return owner[None, :] == torch.arange(self.num_images)[:, None]
+        pos = torch.zeros(self.num_images, len(self.captions[lang]), dtype=torch.bool)
+        for j, owners in enumerate(self.caption_images[lang]):
+            pos[owners, j] = True
+        return pos
 
 
 def _as_list(value) -> list[str] | None:
@@ -56,10 +65,12 @@ def _as_list(value) -> list[str] | None:
 def load_manifest(path: Path, langs: Sequence[str]) -> RetrievalSet:
     if not path.is_file():
         raise UserError(f"--manifest: {str(path)!r} not found; pass a JSONL file with one {{\"image\", \"en\", \"zh\"}} row per image")
+    if path.name.endswith("_texts.jsonl"):
+        return load_chinese_clip_split(path, langs)
     root = path.parent.resolve()
     files: list[Path] = []
     captions: dict[str, list[str]] = {lang: [] for lang in langs}
-    owner: dict[str, list[int]] = {lang: [] for lang in langs}
+    owner: dict[str, list[list[int]]] = {lang: [] for lang in langs}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -80,7 +91,7 @@ def load_manifest(path: Path, langs: Sequence[str]) -> RetrievalSet:
                 raise UserError(f"{where}: {lang!r} must be a non-empty string or list of strings")
             for c in caps or []:
                 captions[lang].append(c)
-                owner[lang].append(len(files))
+                owner[lang].append([len(files)])
                 found = True
         if not found:
             raise UserError(f"{where}: no caption in {', '.join(langs)}")
@@ -99,6 +110,60 @@ def load_manifest(path: Path, langs: Sequence[str]) -> RetrievalSet:
     return RetrievalSet(path.stem, len(files), batches, captions, owner)
 
 
+def caption_lang(text: str) -> str:
+    return "zh" if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text) else "en"
+
+
+def load_chinese_clip_split(texts: Path, langs: Sequence[str]) -> RetrievalSet:
+    """Chinese-CLIP's `<split>_texts.jsonl` + `<split>_imgs.tsv` (base64 images); every tsv image is in the gallery."""
+    imgs = texts.with_name(texts.name[: -len("_texts.jsonl")] + "_imgs.tsv")
+    if not imgs.is_file():
+        raise UserError(f"--manifest: {texts.name} needs {imgs.name} beside it (Chinese-CLIP layout: image_id<TAB>base64)")
+    ids: list[str] = []
+    blobs: list[str] = []
+    for lineno, line in enumerate(imgs.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise UserError(f"{imgs}:{lineno}: expected image_id<TAB>base64")
+        ids.append(parts[0].strip())
+        blobs.append(parts[1].strip())
+    index = {i: n for n, i in enumerate(ids)}
+    captions: dict[str, list[str]] = {lang: [] for lang in langs}
+    owner: dict[str, list[list[int]]] = {lang: [] for lang in langs}
+    for lineno, line in enumerate(texts.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{texts}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: not JSON ({exc.msg}); each line is {{\"text_id\", \"text\", \"image_ids\"}}") from exc
+        text, image_ids = (row.get("text"), row.get("image_ids")) if isinstance(row, dict) else (None, None)
+        if not isinstance(text, str) or not text.strip() or not isinstance(image_ids, list) or not image_ids:
+            raise UserError(f"{where}: needs \"text\" (a string) and \"image_ids\" (a non-empty list)")
+        missing = [i for i in image_ids if str(i) not in index]
+        if missing:
+            raise UserError(f"{where}: image id {missing[0]} is not in {imgs.name}")
+        lang = caption_lang(text)
+        if lang in captions:
+            captions[lang].append(text)
+            owner[lang].append([index[str(i)] for i in image_ids])
+    if not any(captions.values()):
+        raise UserError(f"{texts}: no caption in {', '.join(langs)}")
+
+    def batches(size: int, batch_size: int):
+        for start in range(0, len(blobs), batch_size):
+            arrays = []
+            for b in blobs[start : start + batch_size]:
+                with Image.open(io.BytesIO(base64.b64decode(b))) as img:
+                    arrays.append(clip_preprocess(img, size))
+            yield torch.from_numpy(np.stack(arrays))
+
+    return RetrievalSet(texts.name[: -len("_texts.jsonl")] + "@" + texts.parent.name, len(blobs), batches, captions, owner)
+
+
 def emoji_retrieval_set(images: torch.Tensor, labels: torch.Tensor, names: dict[str, dict[int, str]],
                         langs: Sequence[str]) -> RetrievalSet:
     """First render of each class; two captions per language: the eval prompt and the bare name."""
@@ -109,7 +174,7 @@ def emoji_retrieval_set(images: torch.Tensor, labels: torch.Tensor, names: dict[
     picked = images[list(seen.values())]
     captions = {lang: [c for k in classes for c in (EVAL_TEMPLATE[lang].format(names[lang][k]), names[lang][k])]
                 for lang in langs}
-    owner = {lang: [i for i in range(len(classes)) for _ in range(2)] for lang in langs}
+    owner = {lang: [[i] for i in range(len(classes)) for _ in range(2)] for lang in langs}
 
     def batches(size: int, batch_size: int):
         for start in range(0, len(picked), batch_size):

@@ -347,3 +347,40 @@ def test_cli_eval_compares_an_hf_teacher_folder_with_a_student(tmp_path, data_ro
         r = out["results"]["elevater"][label]
         assert 0.0 <= r["hateful-memes"]["zh"]["score"] <= 1.0 and r["rendered-sst2"]["layout"] == "torchvision.RenderedSST2"
     assert "| **mean of 2** |" in res.output and " (" in res.output.split("| rendered-sst2 |")[1].splitlines()[0]
+
+
+def test_chinese_clip_retrieval_layout_equals_brute_force(tmp_path):
+    """`test_texts.jsonl` + `test_imgs.tsv` as Chinese-CLIP ships Flickr30k-CN / COCO-CN; one caption names two images."""
+    import base64
+    import io
+
+    cols = palette(5)
+    lines = []
+    for i in range(5):
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30), cols[i]).save(buf, format="PNG")
+        lines.append(f"{1000 + i}\t{base64.b64encode(buf.getvalue()).decode()}")
+    (tmp_path / "test_imgs.tsv").write_text("\n".join(lines) + "\n")
+    texts = [("一只狗", [1000]), ("两只猫在草地上", [1001, 1003]), ("a red car", [1002]), ("海边的日落", [1004]),
+             ("一辆红色的车", [1002])]
+    colour_of = {"一只狗": cols[0], "两只猫在草地上": cols[3], "a red car": cols[2], "海边的日落": cols[1],
+                 "一辆红色的车": cols[2]}
+    (tmp_path / "test_texts.jsonl").write_text("\n".join(
+        json.dumps({"text_id": n, "text": t, "image_ids": ids}, ensure_ascii=False) for n, (t, ids) in enumerate(texts)))
+    rs = load_manifest(tmp_path / "test_texts.jsonl", ["en", "zh"])
+    assert rs.name == f"test@{tmp_path.name}" and rs.num_images == 5
+    assert rs.captions["en"] == ["a red car"] and len(rs.captions["zh"]) == 4
+    got = evaluate_retrieval(colour_encoders(colour_of), rs, ["en", "zh"], batch_size=2)
+    decoded = []
+    for i in range(5):
+        p = tmp_path / f"dec{i}.png"
+        Image.new("RGB", (40, 30), cols[i]).save(p)
+        decoded.append(p)
+    for lang in ("en", "zh"):
+        caps = [(t, ids) for t, ids in texts if (lang == "zh") == any("\u4e00" <= ch <= "\u9fff" for ch in t)]
+        cos = cosines_from_pixels(decoded, [colour_of[t] for t, _ in caps])
+        pos = [[1000 + i in ids for _, ids in caps] for i in range(5)]
+        for key, value in ref_recalls(cos, pos).items():
+            assert got[lang][key] == pytest.approx(value, abs=1e-12), (lang, key)
+    # 两只猫 finds 1003 (its colour, a listed positive); 海边的日落 wears image 1001's colour, so it misses at R@1
+    assert got["zh"]["t2i_R@1"] == 0.75 and got["en"]["t2i_R@1"] == 1.0
