@@ -27,6 +27,7 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.eval_throughput
 
 clean:
 	rm -rf runs .cache
