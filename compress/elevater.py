@@ -40,6 +40,7 @@ class ElevaterDataset:
     torchvision_kwargs: dict | None = None
     torchvision_label_map: list[int] | None = None  # torchvision label -> index in `classes`
     torchvision_same_order: bool = True
+    torchvision_note: str | None = None  # set when torchvision's test set is not ELEVATER's (scores not comparable)
 
 
 @functools.cache
@@ -55,6 +56,7 @@ def elevater_datasets() -> dict[str, ElevaterDataset]:
             torchvision=m.get("torchvision"), torchvision_kwargs=m.get("torchvision_kwargs") or {},
             torchvision_label_map=m.get("torchvision_label_map"),
             torchvision_same_order=m.get("torchvision_label_order", "same") == "same",
+            torchvision_note=None if m.get("torchvision_comparable", True) else m.get("torchvision_note"),
         )
         for key, m in meta.items()
     }
@@ -148,6 +150,8 @@ def evaluate_elevater(enc: Encoders, datasets: Sequence[ElevaterDataset], data_r
         if published is not None:
             names["zh"], zh_source = published, "label_cn.txt (Chinese-CLIP)"
         entry: dict = {"metric": ds.metric, "n": len(found), "layout": found.layout, "zh_classes": zh_source}
+        if found.layout.startswith("torchvision") and ds.torchvision_note:
+            entry["warning"] = ds.torchvision_note
         for lang in langs:
             txt = class_embeddings(enc, names[lang], ds.templates[lang], batch_size)
             entry[lang] = score(ds.metric, img @ txt.t(), found.labels)

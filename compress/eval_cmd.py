@@ -165,38 +165,48 @@ def evaluate_models(
                    for m in models],
         "langs": list(langs), "suites": list(suites), "results": {}, "skipped": {},
     }
-    emoji = None
-    if "emoji" in suites or "retrieval" in suites:
-        emoji = _emoji_data(specs, image_size, limit, unseen_fraction)
+    emoji = _emoji_data(specs, image_size, limit, unseen_fraction) if {"emoji", "retrieval"} & set(suites) else None
+    if emoji is not None:
         result["emoji_data"] = {"classes": len(emoji.classes), "splits": {s: len(emoji.splits[s]) for s in KNOWN_SPLITS}}
     if "elevater" in suites:
-        from compress.elevater import evaluate_elevater
-
         root = Path(data_root or os.environ.get("DCCLIP_DATA", DEFAULT_DATA_ROOT))
         result["data_root"] = str(root)
-        per = result["results"]["elevater"] = {}
-        for m in models:
-            per[m.label], skipped = evaluate_elevater(m.enc, chosen, root, langs, batch_size)
-        result["skipped"]["elevater"] = skipped
+        result["results"]["elevater"], result["skipped"]["elevater"] = _elevater(models, chosen, root, langs, batch_size)
     if "emoji" in suites:
-        names = _emoji_names(emoji)
-        per = result["results"]["emoji"] = {}
-        for m in models:
-            per[m.label] = {}
-            for s in splits:
-                sp = emoji.splits[s]
-                if len(sp):
-                    per[m.label][s] = zero_shot(m.enc, _resize(sp.images, m.enc.image_size), sp.labels, sp.class_ids,
-                                                names, batch_size, langs)
+        result["results"]["emoji"] = _emoji(models, emoji, splits, langs, batch_size)
     if "retrieval" in suites:
-        from compress.retrieval import emoji_retrieval_set, evaluate_retrieval
-
-        sp = emoji.splits["eval"]
-        sets = [emoji_retrieval_set(sp.images, sp.labels, _emoji_names(emoji), langs)] + manifest_sets
-        per = result["results"]["retrieval"] = {}
-        for m in models:
-            per[m.label] = {rs.name: evaluate_retrieval(m.enc, rs, langs, batch_size) for rs in sets}
+        result["results"]["retrieval"] = _retrieval(models, emoji, manifest_sets, langs, batch_size)
     return result
+
+
+def _elevater(models: Sequence[EvalModel], chosen, root: Path, langs, batch_size) -> tuple[dict, dict]:
+    from compress.elevater import evaluate_elevater
+
+    per, skipped = {}, {}
+    for m in models:
+        per[m.label], skipped = evaluate_elevater(m.enc, chosen, root, langs, batch_size)
+    return per, skipped
+
+
+def _emoji(models: Sequence[EvalModel], emoji, splits, langs, batch_size) -> dict:
+    names = _emoji_names(emoji)
+    per: dict = {}
+    for m in models:
+        per[m.label] = {}
+        for s in splits:
+            sp = emoji.splits[s]
+            if len(sp):
+                per[m.label][s] = zero_shot(m.enc, _resize(sp.images, m.enc.image_size), sp.labels, sp.class_ids,
+                                            names, batch_size, langs)
+    return per
+
+
+def _retrieval(models: Sequence[EvalModel], emoji, manifest_sets, langs, batch_size) -> dict:
+    from compress.retrieval import emoji_retrieval_set, evaluate_retrieval
+
+    sp = emoji.splits["eval"]
+    sets = [emoji_retrieval_set(sp.images, sp.labels, _emoji_names(emoji), langs)] + list(manifest_sets)
+    return {m.label: {rs.name: evaluate_retrieval(m.enc, rs, langs, batch_size) for rs in sets} for m in models}
 
 
 def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction):

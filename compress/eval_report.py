@@ -77,6 +77,10 @@ def markdown(result: dict) -> str:
                 cells = [_cell(r.values.get(label, {}).get(lang), base.get(lang), i == 0)
                          for i, label in enumerate(labels) for lang in langs]
                 out.append(f"| {r.name} | {METRIC_LABELS.get(r.metric, r.metric)} | " + " | ".join(cells) + " |")
+        for label in labels[:1]:
+            for name, entry in result["results"].get(suite, {}).get(label, {}).items():
+                if isinstance(entry, dict) and entry.get("warning"):
+                    out.append(f"- {name}: read through {entry['layout']}; not ELEVATER's test set: {entry['warning']}")
         missing = [name for name, why in skipped.items() if why.endswith("does not exist")]
         if len(missing) > 1:
             out.append(f"- skipped {len(missing)} datasets not found under {result.get('data_root')}: {', '.join(missing)} "
