@@ -65,7 +65,7 @@ def main() -> None:
             rows = []
             with torch.inference_mode():
                 for i in range(len(data)):
-                    x = torch.from_numpy(clip_preprocess(data.load(i), size))[None]
+                    x = torch.from_numpy(clip_preprocess(data.load(i), size).copy())[None]
                     rows.append(enc.encode_image(to_float(x)))
             times["naive"].append(time.perf_counter() - t0)
             slow = torch.cat(rows)
