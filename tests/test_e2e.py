@@ -130,3 +130,24 @@ def test_eval_compares_eager_fp32_pte_and_int8_on_every_emoji_suite(run):
     assert "| eval | top-1 |" in res.output and "| emoji | mean recall |" in res.output
     assert "| emoji | eager | zh |" in res.output  # retrieval detail rows
     assert (cwd / "runs/tiny/eval/eval.png").is_file() and (cwd / "runs/tiny/eval/eval.md").is_file()
+
+
+def test_eval_elevater_suite_through_the_int8_pte(run, tmp_path):
+    """The int8 .pte (ExecuTorch runtime, fixed 32 px input) on an ImageFolder dataset: photo-sized images are
+    resized and centre-cropped to the model's input, both languages are scored, a missing dataset is skipped."""
+    from PIL import Image
+
+    cwd, _ = run
+    for i in range(10):
+        folder = tmp_path / "data/mnist/test" / str(i)
+        folder.mkdir(parents=True)
+        Image.new("RGB", (120, 90), (20 * i, 255 - 20 * i, 128)).save(folder / "a.jpg")
+    res = CliRunner().invoke(main, [
+        "eval", f"int8={cwd / 'runs/tiny/export/image_int8.pte'}", "--suite", "elevater", "--datasets", "mnist,dtd",
+        "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "rep"), "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    r = out["results"]["elevater"]["int8"]["mnist"]
+    assert r["n"] == 10 and r["layout"] == "image_folder" and out["models"][0]["image_size"] == 32
+    assert all(0.0 <= r[lang]["top1"] <= r[lang]["top5"] <= 1.0 for lang in ("en", "zh"))
+    assert "dtd" in out["skipped"]["elevater"]
