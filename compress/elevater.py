@@ -17,11 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from compress import metrics
-from compress.data.augment import to_float
 from compress.data.labelled import LabelledImages, find_labelled_images
 from compress.errors import UserError
-from compress.evaluate import Encoders, embed_in_batches
-from compress.progress import progress_bar
+from compress.evaluate import Encoders, embed_image_batches, embed_in_batches
 
 DATA_DIR = Path(__file__).parent / "eval_data" / "elevater"
 METRICS = ("accuracy", "mean_per_class", "roc_auc", "11point_mAP")
@@ -89,17 +87,6 @@ def class_embeddings(enc: Encoders, classes: Sequence[str], templates: Sequence[
     return F.normalize(emb.view(len(classes), len(templates), -1).mean(1), dim=-1)
 
 
-def embed_labelled(enc: Encoders, images: LabelledImages, batch_size: int, description: str) -> torch.Tensor:
-    outs = []
-    steps = (len(images) + batch_size - 1) // batch_size
-    with progress_bar(description, steps) as advance:
-        for batch in images.batches(enc.image_size, batch_size):
-            with torch.inference_mode():
-                outs.append(enc.encode_image(to_float(batch)).float().cpu())
-            advance()
-    return F.normalize(torch.cat(outs), dim=-1)
-
-
 def score(metric: str, cosines: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """{"score": <the dataset's metric>, ...}; single-label sets also report top-1/top-5."""
     out: dict[str, float] = {}
@@ -132,10 +119,20 @@ def chinese_clip_names(folder: Path, num_classes: int) -> list[str] | None:
     return names
 
 
-def evaluate_elevater(enc: Encoders, datasets: Sequence[ElevaterDataset], data_root: Path, langs: Sequence[str],
-                      batch_size: int = 128) -> tuple[dict, dict[str, str]]:
-    """({dataset: {"metric", "n", "layout", lang: scores}}, {dataset: why skipped}). A dataset missing from data_root is skipped, not an error."""
-    results: dict[str, dict] = {}
+@dataclass
+class OpenDataset:
+    """An ELEVATER dataset found on disk: its images and labels, and the class names each language uses."""
+
+    spec: ElevaterDataset
+    images: LabelledImages
+    names: dict[str, list[str]]
+    zh_source: str
+
+
+def open_elevater(datasets: Sequence[ElevaterDataset], data_root: Path) -> tuple[list[OpenDataset], dict[str, str]]:
+    """Find each dataset once (folder scan, label files), whatever number of models is scored on it afterwards.
+    A dataset missing from data_root is a skip reason, not an error."""
+    opened: list[OpenDataset] = []
     skipped: dict[str, str] = {}
     for ds in datasets:
         folder = data_root / ds.key
@@ -144,16 +141,33 @@ def evaluate_elevater(enc: Encoders, datasets: Sequence[ElevaterDataset], data_r
         if isinstance(found, str):
             skipped[ds.key] = found
             continue
-        img = embed_labelled(enc, found, batch_size, f"{enc.name} {ds.key}")
         names, zh_source = dict(ds.classes), "bundled translation (compress/eval_data/elevater/zh.json)"
         published = chinese_clip_names(folder, ds.num_classes)
         if published is not None:
             names["zh"], zh_source = published, "label_cn.txt (Chinese-CLIP)"
-        entry: dict = {"metric": ds.metric, "n": len(found), "layout": found.layout, "zh_classes": zh_source}
+        opened.append(OpenDataset(ds, found, names, zh_source))
+    return opened, skipped
+
+
+def score_elevater(enc: Encoders, opened: Sequence[OpenDataset], langs: Sequence[str], batch_size: int = 128) -> dict:
+    """{dataset: {"metric", "n", "layout", "zh_classes", lang: scores}} for one model."""
+    results: dict[str, dict] = {}
+    for od in opened:
+        ds, found = od.spec, od.images
+        steps = (len(found) + batch_size - 1) // batch_size
+        img = embed_image_batches(enc, found.batches(enc.image_size, batch_size), steps, f"{enc.name} {ds.key}")
+        entry: dict = {"metric": ds.metric, "n": len(found), "layout": found.layout, "zh_classes": od.zh_source}
         if found.layout.startswith("torchvision") and ds.torchvision_note:
             entry["warning"] = ds.torchvision_note
         for lang in langs:
-            txt = class_embeddings(enc, names[lang], ds.templates[lang], batch_size)
+            txt = class_embeddings(enc, od.names[lang], ds.templates[lang], batch_size)
             entry[lang] = score(ds.metric, img @ txt.t(), found.labels)
         results[ds.key] = entry
-    return results, skipped
+    return results
+
+
+def evaluate_elevater(enc: Encoders, datasets: Sequence[ElevaterDataset], data_root: Path, langs: Sequence[str],
+                      batch_size: int = 128) -> tuple[dict, dict[str, str]]:
+    """One model: `open_elevater` then `score_elevater`."""
+    opened, skipped = open_elevater(datasets, data_root)
+    return score_elevater(enc, opened, langs, batch_size), skipped

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from compress.data.augment import resize_uint8
 from compress.errors import UserError
 from compress.evaluate import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.prompts import LANGS
@@ -180,24 +181,21 @@ def evaluate_models(
 
 
 def _elevater(models: Sequence[EvalModel], chosen, root: Path, langs, batch_size) -> tuple[dict, dict]:
-    from compress.elevater import evaluate_elevater
+    from compress.elevater import open_elevater, score_elevater
 
-    per, skipped = {}, {}
-    for m in models:
-        per[m.label], skipped = evaluate_elevater(m.enc, chosen, root, langs, batch_size)
-    return per, skipped
+    opened, skipped = open_elevater(chosen, root)
+    return {m.label: score_elevater(m.enc, opened, langs, batch_size) for m in models}, skipped
 
 
 def _emoji(models: Sequence[EvalModel], emoji, splits, langs, batch_size) -> dict:
-    names = _emoji_names(emoji)
     per: dict = {}
     for m in models:
         per[m.label] = {}
         for s in splits:
             sp = emoji.splits[s]
             if len(sp):
-                per[m.label][s] = zero_shot(m.enc, _resize(sp.images, m.enc.image_size), sp.labels, sp.class_ids,
-                                            names, batch_size, langs)
+                per[m.label][s] = zero_shot(m.enc, resize_uint8(sp.images, m.enc.image_size), sp.labels, sp.class_ids,
+                                            emoji.names, batch_size, langs)
     return per
 
 
@@ -205,7 +203,7 @@ def _retrieval(models: Sequence[EvalModel], emoji, manifest_sets, langs, batch_s
     from compress.retrieval import emoji_retrieval_set, evaluate_retrieval
 
     sp = emoji.splits["eval"]
-    sets = [emoji_retrieval_set(sp.images, sp.labels, _emoji_names(emoji), langs)] + list(manifest_sets)
+    sets = [emoji_retrieval_set(sp.images, sp.labels, emoji.names, langs)] + list(manifest_sets)
     return {m.label: {rs.name: evaluate_retrieval(m.enc, rs, langs, batch_size) for rs in sets} for m in models}
 
 
@@ -219,16 +217,3 @@ def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction):
         limit=limit or run.get("limit"), seed=run.get("seed", 0),
         unseen_fraction=next(v for v in (unseen_fraction, run.get("unseen_fraction"), 0.4) if v is not None),
     )
-
-
-def _emoji_names(data) -> dict[str, dict[int, str]]:
-    return {"en": {c.index: c.en for c in data.classes}, "zh": {c.index: c.zh for c in data.classes}}
-
-
-def _resize(images, size: int):
-    """Emoji renders at the model's own input size (a .pte has a fixed one)."""
-    if images.shape[-1] == size or len(images) == 0:
-        return images
-    import torch.nn.functional as F
-
-    return F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).byte()

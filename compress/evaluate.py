@@ -6,7 +6,7 @@ follow the rule in `compress.metrics` (exactly equal scores: the lower class ind
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,19 @@ def embed_in_batches(fn: Callable, items, batch_size: int) -> torch.Tensor:
     for start in range(0, len(items), batch_size):
         with torch.inference_mode():
             outs.append(fn(items[start : start + batch_size]).float().cpu())
+    return F.normalize(torch.cat(outs), dim=-1)
+
+
+def embed_image_batches(enc: Encoders, batches: Iterable[torch.Tensor], steps: int, description: str) -> torch.Tensor:
+    """L2-normalised image embeddings of uint8 batches, with a progress bar (datasets of any size)."""
+    from compress.progress import progress_bar
+
+    outs = []
+    with progress_bar(description, steps) as advance:
+        for batch in batches:
+            with torch.inference_mode():
+                outs.append(enc.encode_image(to_float(batch)).float().cpu())
+            advance()
     return F.normalize(torch.cat(outs), dim=-1)
 
 

@@ -21,11 +21,16 @@ import torch
 ELEVATER_LOGIT_SCALE = 100.0
 
 
+def _ranks(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """0-based rank of column cols[i] within row rows[i], under the tie rule above (by counting)."""
+    s_t = rows.gather(1, cols[:, None])
+    idx = torch.arange(rows.shape[1], device=rows.device)[None, :]
+    return (rows > s_t).sum(1) + ((rows == s_t) & (idx < cols[:, None])).sum(1)
+
+
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of targets[i] among the columns of row i of scores (N, C), under the tie rule above."""
-    s_t = scores.gather(1, targets[:, None])
-    idx = torch.arange(scores.shape[1], device=scores.device)[None, :]
-    return (scores > s_t).sum(1) + ((scores == s_t) & (idx < targets[:, None])).sum(1)
+    """0-based rank of targets[i] among the columns of row i of scores (N, C)."""
+    return _ranks(scores, targets)
 
 
 def best_positive_ranks(scores: torch.Tensor, positives: torch.Tensor, chunk: int = 256) -> torch.Tensor:
@@ -33,17 +38,11 @@ def best_positive_ranks(scores: torch.Tensor, positives: torch.Tensor, chunk: in
     gets rank C (never a hit)."""
     n, c = scores.shape
     out = torch.full((n,), c, dtype=torch.long)
-    idx = torch.arange(c)
     for start in range(0, n, chunk):
-        s, p = scores[start : start + chunk], positives[start : start + chunk]
-        # ranks[i, j] = rank of column j in row i; computed for the positive columns only.
-        rows, cols = p.nonzero(as_tuple=True)
-        if len(rows) == 0:
-            continue
-        s_t = s[rows, cols][:, None]
-        ranks = (s[rows] > s_t).sum(1) + ((s[rows] == s_t) & (idx[None, :] < cols[:, None])).sum(1)
-        best = torch.full((len(s),), c, dtype=torch.long).scatter_reduce(0, rows, ranks, reduce="amin")
-        out[start : start + chunk] = best
+        rows, cols = positives[start : start + chunk].nonzero(as_tuple=True)  # one entry per positive pair
+        if len(rows):
+            ranks = _ranks(scores[start : start + chunk][rows], cols)
+            out[start : start + chunk].scatter_reduce_(0, rows, ranks, reduce="amin")
     return out
 
 

@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from compress import metrics
-from compress.data.augment import to_float
-from compress.data.labelled import clip_preprocess
+from compress.data.augment import resize_uint8
+from compress.data.labelled import open_image, preprocessed_batches, read_jsonl
 from compress.data.manifest import _safe_path
 from compress.errors import UserError
-from compress.evaluate import Encoders, embed_in_batches
-from compress.progress import progress_bar
+from compress.evaluate import Encoders, embed_image_batches, embed_in_batches
 from compress.prompts import EVAL_TEMPLATE
 
 
@@ -71,14 +66,7 @@ def load_manifest(path: Path, langs: Sequence[str]) -> RetrievalSet:
     files: list[Path] = []
     captions: dict[str, list[str]] = {lang: [] for lang in langs}
     owner: dict[str, list[list[int]]] = {lang: [] for lang in langs}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not JSON ({exc.msg}); each line is {{\"image\": ..., \"en\": [...], \"zh\": [...]}}") from exc
+    for where, row in read_jsonl(path, '{"image": ..., "en": [...], "zh": [...]}'):
         if not isinstance(row, dict) or not isinstance(row.get("image"), str):
             raise UserError(f"{where}: needs \"image\" (a path relative to the manifest)")
         target = _safe_path(root, row["image"])
@@ -100,12 +88,7 @@ def load_manifest(path: Path, langs: Sequence[str]) -> RetrievalSet:
         raise UserError(f"{path}: no rows")
 
     def batches(size: int, batch_size: int):
-        for start in range(0, len(files), batch_size):
-            arrays = []
-            for p in files[start : start + batch_size]:
-                with Image.open(p) as img:
-                    arrays.append(clip_preprocess(img, size))
-            yield torch.from_numpy(np.stack(arrays))
+        return preprocessed_batches(lambda i: open_image(files[i]), len(files), size, batch_size)
 
     return RetrievalSet(path.stem, len(files), batches, captions, owner)
 
@@ -132,14 +115,7 @@ def load_chinese_clip_split(texts: Path, langs: Sequence[str]) -> RetrievalSet:
     index = {i: n for n, i in enumerate(ids)}
     captions: dict[str, list[str]] = {lang: [] for lang in langs}
     owner: dict[str, list[list[int]]] = {lang: [] for lang in langs}
-    for lineno, line in enumerate(texts.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{texts}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not JSON ({exc.msg}); each line is {{\"text_id\", \"text\", \"image_ids\"}}") from exc
+    for where, row in read_jsonl(texts, '{"text_id": ..., "text": ..., "image_ids": [...]}'):
         text, image_ids = (row.get("text"), row.get("image_ids")) if isinstance(row, dict) else (None, None)
         if not isinstance(text, str) or not text.strip() or not isinstance(image_ids, list) or not image_ids:
             raise UserError(f"{where}: needs \"text\" (a string) and \"image_ids\" (a non-empty list)")
@@ -154,12 +130,8 @@ def load_chinese_clip_split(texts: Path, langs: Sequence[str]) -> RetrievalSet:
         raise UserError(f"{texts}: no caption in {', '.join(langs)}")
 
     def batches(size: int, batch_size: int):
-        for start in range(0, len(blobs), batch_size):
-            arrays = []
-            for b in blobs[start : start + batch_size]:
-                with Image.open(io.BytesIO(base64.b64decode(b))) as img:
-                    arrays.append(clip_preprocess(img, size))
-            yield torch.from_numpy(np.stack(arrays))
+        return preprocessed_batches(lambda i: open_image(io.BytesIO(base64.b64decode(blobs[i]))), len(blobs), size,
+                                    batch_size)
 
     return RetrievalSet(texts.name[: -len("_texts.jsonl")] + "@" + texts.parent.name, len(blobs), batches, captions, owner)
 
@@ -177,24 +149,14 @@ def emoji_retrieval_set(images: torch.Tensor, labels: torch.Tensor, names: dict[
     owner = {lang: [[i] for i in range(len(classes)) for _ in range(2)] for lang in langs}
 
     def batches(size: int, batch_size: int):
-        for start in range(0, len(picked), batch_size):
-            b = picked[start : start + batch_size]
-            if b.shape[-1] != size:
-                b = F.interpolate(b.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).byte()
-            yield b
+        return (resize_uint8(picked[s : s + batch_size], size) for s in range(0, len(picked), batch_size))
 
     return RetrievalSet("emoji", len(classes), batches, captions, owner)
 
 
 def evaluate_retrieval(enc: Encoders, rs: RetrievalSet, langs: Sequence[str], batch_size: int = 128) -> dict[str, dict]:
-    outs = []
     steps = (rs.num_images + batch_size - 1) // batch_size
-    with progress_bar(f"{enc.name} retrieval/{rs.name}", steps) as advance:
-        for batch in rs.batches(enc.image_size, batch_size):
-            with torch.inference_mode():
-                outs.append(enc.encode_image(to_float(batch)).float().cpu())
-            advance()
-    img = F.normalize(torch.cat(outs), dim=-1)
+    img = embed_image_batches(enc, rs.batches(enc.image_size, batch_size), steps, f"{enc.name} retrieval/{rs.name}")
     result: dict[str, dict] = {"images": rs.num_images}
     for lang in langs:
         if not rs.captions.get(lang):

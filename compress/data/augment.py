@@ -21,6 +21,15 @@ def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.to(torch.float32).div_(255.0)
 
 
+def resize_uint8(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> uint8 (B, 3, size, size), antialiased; a no-op at the right size. Eval renders meet a
+    model's fixed input size this way (a .pte cannot resize)."""
+    if images_uint8.shape[-1] == size and images_uint8.shape[-2] == size or len(images_uint8) == 0:
+        return images_uint8
+    out = F.interpolate(images_uint8.float(), size=(size, size), mode="bilinear", antialias=True)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
 

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -77,6 +77,11 @@ class EmojiData:
     cache_path: Path | None = None  # the safetensors file this data lives in
     from_cache: bool = False  # True when loaded rather than rendered
     seen_ids: list[int] = field(default_factory=list)  # classes that training may see (all but unseen)
+
+    @cached_property
+    def names(self) -> dict[str, dict[int, str]]:
+        """lang -> class id -> name, what zero-shot prompts are built from."""
+        return {"en": {c.index: c.en for c in self.classes}, "zh": {c.index: c.zh for c in self.classes}}
 
 
 @dataclass(frozen=True)

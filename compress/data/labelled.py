@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,27 @@ def clip_preprocess(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img).transpose(2, 0, 1)
 
 
+def preprocessed_batches(load: Callable[[int], Image.Image], n: int, size: int, batch_size: int, workers: int = 4):
+    """Yield images 0..n-1 as uint8 (B, 3, size, size) tensors, in order. Decoding and resizing run in a thread pool
+    (Pillow releases the GIL there), so JPEG decoding does not serialise behind the model."""
+    prep = lambda i: clip_preprocess(load(i), size)  # noqa: E731
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, n, batch_size):
+            yield torch.from_numpy(np.stack(list(pool.map(prep, range(start, min(start + batch_size, n))))))
+
+
+def read_jsonl(path: Path, expected: str) -> Iterator[tuple[str, object]]:
+    """("file:line", parsed row) for each non-blank line; a line that is not JSON is a one-line error naming it."""
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: not JSON ({exc.msg}); each line must be {expected}") from exc
+
+
 @dataclass
 class LabelledImages:
     """N images (opened on demand) with single labels (N,) or multi-hot labels (N, C)."""
@@ -50,22 +71,15 @@ class LabelledImages:
     labels: torch.Tensor
     layout: str
     multilabel: bool = False
-    paths: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def batches(self, size: int, batch_size: int, workers: int = 4):
-        """Yield uint8 (B, 3, size, size) tensors in order. Decoding and resizing run in a thread pool (Pillow
-        releases the GIL there), so JPEG decoding does not serialise behind the model."""
-        prep = lambda i: clip_preprocess(self.load(i), size)  # noqa: E731
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for start in range(0, len(self), batch_size):
-                stop = min(start + batch_size, len(self))
-                yield torch.from_numpy(np.stack(list(pool.map(prep, range(start, stop)))))
+    def batches(self, size: int, batch_size: int):
+        return preprocessed_batches(self.load, len(self), size, batch_size)
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: "Path | BinaryIO") -> Image.Image:
     with Image.open(path) as img:
         img.load()
         return img
@@ -75,14 +89,7 @@ def from_jsonl(path: Path, num_classes: int, multilabel: bool) -> LabelledImages
     root = path.parent.resolve()
     paths: list[Path] = []
     labels: list[list[int]] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: not JSON ({exc.msg}); each line must be {{\"image\": ..., \"label\": N}}") from exc
+    for where, row in read_jsonl(path, '{"image": ..., "label": N}'):
         rel = row.get("image") if isinstance(row, dict) else None
         raw = (row.get("labels", row.get("label")) if isinstance(row, dict) else None)
         ids = raw if isinstance(raw, list) else [raw]
@@ -100,8 +107,8 @@ def from_jsonl(path: Path, num_classes: int, multilabel: bool) -> LabelledImages
         labels.append(ids)
     if not paths:
         raise UserError(f"{path}: no rows; each line must be {{\"image\": ..., \"label\": N}}")
-    return LabelledImages(lambda i: _open(paths[i]), _label_tensor(labels, num_classes, multilabel), "jsonl", multilabel,
-                          [str(p) for p in paths])
+    return LabelledImages(lambda i: open_image(paths[i]), _label_tensor(labels, num_classes, multilabel), "jsonl",
+                          multilabel)
 
 
 def _class_index(folder: str, classes: Sequence[str]) -> int | None:
@@ -127,8 +134,8 @@ def from_image_folder(root: Path, classes: Sequence[str], multilabel: bool) -> L
         labels += [[idx]] * len(files)
     if not paths:
         raise UserError(f"{root}: no images in its class folders ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return LabelledImages(lambda i: _open(paths[i]), _label_tensor(labels, len(classes), multilabel), "image_folder",
-                          multilabel, [str(p) for p in paths])
+    return LabelledImages(lambda i: open_image(paths[i]), _label_tensor(labels, len(classes), multilabel),
+                          "image_folder", multilabel)
 
 
 def _norm(name: str) -> str:

@@ -37,7 +37,7 @@ def load_run_data(cfg: DataConfig, seed: int) -> RunData:
         cfg.cache_dir, image_size=cfg.image_size, train_renders=cfg.train_renders, eval_renders=cfg.eval_renders,
         unseen_fraction=cfg.unseen_fraction, seed=seed, limit=cfg.limit,
     )
-    names = {"en": {c.index: c.en for c in emoji.classes}, "zh": {c.index: c.zh for c in emoji.classes}}
+    names = emoji.names
     evals = {k: v for k, v in emoji.splits.items() if k != "train"}
     if cfg.kind == "emoji":
         return RunData(emoji_pairs(emoji), evals, names)
