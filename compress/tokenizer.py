@@ -1,28 +1,132 @@
-"""The bilingual tokenizer: a standard BERT-style WordPiece built with HF `tokenizers`.
+"""The bilingual tokenizer: a standard BERT-style WordPiece, trained here and run by HF `tokenizers`.
 
 Chinese is split into single characters (BertNormalizer's handle_chinese_chars) and English into lower-cased word
 pieces. Both are plain, well-documented algorithms, so the phone can reproduce them from `tokenizer.json` alone.
+
+The vocabulary is learnt by `wordpiece_vocab`, not by `tokenizers.trainers.WordPieceTrainer`: that trainer breaks ties
+between equally frequent merges by Rust hash-map order, which changes from process to process
+(huggingface/tokenizers#1794), so two runs of one recipe got different vocabularies and different numbers.
 """
 from __future__ import annotations
 
+import heapq
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from compress.atomic import atomic_path
 from compress.errors import UserError
 
 PAD, UNK = "[PAD]", "[UNK]"
+SPECIAL_TOKENS = (PAD, UNK)  # ids 0 and 1
+PREFIX = "##"  # marks a piece that continues a word
+MAX_INPUT_CHARS_PER_WORD = 100
+
+
+def _normalizer() -> normalizers.Normalizer:
+    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True)
+
+
+def word_counts(texts: Iterable[str]) -> Counter[str]:
+    """How often each pre-tokenised word occurs, seen through the very normalizer and pre-tokenizer encoding uses."""
+    norm, pre = _normalizer(), pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text, n in Counter(texts).items():
+        for word, _ in pre.pre_tokenize_str(norm.normalize_str(text)):
+            counts[word] += n
+    return counts
+
+
+def wordpiece_vocab(counts: dict[str, int], vocab_size: int) -> list[str]:
+    """WordPiece vocabulary learning as `tokenizers`' WordPieceTrainer does it, with a total, hash-free order.
+
+    Each word starts as its characters, every one after the first prefixed with "##". The vocabulary starts as the
+    special tokens, every character of the corpus (by code point), then every "##" character (by code point); it
+    therefore holds every character even when that exceeds `vocab_size`. Then, until it has `vocab_size` tokens or
+    no pair is left, the most frequent adjacent pair (count summed over word occurrences) is merged everywhere into
+    left + right-without-"##", and the result appended unless already there. Ties go to the pair whose (left id,
+    right id) is smallest, as in HF's trainer (where the ids of the "##" characters follow hash order, hence its
+    nondeterminism): older, shorter pieces win over deep, word-specific ones (a lexicographic tie-break would instead turn every word starting with "a" into
+    whole-word tokens before any "z" piece). Pair counts are updated incrementally from the words that hold the
+    merged pair, so a 25k-caption corpus trains in well under a second.
+    """
+    items = sorted((w, n) for w, n in counts.items() if w and n > 0)
+    firsts = {w[0] for w, _ in items}
+    rests = {PREFIX + c for w, _ in items for c in w[1:]}
+    vocab = [*SPECIAL_TOKENS, *sorted(firsts - set(SPECIAL_TOKENS)), *sorted(rests - set(SPECIAL_TOKENS))]
+    ids = {t: i for i, t in enumerate(vocab)}
+    words = [[ids[w[0]]] + [ids[PREFIX + c] for c in w[1:]] for w, _ in items]
+    freq = [n for _, n in items]
+
+    pair_count: dict[tuple[int, int], int] = {}
+    where: dict[tuple[int, int], set[int]] = {}  # pair -> indices of the words that (may) hold it
+    for i, w in enumerate(words):
+        for pair in zip(w, w[1:]):
+            pair_count[pair] = pair_count.get(pair, 0) + freq[i]
+            where.setdefault(pair, set()).add(i)
+    # Min-heap of (-count, left id, right id) with lazy deletion: every pair with a positive count has an entry whose
+    # stored count is >= its true one (pushed on every increase), so the first popped entry still exact is the best.
+    heap = [(-n, a, b) for (a, b), n in pair_count.items()]
+    heapq.heapify(heap)
+
+    while len(vocab) < vocab_size and heap:
+        neg, a, b = heapq.heappop(heap)
+        pair = (a, b)
+        true = pair_count.get(pair, 0)
+        if true != -neg:
+            if true > 0:
+                heapq.heappush(heap, (-true, a, b))
+            continue
+        right = vocab[b]
+        token = vocab[a] + (right[len(PREFIX):] if right.startswith(PREFIX) else right)
+        new = ids.get(token)
+        if new is None:
+            new = ids[token] = len(vocab)
+            vocab.append(token)
+        changed: dict[tuple[int, int], int] = {}
+        for i in sorted(where.pop(pair, ())):
+            w, n = words[i], freq[i]
+            merged, j = [], 0
+            while j < len(w):
+                if j + 1 < len(w) and w[j] == a and w[j + 1] == b:
+                    merged.append(new)
+                    j += 2
+                else:
+                    merged.append(w[j])
+                    j += 1
+            if len(merged) == len(w):
+                continue
+            for p in zip(w, w[1:]):
+                changed[p] = changed.get(p, 0) - n
+            for p in zip(merged, merged[1:]):
+                changed[p] = changed.get(p, 0) + n
+                where.setdefault(p, set()).add(i)
+            words[i] = merged
+        for p, delta in changed.items():
+            count = pair_count.get(p, 0) + delta
+            if count > 0:
+                pair_count[p] = count
+                if delta > 0:
+                    heapq.heappush(heap, (-count, *p))
+            else:
+                pair_count.pop(p, None)
+        pair_count.pop(pair, None)
+    return vocab
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token=UNK, max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True)
+    """A WordPiece tokenizer whose vocabulary (`wordpiece_vocab`) depends only on `texts` and `vocab_size`."""
+    vocab = wordpiece_vocab(word_counts(texts), vocab_size)
+    model = models.WordPiece(
+        vocab={t: i for i, t in enumerate(vocab)}, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD
+    )
+    tok = Tokenizer(model)
+    tok.normalizer = _normalizer()
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK], min_frequency=1)
-    tok.train_from_iterator(list(texts), trainer=trainer)
+    tok.decoder = decoders.WordPiece(prefix=PREFIX)
     return tok
 
 
