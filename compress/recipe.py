@@ -25,12 +25,22 @@ class DataConfig(Strict):
     kind: Literal["emoji", "manifest"] = "emoji"
     image_size: int = Field(64, ge=16, le=512)
     train_renders: int = Field(8, ge=1, le=64)
+    # Glyph styles of the emoji train split, train_renders each ("noto": + monochrome Noto Emoji renders, other draws
+    # than the transfer split's). A teacher with more renders/styles trains on a superset of a student's data.
+    train_styles: list[Literal["openmoji", "noto"]] = ["openmoji"]
     eval_renders: int = Field(1, ge=1, le=16)
     unseen_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(None, ge=8)
     manifest: str | None = None
     eval_manifest: str | None = None
     cache_dir: str = ".cache/emoji"
+
+    @field_validator("train_styles")
+    @classmethod
+    def _styles(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("data.train_styles: name each style once, at least one")
+        return sorted(v, key=["openmoji", "noto"].index)  # canonical order: the order named does not matter
 
     @model_validator(mode="after")
     def _manifest_needs_path(self) -> "DataConfig":
