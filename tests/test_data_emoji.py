@@ -203,3 +203,144 @@ def test_train_augment_range_shape_and_seeding(built: tuple[Path, E.EmojiData, f
     assert float(per_image.max()) < 1e-5
     assert 0.85 * 200 / 255 - 1e-5 <= float(out.min()) and float(out.max()) <= 1.15 * 200 / 255 + 1e-5
     assert train_augment(x[:0], torch.Generator()).shape == (0, 3, 64, 64)
+
+
+# ------------------------------------------------------------------------------- train styles and subset relation
+STYLE_ARGS = dict(image_size=32, eval_renders=1, unseen_fraction=0.2, seed=0, limit=20)
+
+
+@pytest.fixture(scope="module")
+def styled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, E.EmojiData]:
+    """A student-like build and two teacher-like ones: more renders and/or the Noto style on top."""
+    if E.transfer_font_path() is None:
+        pytest.skip(f"transfer font not installed ({E.TRANSFER_FONT_INSTALL})")
+    cache = tmp_path_factory.mktemp("emoji-styles")
+    return {
+        "student": E.build_emoji_dataset(cache, train_renders=2, train_styles=["openmoji"], **STYLE_ARGS),
+        "both2": E.build_emoji_dataset(cache, train_renders=2, train_styles=["openmoji", "noto"], **STYLE_ARGS),
+        "teacher": E.build_emoji_dataset(cache, train_renders=4, train_styles=["noto", "openmoji"], **STYLE_ARGS),
+    }
+
+
+def _by_key(data: E.EmojiData) -> dict[tuple[str, int, int], torch.Tensor]:
+    train = data.splits["train"]
+    keys = E.train_keys(train)
+    assert len(set(keys)) == len(keys)  # a key names one sample
+    return dict(zip(keys, train.images))
+
+
+def test_train_renders_nest_byte_for_byte(styled: dict[str, E.EmojiData]) -> None:
+    student, both2, teacher = (_by_key(styled[k]) for k in ("student", "both2", "teacher"))
+    # Fewer renders = the first renders of each (style, class); fewer styles = a subset of styles; same bytes.
+    for small, big in ((student, both2), (both2, teacher), (student, teacher)):
+        assert set(small) < set(big)
+        for key, img in small.items():
+            assert torch.equal(img, big[key]), key
+    assert {k for k in teacher if k[2] < 2} == set(both2)
+    assert {k for k in both2 if k[0] == "openmoji"} == set(student)
+    # The other splits do not depend on the train settings at all.
+    for name in ("eval", "transfer", "unseen"):
+        for other in ("both2", "teacher"):
+            assert torch.equal(styled["student"].splits[name].images, styled[other].splits[name].images), name
+    # The pure check agrees, and says why when it does not hold.
+    args = {k: styled[k].args for k in styled}
+    assert E.check_train_subset(args["student"], args["teacher"]) == []
+    assert E.check_train_subset(args["both2"], args["teacher"]) == []
+    assert E.check_train_subset(args["teacher"], args["teacher"])  # same data: not a strict subset
+    assert any("train_renders" in p for p in E.check_train_subset(args["teacher"], args["both2"]))
+    assert any("train_styles" in p for p in E.check_train_subset(args["both2"], args["student"]))
+    assert any("seed" in p for p in E.check_train_subset({**args["student"], "seed": 1}, args["teacher"]))
+    other_split = {**args["student"], "unseen_fraction": 0.4}
+    assert any("unseen_fraction" in p for p in E.check_train_subset(other_split, args["teacher"]))
+
+
+def test_train_styles_are_labelled_and_laid_out_style_major(styled: dict[str, E.EmojiData]) -> None:
+    data = styled["teacher"]
+    train = data.splits["train"]
+    styles = train.styles.tolist()
+    assert set(styles) == {0, 1} and styles == sorted(styles)  # every OpenMoji render, then every Noto render
+    assert E.STYLES[0] == "openmoji" and E.STYLES[1] == "noto"
+    om, noto = train.labels[train.styles == 0], train.labels[train.styles == 1]
+    counts = torch.bincount(om, minlength=STYLE_ARGS["limit"])
+    assert all(counts[i] == 4 for i in data.seen_ids) and len(om) == 4 * len(data.seen_ids)
+    # Noto renders exist for exactly the seen classes Noto can draw: the transfer split's classes.
+    assert sorted(set(noto.tolist())) == data.splits["transfer"].class_ids
+    assert torch.equal(torch.bincount(noto), torch.bincount(torch.tensor(data.splits["transfer"].class_ids).repeat(4)))
+    assert train.class_ids == data.seen_ids  # labels stay global class indices
+    # The style label is right: a black Noto glyph over a light background (channels in [190, 255]) never has a
+    # pixel chroma above 65; OpenMoji's colours do (measured: 0 % vs ~25 % of pixels).
+    chroma = train.images.float().amax(1) - train.images.float().amin(1)
+    assert float((chroma[train.styles == 1] > 80).float().mean()) == 0.0
+    assert float((chroma[train.styles == 0] > 80).float().mean()) > 0.05
+    for name, style in (("eval", 0), ("transfer", 1), ("unseen", 0)):
+        assert set(data.splits[name].styles.tolist()) <= {style}, name
+    # Same samples after a cache round trip.
+    cache = data.cache_path.parent
+    again = E.build_emoji_dataset(cache, train_renders=4, train_styles=["openmoji", "noto"], **STYLE_ARGS)
+    assert again.from_cache and again.cache_path == data.cache_path
+    assert E.train_keys(again.splits["train"]) == E.train_keys(train) and again.args == data.args
+
+
+def test_noto_train_renders_are_not_transfer_renders(styled: dict[str, E.EmojiData]) -> None:
+    data = styled["teacher"]
+    train, transfer = data.splits["train"], data.splits["transfer"]
+    noto = train.images[train.styles == 1]
+    noto_labels = train.labels[train.styles == 1]
+    for img, label in zip(transfer.images, transfer.labels.tolist()):
+        same_class = noto[noto_labels == label]
+        assert len(same_class) == 4
+        assert all(not torch.equal(img, t) for t in same_class), label
+    # Not even near copies: the nearest Noto train render of the class is clearly another draw.
+    diffs = [
+        float((noto[noto_labels == label].float() - img.float()).abs().mean(dim=(1, 2, 3)).min())
+        for img, label in zip(transfer.images, transfer.labels.tolist())
+    ]
+    assert min(diffs) > 1.0
+
+
+def test_unseen_classes_are_in_no_train_style(styled: dict[str, E.EmojiData]) -> None:
+    for data in styled.values():
+        unseen = set(data.splits["unseen"].class_ids)
+        assert unseen and unseen.isdisjoint(data.seen_ids)
+        train = data.splits["train"]
+        for style in range(len(E.STYLES)):
+            assert unseen.isdisjoint(train.labels[train.styles == style].tolist()), style
+
+
+def test_pairs_group_both_styles_of_a_class_together(styled: dict[str, E.EmojiData]) -> None:
+    from compress.data.sources import emoji_pairs
+
+    data = styled["teacher"]
+    pairs = emoji_pairs(data)
+    train = data.splits["train"]
+    assert len(pairs) == len(train) and pairs.num_groups == len(data.seen_ids)
+    by_index = {c.index: c for c in data.classes}
+    for g, label in zip(pairs.groups.tolist(), train.labels.tolist()):
+        assert pairs.en[g] == by_index[label].en and pairs.zh[g] == by_index[label].zh
+    group_styles: dict[int, set[int]] = {}
+    for g, s in zip(pairs.groups.tolist(), train.styles.tolist()):
+        group_styles.setdefault(g, set()).add(s)
+    assert sum(1 for v in group_styles.values() if v == {0, 1}) == len(data.splits["transfer"].class_ids)
+
+
+def test_cache_key_and_config_carry_train_styles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from compress.errors import UserError
+    from compress.recipe import DataConfig
+
+    base = dict(image_size=32, train_renders=2, eval_renders=1, unseen_fraction=0.1, seed=0, limit=20)
+    one, two = ({**base, "train_styles": styles} for styles in (["openmoji"], ["openmoji", "noto"]))
+    assert E._cache_key(one) != E._cache_key(two)
+    assert E.normalize_styles(["noto", "openmoji"]) == ("openmoji", "noto")
+    with pytest.raises(ValueError):
+        E.normalize_styles([])
+    with pytest.raises(ValueError):
+        E.normalize_styles(["sketch"])
+    assert DataConfig().train_styles == ["openmoji"]
+    assert DataConfig(train_styles=["noto", "openmoji"]).train_styles == ["openmoji", "noto"]
+    for bad in ([], ["noto", "noto"], ["sketch"]):
+        with pytest.raises(Exception):
+            DataConfig(train_styles=bad)
+    # Asking for Noto train renders without the font is an error, not a silently smaller teacher set.
+    monkeypatch.setattr(E, "transfer_font_path", lambda: None)
+    with pytest.raises(UserError, match="manimgx-fonts"):
+        E.build_emoji_dataset(tmp_path, **{**base, "limit": 8}, train_styles=["openmoji", "noto"])

@@ -6,14 +6,25 @@ of them, so the project has real zh+en image/text pairs that install from pip an
 Each glyph is rendered ONCE at high resolution; every sample is a cheap augmentation of that render (scale,
 translation, small rotation, light background). No flips: arrows and hands have a direction. Splits:
 
-- `train`    augmented OpenMoji renders of the *seen* classes;
-- `eval`     other draws (other RNG stream) of the seen classes;
-- `transfer` the seen classes in another glyph style (monochrome Noto Emoji), for a style-shift check;
-- `unseen`   a seeded fraction of classes held out of ALL training, for true zero-shot.
+- `train`    augmented renders of the *seen* classes in each of `train_styles`: OpenMoji (colour, the default)
+             and/or Noto Emoji (monochrome; only the seen classes that font can draw);
+- `eval`     other draws (other RNG stream) of the seen classes, OpenMoji;
+- `transfer` the seen classes in the Noto Emoji style, for a style-shift check; its draws come from their own RNG
+             stream, so Noto *train* renders never repeat them and `transfer` stays held out in any case;
+- `unseen`   a seeded fraction of classes held out of ALL training (both styles), for true zero-shot.
 
 Labels are global class indices (`EmojiClass.index`); `Split.class_ids` is the label space to score against.
-Builds are deterministic (per-sample RNG streams keyed by seed, split, class and render) and cached as
-safetensors keyed by every argument plus package/font versions, so a second call is a fast load.
+`Split.styles` (index into `STYLES`) and `Split.renders` (render number) name every sample, so the triple
+(style, class, render) from `train_keys` identifies it. The train split is laid out style-major: every OpenMoji
+render (class by class, renders 0..n-1), then every Noto render in the same order; with the default
+`train_styles=("openmoji",)` it is exactly the train split of CODE_VERSION 1.
+
+Builds are deterministic: every sample has its own RNG stream keyed by (seed, split+style stream, class, render),
+so a sample does not depend on `limit`, on `train_renders` or on the other styles. Hence the train renders of
+`train_renders=n` are, byte for byte, the first n of each (style, class) with `train_renders=m > n` (same seed,
+limit and unseen_fraction), and a student's train set is a subset of a teacher's that renders more and/or more
+styles (`check_train_subset`). Builds are cached as safetensors keyed by every argument plus package/font
+versions, so a second call is a fast load.
 """
 from __future__ import annotations
 
@@ -34,6 +45,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, features
 
 from compress.atomic import atomic_path
+from compress.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +59,20 @@ TRANSFER_FONT_PACKAGE = "manimgx-fonts"
 TRANSFER_FONT_FILE = "NotoEmoji[wght].ttf"
 TRANSFER_FONT_INSTALL = "pip install manimgx-fonts==2026.9.26.post1"
 SPLITS = ("train", "eval", "transfer", "unseen")
+# Glyph styles; `Split.styles` holds the index into this tuple. "noto" is the transfer font.
+STYLES = ("openmoji", "noto")
+DEFAULT_TRAIN_STYLES = ("openmoji",)
 
 _SKIN_TONES = frozenset(chr(c) for c in range(0x1F3FB, 0x1F400))
-_SPLIT_CODES = {"train": 1, "eval": 2, "transfer": 3, "unseen": 4}
+# RNG stream per (split, style). Codes 1-4 are those of CODE_VERSION 1 (renders unchanged); Noto train renders
+# have their own stream 5, so they are never the transfer split's draws.
+_STREAMS = {
+    ("train", "openmoji"): 1,
+    ("eval", "openmoji"): 2,
+    ("transfer", "noto"): 3,
+    ("unseen", "openmoji"): 4,
+    ("train", "noto"): 5,
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,8 @@ class Split:
     images: torch.Tensor  # uint8 (N, 3, H, W) RGB
     labels: torch.Tensor  # int64 (N,), global class indices
     class_ids: list[int]  # label space for zero-shot scoring on this split
+    styles: torch.Tensor | None = None  # int64 (N,), glyph style: index into STYLES
+    renders: torch.Tensor | None = None  # int64 (N,), render number within its (style, class)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -77,6 +102,7 @@ class EmojiData:
     cache_path: Path | None = None  # the safetensors file this data lives in
     from_cache: bool = False  # True when loaded rather than rendered
     seen_ids: list[int] = field(default_factory=list)  # classes that training may see (all but unseen)
+    args: dict = field(default_factory=dict)  # the build arguments (what `check_train_subset` compares)
 
     @cached_property
     def names(self) -> dict[str, dict[int, str]]:
@@ -250,9 +276,9 @@ def _sample(base: Image.Image, rng: np.random.Generator, image_size: int, aug: _
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8).transpose(2, 0, 1)
 
 
-def _rng(seed: int, split: str, class_index: int, render: int) -> np.random.Generator:
-    """Independent stream per sample: results do not depend on `limit`, order or how work is split."""
-    return np.random.default_rng([seed, _SPLIT_CODES[split], class_index, render])
+def _rng(seed: int, split: str, style: str, class_index: int, render: int) -> np.random.Generator:
+    """Independent stream per sample: results do not depend on `limit`, the render count, order or other styles."""
+    return np.random.default_rng([seed, _STREAMS[(split, style)], class_index, render])
 
 
 def _premultiplied(im: Image.Image | None) -> Image.Image | None:
@@ -261,26 +287,80 @@ def _premultiplied(im: Image.Image | None) -> Image.Image | None:
 
 def _render_class(
     cls: EmojiClass,
-    plan: Sequence[tuple[str, int]],
+    plan: Sequence[tuple[str, str, int]],
     image_size: int,
     seed: int,
-    transfer: _GlyphFont | None,
-) -> dict[str, list[np.ndarray]]:
-    """All samples of one class: `plan` lists (split, number of renders)."""
-    out: dict[str, list[np.ndarray]] = {}
-    base = _premultiplied(_font(str(openmoji_font_path()), BASE_SIZE).render(cls.emoji))
-    transfer_base = None
-    for split, n in plan:
-        if split == "transfer":
-            if transfer_base is None and transfer is not None:
-                transfer_base = _premultiplied(transfer.render(cls.emoji))
-            src = transfer_base
-        else:
-            src = base
-        if src is None or n == 0:
+    fonts: dict[str, _GlyphFont | None],
+) -> dict[tuple[str, str], list[np.ndarray]]:
+    """All samples of one class: `plan` lists (split, style, number of renders); a style whose font is missing or
+    cannot draw the class gives no samples. Each style's glyph is rendered once and shared by its splits."""
+    out: dict[tuple[str, str], list[np.ndarray]] = {}
+    bases: dict[str, Image.Image | None] = {}
+    for split, style, n in plan:
+        if n == 0:
             continue
-        out[split] = [_sample(src, _rng(seed, split, cls.index, r), image_size, _AUG[split]) for r in range(n)]
+        if style not in bases:
+            font = fonts.get(style)
+            bases[style] = None if font is None else _premultiplied(font.render(cls.emoji))
+        src = bases[style]
+        if src is None:
+            continue
+        out[(split, style)] = [
+            _sample(src, _rng(seed, split, style, cls.index, r), image_size, _AUG[split]) for r in range(n)
+        ]
     return out
+
+
+def normalize_styles(styles: Iterable[str]) -> tuple[str, ...]:
+    """Validated train styles in canonical `STYLES` order (so the order a recipe names them in does not matter)."""
+    styles = list(styles)
+    unknown = sorted(set(styles) - set(STYLES))
+    if unknown:
+        raise ValueError(f"unknown train style(s) {unknown}; known: {list(STYLES)}")
+    if not styles:
+        raise ValueError("train_styles must name at least one style")
+    return tuple(s for s in STYLES if s in styles)
+
+
+def train_keys(split: Split) -> list[tuple[str, int, int]]:
+    """(style, class, render) of every sample, in row order; with one seed/limit/unseen_fraction a key is one image."""
+    if split.styles is None or split.renders is None:
+        raise ValueError("this split carries no styles/renders (built by an older version?)")
+    return [
+        (STYLES[s], c, r) for s, c, r in zip(split.styles.tolist(), split.labels.tolist(), split.renders.tolist())
+    ]
+
+
+def check_train_subset(student: dict, teacher: dict) -> list[str]:
+    """Why the student's train split would NOT be a strict subset of the teacher's; [] when it is.
+
+    Both are build arguments (`EmojiData.args`, or the keyword arguments of `build_emoji_dataset`; missing ones take
+    its defaults). Pure: nothing is rendered. Seed, limit and unseen_fraction fix the classes, the unseen pick and
+    the draws, so they must match; then fewer-or-equal renders in fewer-or-equal styles, with something fewer, is a
+    strict subset (same keys, and byte-identical images at one image_size; at another size the same draws are
+    rendered at that size).
+    """
+    defaults = {"train_renders": 8, "unseen_fraction": 0.1, "seed": 0, "limit": None}
+
+    def get(args: dict, key: str):
+        if key == "train_styles":
+            return set(normalize_styles(args.get(key, DEFAULT_TRAIN_STYLES)))
+        return args.get(key, defaults[key])
+
+    problems = [
+        f"{k} differs (student {get(student, k)!r}, teacher {get(teacher, k)!r})"
+        for k in ("seed", "limit", "unseen_fraction")
+        if get(student, k) != get(teacher, k)
+    ]
+    s_n, t_n = get(student, "train_renders"), get(teacher, "train_renders")
+    s_st, t_st = get(student, "train_styles"), get(teacher, "train_styles")
+    if s_n > t_n:
+        problems.append(f"student train_renders {s_n} > teacher's {t_n}")
+    if not s_st <= t_st:
+        problems.append(f"student train_styles {sorted(s_st - t_st)} not in the teacher's {sorted(t_st)}")
+    if not problems and s_n == t_n and s_st == t_st:
+        problems.append("student and teacher train on the same data (not a strict subset)")
+    return problems
 
 
 # -------------------------------------------------------------------------------------------------------- build
@@ -326,12 +406,25 @@ def _pick_unseen(n: int, fraction: float, seed: int) -> list[int]:
     return sorted(int(i) for i in perm[:k])
 
 
-def _to_split(samples: list[np.ndarray], labels: list[int], class_ids: Iterable[int], image_size: int) -> Split:
+def _to_split(
+    samples: list[np.ndarray],
+    labels: list[int],
+    styles: list[int],
+    renders: list[int],
+    class_ids: Iterable[int],
+    image_size: int,
+) -> Split:
     if samples:
         images = torch.from_numpy(np.stack(samples))
     else:
         images = torch.zeros((0, 3, image_size, image_size), dtype=torch.uint8)
-    return Split(images=images.contiguous(), labels=torch.tensor(labels, dtype=torch.int64), class_ids=list(class_ids))
+    return Split(
+        images=images.contiguous(),
+        labels=torch.tensor(labels, dtype=torch.int64),
+        class_ids=list(class_ids),
+        styles=torch.tensor(styles, dtype=torch.int64),
+        renders=torch.tensor(renders, dtype=torch.int64),
+    )
 
 
 def _save(path: Path, data: EmojiData, args: dict) -> None:
@@ -342,6 +435,8 @@ def _save(path: Path, data: EmojiData, args: dict) -> None:
         tensors[f"{name}.images"] = split.images
         tensors[f"{name}.labels"] = split.labels
         tensors[f"{name}.class_ids"] = torch.tensor(split.class_ids, dtype=torch.int64)
+        tensors[f"{name}.styles"] = split.styles
+        tensors[f"{name}.renders"] = split.renders
     metadata = {
         "dataset": DATASET_NAME,
         "args": json.dumps(args),
@@ -364,10 +459,15 @@ def _load(path: Path) -> EmojiData:
             images=tensors[f"{name}.images"],
             labels=tensors[f"{name}.labels"],
             class_ids=tensors[f"{name}.class_ids"].tolist(),
+            styles=tensors[f"{name}.styles"],
+            renders=tensors[f"{name}.renders"],
         )
         for name in SPLITS
     }
-    return EmojiData(classes, splits, cache_path=path, from_cache=True, seen_ids=json.loads(meta["seen_ids"]))
+    return EmojiData(
+        classes, splits, cache_path=path, from_cache=True, seen_ids=json.loads(meta["seen_ids"]),
+        args=json.loads(meta["args"]),
+    )
 
 
 def build_emoji_dataset(
@@ -378,17 +478,21 @@ def build_emoji_dataset(
     unseen_fraction: float = 0.1,
     seed: int = 0,
     limit: int | None = None,
+    train_styles: Sequence[str] = DEFAULT_TRAIN_STYLES,
 ) -> EmojiData:
     """Build (or load from `cache_dir`) the emoji-zh-en splits; same arguments give bit-identical tensors.
 
     `unseen_fraction` of the classes (seeded pick) are rendered only into `unseen`, never into train/eval/transfer,
-    so zero-shot accuracy on them is real. `limit` keeps the first N classes, for fast tests.
-    Full size (1,914 classes, 8 + 1 + 1 + 1 renders, 64 px) renders in ~30 s on one core; a cache hit is ~0.1 s.
+    so zero-shot accuracy on them is real. `limit` keeps the first N classes, for fast tests. `train_styles` names
+    the glyph styles of the train split (`train_renders` renders per seen class in each; "noto" needs the transfer
+    font). Full size (1,914 classes, 8 + 1 + 1 + 1 renders, 64 px) renders in ~30 s on one core; a cache hit is
+    ~0.1 s.
     """
     if image_size < 8:
         raise ValueError(f"image_size must be >= 8, got {image_size}")
     if not 0.0 <= unseen_fraction < 1.0:
         raise ValueError(f"unseen_fraction must be in [0, 1), got {unseen_fraction}")
+    styles = normalize_styles(train_styles)
     args = {
         "image_size": image_size,
         "train_renders": train_renders,
@@ -396,6 +500,7 @@ def build_emoji_dataset(
         "unseen_fraction": unseen_fraction,
         "seed": seed,
         "limit": limit,
+        "train_styles": list(styles),
     }
     path = Path(cache_dir) / f"{DATASET_NAME}-{_cache_key(args)}.safetensors"
     if path.is_file():
@@ -412,28 +517,49 @@ def build_emoji_dataset(
     transfer_path = transfer_font_path()
     transfer = _font(str(transfer_path), BASE_SIZE) if transfer_path is not None else None
     if transfer is None:
+        if "noto" in styles:
+            raise UserError(
+                f"train_styles includes 'noto' but its font ({TRANSFER_FONT_PACKAGE}) is not installed; "
+                f"install: {TRANSFER_FONT_INSTALL}"
+            )
         log.warning(
             "transfer font %s not installed: the 'transfer' split is empty (install: %s)",
             TRANSFER_FONT_PACKAGE,
             TRANSFER_FONT_INSTALL,
         )
+    fonts = {"openmoji": _font(str(openmoji_font_path()), BASE_SIZE), "noto": transfer}
 
-    samples: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    labels: dict[str, list[int]] = {s: [] for s in SPLITS}
+    # Samples per (split, style), each split concatenated style-major in STYLES order below.
+    keys = [(split, style) for split in SPLITS for style in STYLES]
+    samples: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in keys}
+    labels: dict[tuple[str, str], list[int]] = {k: [] for k in keys}
+    renders: dict[tuple[str, str], list[int]] = {k: [] for k in keys}
     for cls in classes:
         if cls.index in unseen:
-            plan = [("unseen", eval_renders)]
+            plan = [("unseen", "openmoji", eval_renders)]
         else:
-            plan = [("train", train_renders), ("eval", eval_renders), ("transfer", 1)]
-        for split, imgs in _render_class(cls, plan, image_size, seed, transfer).items():
-            samples[split].extend(imgs)
-            labels[split].extend([cls.index] * len(imgs))
+            plan = [("train", style, train_renders) for style in styles]
+            plan += [("eval", "openmoji", eval_renders), ("transfer", "noto", 1)]
+        for key, imgs in _render_class(cls, plan, image_size, seed, fonts).items():
+            samples[key].extend(imgs)
+            labels[key].extend([cls.index] * len(imgs))
+            renders[key].extend(range(len(imgs)))
 
-    # Label space = the classes present: seen ones for train/eval/transfer (transfer may lack a few the font
-    # cannot draw), the held-out ones for unseen.
-    class_ids = {s: sorted(set(labels[s])) for s in SPLITS}
-    splits = {s: _to_split(samples[s], labels[s], class_ids[s], image_size) for s in SPLITS}
-    data = EmojiData(classes=classes, splits=splits, cache_path=path, from_cache=False, seen_ids=seen_ids)
+    def joined(table: dict, split: str) -> list:
+        return [x for style in STYLES for x in table[(split, style)]]
+
+    splits = {}
+    for s in SPLITS:
+        split_labels = joined(labels, s)
+        split_styles = [i for i, style in enumerate(STYLES) for _ in labels[(s, style)]]
+        # Label space = the classes present: seen ones for train/eval/transfer (transfer may lack a few the font
+        # cannot draw), the held-out ones for unseen.
+        splits[s] = _to_split(
+            joined(samples, s), split_labels, split_styles, joined(renders, s), sorted(set(split_labels)), image_size
+        )
+    data = EmojiData(
+        classes=classes, splits=splits, cache_path=path, from_cache=False, seen_ids=seen_ids, args=args
+    )
     _save(path, data, args)
     log.info(
         "built %s in %.1fs: %s", DATASET_NAME, time.perf_counter() - t0, {s: len(v) for s, v in splits.items()}

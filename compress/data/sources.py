@@ -24,6 +24,7 @@ class RunData:
 
 
 def emoji_pairs(data: EmojiData) -> PairSet:
+    """Train split -> pairs, one group per class: renders of every style of a class share its group (and names)."""
     train = data.splits["train"]
     by_index = {c.index: c for c in data.classes}
     group_ids = sorted(set(train.labels.tolist()))
@@ -35,7 +36,7 @@ def emoji_pairs(data: EmojiData) -> PairSet:
 def load_run_data(cfg: DataConfig, seed: int) -> RunData:
     emoji = build_emoji_dataset(
         cfg.cache_dir, image_size=cfg.image_size, train_renders=cfg.train_renders, eval_renders=cfg.eval_renders,
-        unseen_fraction=cfg.unseen_fraction, seed=seed, limit=cfg.limit,
+        unseen_fraction=cfg.unseen_fraction, seed=seed, limit=cfg.limit, train_styles=cfg.train_styles,
     )
     names = emoji.names
     evals = {k: v for k, v in emoji.splits.items() if k != "train"}
