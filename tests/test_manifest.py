@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_good_rows_load(tmp_path: Path) -> None:
     data = load_manifest(manifest, image_size=32)
     assert data.used == len(data) == 2 and data.skipped == {} and data.skipped_lines == []
     assert data.images.dtype == torch.uint8 and data.images.shape == (2, 3, 32, 32)
-    assert data.en == ["a red square", "a green bar"] and data.zh == ["红色方块", "绿色长条"]
+    assert data.en == [("a red square",), ("a green bar",)] and data.zh == [("红色方块",), ("绿色长条",)]
     # The 2:1 image is letterboxed: content in the middle rows, neutral padding above and below.
     wide = data.images[1]
     assert wide[:, 0, 16].tolist() == list(PAD_RGB)
@@ -98,24 +99,58 @@ def test_malformed_lines_are_skipped_with_line_numbers(tmp_path: Path) -> None:
                 json.dumps(_row("ok.png")).encode(),
                 b"{not json",
                 b"[1, 2, 3]",
-                json.dumps({"image": "ok.png", "en": "no chinese"}).encode(),
-                json.dumps({"image": "ok.png", "en": "", "zh": "空"}).encode(),
+                json.dumps({"image": "ok.png", "en": "", "zh": " "}).encode(),  # no caption in either language
+                json.dumps({"image": "ok.png", "en": 5, "zh": "五"}).encode(),  # a caption of the wrong type
                 json.dumps({"image": 3, "en": "x", "zh": "x"}).encode(),
+                json.dumps({"image": "ok.png", "en": ["a", 2]}).encode(),
                 b"\xff\xfe bad utf-8",
+                json.dumps({"image": "ok.png"}).encode(),
             ]
         )
     )
     data = load_manifest(manifest)
     assert data.used == 1
-    assert data.skipped == {"bad_json": 3, "missing_field": 3}
+    assert data.skipped == {"bad_json": 3, "missing_field": 3, "no_caption": 2}
     assert data.skipped_lines == [
         (2, "bad_json"),
         (3, "bad_json"),
-        (4, "missing_field"),
+        (4, "no_caption"),
         (5, "missing_field"),
         (6, "missing_field"),
-        (7, "bad_json"),
+        (7, "missing_field"),
+        (8, "bad_json"),
+        (9, "no_caption"),
     ]
+
+
+def test_one_language_rows_load_with_none_for_the_other(tmp_path: Path) -> None:
+    _png(tmp_path / "ok.png")
+    manifest = _write(
+        tmp_path / "m.jsonl",
+        [
+            {"image": "ok.png", "en": "only english"},
+            {"image": "ok.png", "zh": "只有中文"},
+            {"image": "ok.png", "en": "", "zh": ["两个", " ", "说法 "]},  # "" = no English; blanks dropped, stripped
+            {"image": "ok.png", "en": None, "zh": []},  # neither: skipped and counted
+            _row("ok.png", " both ", "两种"),
+        ],
+    )
+    data = load_manifest(manifest, image_size=16)
+    assert data.used == 4 and data.skipped == {"no_caption": 1} and data.skipped_lines == [(4, "no_caption")]
+    assert data.en == [("only english",), (), (), ("both",)]
+    assert data.zh == [(), ("只有中文",), ("两个", "说法"), ("两种",)]
+
+    pairs = data.pairs()
+    assert pairs.en == ["only english", None, None, "both"] and pairs.zh == [None, "只有中文", "两个", "两种"]
+    assert pairs.groups.tolist() == [0, 1, 2, 3] and not pairs.templated
+    assert pairs.has("en").tolist() == [True, False, False, True]
+    assert pairs.has("zh").tolist() == [False, True, True, True] and pairs.has("zh").dtype == torch.bool
+    assert pairs.more == {"zh": {2: ("两个", "说法")}}
+    rng = random.Random(0)
+    assert pairs.captions([3, 1, 0], "en", rng) == ["both", None, "only english"]
+    drawn = {pairs.captions([2], "zh", rng)[0] for _ in range(50)}
+    assert drawn == {"两个", "说法"}  # a row's captions are all used, drawn at random
+    assert pairs.texts("zh") == ["只有中文", "两个", "说法", "两种"] and pairs.texts("en") == ["only english", "both"]
 
 
 def test_zero_usable_rows_is_a_one_line_user_error(tmp_path: Path) -> None:

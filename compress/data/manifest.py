@@ -1,10 +1,14 @@
 """Load a user's own bilingual image/text pairs from a JSONL manifest.
 
-One row per line: {"image": "relative/path.jpg", "en": "a red apple", "zh": "红苹果"}. Paths are relative to
-`root` (default: the manifest's folder) and may never leave it: absolute paths, `..` and symlinks that resolve
-outside are refused, so a manifest from elsewhere cannot make training read arbitrary files. Bad rows are
-skipped and counted by reason (with line numbers) instead of aborting a long job; only a manifest with no usable
-row at all is an error.
+One row per line: {"image": "relative/path.jpg", "en": "a red apple", "zh": "红苹果"}. A caption may also be a list
+of captions (`"en": ["a red apple", "an apple on a table"]`: training picks one at random each time the image is
+drawn), and a row may have only one language (`"en"` or `"zh"` absent, null, "" or []): it is used for the
+language it has and `PairSet.en` / `PairSet.zh` hold None for the other. Paths are relative to `root` (default:
+the manifest's folder) and may never leave it: absolute paths, `..` and symlinks that resolve outside are refused,
+so a manifest from elsewhere cannot make training read arbitrary files. Bad rows are skipped and counted by reason
+(with line numbers) instead of aborting a long job; only a manifest with no usable row at all is an error.
+
+`compress.data.webdataset` reads the same rows from tar shards and shares the caption and image rules below.
 """
 from __future__ import annotations
 
@@ -13,11 +17,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from compress.data.pairs import PairSet
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -27,7 +33,8 @@ PAD_RGB = (128, 128, 128)
 
 # Skip reasons, in the order they are checked.
 BAD_JSON = "bad_json"  # not valid UTF-8 JSON, or not a JSON object
-MISSING_FIELD = "missing_field"  # "image", "en" or "zh" absent, not a string, or empty
+MISSING_FIELD = "missing_field"  # "image" absent or not a string, or a caption that is not a string / list of strings
+NO_CAPTION = "no_caption"  # no non-empty caption in either language
 UNSAFE_PATH = "unsafe_path"  # absolute, contains "..", or resolves outside root
 MISSING_IMAGE = "missing_image"  # no such file
 CORRUPT_IMAGE = "corrupt_image"  # exists but Pillow cannot decode it
@@ -35,15 +42,34 @@ CORRUPT_IMAGE = "corrupt_image"  # exists but Pillow cannot decode it
 
 @dataclass
 class ManifestData:
+    """Rows loaded from a manifest (or from tar shards, see compress.data.webdataset), one image per row."""
+
     images: torch.Tensor  # uint8 (N, 3, image_size, image_size), letterboxed
-    en: list[str]
-    zh: list[str]
+    en: list[tuple[str, ...]]  # every caption of each row, in file order; () where the row has no English caption
+    zh: list[tuple[str, ...]]
     skipped: dict[str, int]  # reason -> count
     used: int
     skipped_lines: list[tuple[int, str]] = field(default_factory=list)  # (1-based line number, reason)
+    skipped_samples: list[tuple[str, str]] = field(default_factory=list)  # shards: ("shard.tar:key", reason)
 
     def __len__(self) -> int:
         return self.used
+
+    def pairs(self) -> PairSet:
+        """One group per row; None where a row lacks a language (training masks those, see PairSet)."""
+        return PairSet.from_captions(self.images, self.en, self.zh)
+
+
+def caption_list(value: object) -> tuple[str, ...] | None:
+    """Captions from a JSON value: a string or a list of strings -> the non-empty ones, stripped; absent (None) -> ();
+    any other type -> None (a malformed row)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    return tuple(v.strip() for v in value if v.strip())
 
 
 def letterbox(img: Image.Image, size: int) -> np.ndarray:
@@ -79,26 +105,43 @@ def _safe_path(root: Path, rel: str) -> Path | None:
     return target if target.is_relative_to(root) else None
 
 
-def _row_fields(line: bytes) -> tuple[str, str, str] | str:
-    """(image, en, zh) or the skip reason."""
+def parse_json_object(data: bytes) -> dict | None:
+    """A UTF-8 JSON object, or None for anything else."""
     try:
-        row = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return BAD_JSON
-    if not isinstance(row, dict):
-        return BAD_JSON
-    values = [row.get(k) for k in ("image", "en", "zh")]
-    if not all(isinstance(v, str) and v.strip() for v in values):
+        row = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def row_captions(row: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | str:
+    """(en captions, zh captions) of a row, or the skip reason (a malformed caption, or none in either language)."""
+    en, zh = caption_list(row.get("en")), caption_list(row.get("zh"))
+    if en is None or zh is None:
         return MISSING_FIELD
-    image, en, zh = values
-    return image, en.strip(), zh.strip()
+    if not en and not zh:
+        return NO_CAPTION
+    return en, zh
 
 
-def _load_image(path: Path, image_size: int) -> np.ndarray | str:
-    if not path.is_file():
-        return MISSING_IMAGE
+def _row_fields(line: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...]] | str:
+    """(image, en captions, zh captions) or the skip reason."""
+    row = parse_json_object(line)
+    if row is None:
+        return BAD_JSON
+    image = row.get("image")
+    if not isinstance(image, str) or not image.strip():
+        return MISSING_FIELD
+    captions = row_captions(row)
+    if isinstance(captions, str):
+        return captions
+    return image, *captions
+
+
+def decode_image(source: Path | IO[bytes], image_size: int) -> np.ndarray | str:
+    """Letterboxed uint8 (3, S, S) from a file or a byte stream, or CORRUPT_IMAGE."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.draft("RGB", (image_size * 2, image_size * 2))  # JPEG: decode at reduced size, much faster
             img.load()
             return letterbox(img, image_size)
@@ -106,8 +149,16 @@ def _load_image(path: Path, image_size: int) -> np.ndarray | str:
         return CORRUPT_IMAGE
 
 
+def _load_image(path: Path, image_size: int) -> np.ndarray | str:
+    if not path.is_file():
+        return MISSING_IMAGE
+    return decode_image(path, image_size)
+
+
 def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None, image_size: int = 64) -> ManifestData:
-    """Read a JSONL manifest into letterboxed uint8 images and their en/zh captions; skip and count bad rows."""
+    """Read a JSONL manifest into letterboxed uint8 images and their en/zh captions; skip and count bad rows.
+
+    `.pairs()` of the result is the training PairSet (one group per row)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
@@ -116,8 +167,8 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     root_dir = (Path(root) if root is not None else path.parent).resolve()
 
     images: list[np.ndarray] = []
-    en: list[str] = []
-    zh: list[str] = []
+    en: list[tuple[str, ...]] = []
+    zh: list[tuple[str, ...]] = []
     skipped: dict[str, int] = {}
     skipped_lines: list[tuple[int, str]] = []
 
@@ -150,7 +201,8 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "file has no rows"
         raise UserError(
             f"manifest {path}: no usable rows ({reasons}); each line must be "
-            f"{{\"image\": path relative to {root_dir}, \"en\": text, \"zh\": text}} with a readable image"
+            f"{{\"image\": path relative to {root_dir}, \"en\": text, \"zh\": text}} (at least one language) "
+            f"with a readable image"
         )
     if skipped:
         first = ", ".join(f"line {n}: {r}" for n, r in skipped_lines[:5])

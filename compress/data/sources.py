@@ -42,8 +42,13 @@ def load_run_data(cfg: DataConfig, seed: int) -> RunData:
     evals = {k: v for k, v in emoji.splits.items() if k != "train"}
     if cfg.kind == "emoji":
         return RunData(emoji_pairs(emoji), evals, names)
-    from compress.data.manifest import load_manifest
+    if cfg.kind == "webdataset":
+        from compress.data.webdataset import load_shards
 
-    m = load_manifest(cfg.manifest, image_size=cfg.image_size)
-    pairs = PairSet(m.images, torch.arange(len(m.en)), list(m.en), list(m.zh), templated=False)
-    return RunData(pairs, evals, names, skipped=dict(m.skipped), source=f"manifest:{cfg.manifest}")
+        m, source = load_shards(cfg.shards, image_size=cfg.image_size), f"webdataset:{cfg.shards}"
+    else:
+        from compress.data.manifest import load_manifest
+
+        m, source = load_manifest(cfg.manifest, image_size=cfg.image_size), f"manifest:{cfg.manifest}"
+    # One group per row; a row with one language has None for the other (training masks it, see PairSet).
+    return RunData(m.pairs(), evals, names, skipped=dict(m.skipped), source=source)
