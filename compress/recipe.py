@@ -22,7 +22,7 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    kind: Literal["emoji", "manifest"] = "emoji"
+    kind: Literal["emoji", "manifest", "webdataset"] = "emoji"
     image_size: int = Field(64, ge=16, le=512)
     train_renders: int = Field(8, ge=1, le=64)
     # Glyph styles of the emoji train split, train_renders each ("noto": + monochrome Noto Emoji renders, other draws
@@ -32,6 +32,9 @@ class DataConfig(Strict):
     unseen_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(None, ge=8)
     manifest: str | None = None
+    # kind=webdataset: tar shards, a brace pattern ("data/shards/train-{000000..000009}.tar") or a glob, relative
+    # to the working directory; each sample is <key>.jpg|png|webp + <key>.json {"en": ..., "zh": ...}
+    shards: str | None = None
     eval_manifest: str | None = None
     cache_dir: str = ".cache/emoji"
 
@@ -46,6 +49,9 @@ class DataConfig(Strict):
     def _manifest_needs_path(self) -> "DataConfig":
         if self.kind == "manifest" and not self.manifest:
             raise ValueError("data.manifest: kind 'manifest' needs a path to a JSONL file")
+        if self.kind == "webdataset" and not self.shards:
+            raise ValueError("data.shards: kind 'webdataset' needs a shard pattern such as "
+                             "data/shards/train-{000000..000009}.tar")
         return self
 
 
