@@ -8,7 +8,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -59,7 +59,14 @@ class TeacherConfig(Strict):
     kind: Literal["reference", "hf", "none"] = "reference"
     recipe: str = "recipes/emoji_teacher.yaml"  # kind=reference: the recipe that trains (and caches) it
     spec: str | None = None  # kind=hf: hub id or local folder
-    map_layers: list[int] | None = None
+    # kind=hf: vision blocks (0-based, negative from the end) whose patch tokens are the distilled maps; unset: three
+    # evenly spaced blocks ending with the last; []: no maps. Range-checked against the checkpoint when it loads.
+    map_layers: list[Annotated[int, Field(strict=True, ge=-1000, le=1000)]] | None = Field(None, max_length=64)
+    # kind=hf: text block whose pooled token (CLS, or EOS for CLIP) is the text-hidden target; unset: the pooled
+    # state the text projection consumes.
+    text_layer: Annotated[int, Field(strict=True, ge=-1000, le=1000)] | None = None
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp32"  # kind=hf: weights and compute of the frozen teacher
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # kind=hf: auto = this process's GPU if there is one, else CPU
 
     @model_validator(mode="after")
     def _hf_needs_spec(self) -> "TeacherConfig":
