@@ -58,7 +58,7 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None) -> 
         image, text = model.image, model.text
         ex_img, ex_txt = example_inputs(model, 1)
         if quant == "int8":
-            from compress import qat
+            from compress.train import qat
 
             ex2_img, ex2_txt = example_inputs(model, 2)
             image, text = qat.prepare_qat(image, ex2_img), qat.prepare_qat(text, ex2_txt)

@@ -29,6 +29,8 @@ class RunState:
     recipe: Recipe
     out: Path
     resume: bool
+    distributed: bool = True  # False: train alone even under `accelerate launch` (the teacher, while others wait)
+    world_size: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     history: dict[str, dict] = field(default_factory=dict)
 
@@ -56,12 +58,17 @@ def ensure_reference_teacher(recipe_path: str, data_overrides: dict | None = Non
     if (folder / "student_fp32" / "model.safetensors").is_file():
         log(f"reference teacher: cached at {folder}")
         return folder / "student_fp32"
-    log(f"reference teacher: training once with {recipe_path} (cached in {folder})")
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    run_recipe(teacher_recipe, tmp, resume=False)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    from compress.train.loop import accelerator
+
+    acc = accelerator()
+    with acc.main_process_first():  # one process trains the teacher; the others wait, then read the cache
+        if not (folder / "student_fp32" / "model.safetensors").is_file():
+            tmp = folder.with_name(folder.name + ".partial")
+            resume = tmp.is_dir()  # a killed teacher run continues from its own checkpoints
+            log(f"reference teacher: {'resuming' if resume else 'training once'} with {recipe_path} (cached in {folder})")
+            run_recipe(teacher_recipe, tmp, resume=resume, distributed=False)
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
     return folder / "student_fp32"
 
 
@@ -81,13 +88,23 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = False) -> Path:
+def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = False, distributed: bool = True) -> Path:
+    """Under `accelerate launch`, every process trains stages 1 and 2 on its slice of each batch; only the main
+    process writes the run folder, and it alone runs QAT, export, eval and the report."""
+    from compress.train.loop import accelerator, is_main_process, world_size
+
+    accelerator(recipe.training.mixed_precision)  # sets up the processes before anyone asks who is main
     out = Path(out) if out else Path("runs") / recipe.name
-    if not resume and ((out / "report.json").exists() or (out / "student_fp32").exists()):
+    started = (out / "report.json").exists() or (out / "student_fp32").exists() or (out / "checkpoints").exists()
+    if not resume and started:
         raise UserError(f"run folder {str(out)!r} already holds a run; pass --resume to continue it or --out NEW_DIR")
-    out.mkdir(parents=True, exist_ok=True)
-    state = RunState(recipe, out, resume)
-    write_json(out / "recipe.json", recipe.model_dump())
+    main = is_main_process() or not distributed
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    state = RunState(recipe, out, resume, distributed)
+    state.world_size = world_size() if distributed else 1
+    if main:
+        write_json(out / "recipe.json", recipe.model_dump())
     with state.stage("data"):
         data = load_run_data(recipe.data, recipe.seed)
         log(f"data: {len(data.train)} training samples over {data.train.num_groups} groups; "
@@ -95,6 +112,8 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
     with state.stage("teacher"):
         teacher = load_teacher(recipe)
     model, tokenizer = stages.train_fp32(state, data, teacher)
+    if not main:
+        return out / "report.md"
     quantized = stages.quantize(state, data, model, tokenizer)
     exported = stages.export(state, model, tokenizer, quantized)
     with state.stage("eval"):

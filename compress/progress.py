@@ -12,13 +12,13 @@ console = Console(stderr=True)
 
 
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator:
+def progress_bar(description: str, total: int, completed: int = 0) -> Iterator:
     columns = (
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False, disable=not sys.stderr.isatty()) as prog:
-        task = prog.add_task(description, total=total, info="")
+        task = prog.add_task(description, total=total, completed=completed, info="")
 
         def advance(info: str = "") -> None:
             prog.update(task, advance=1, info=info)

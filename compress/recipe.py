@@ -7,18 +7,25 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.errors import UserError
+from compress.errors import UserError, one_line
 from students.registry import IMAGE_ARCHS, TEXT_ARCHS
 
 
+# Bump when a code change alters trained weights for an unchanged recipe (loop, sampler, augmentation, tokenizer).
+TRAINING_VERSION = 2
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: "5" or true is not a number; ints are still fine for floats. No inf/nan anywhere (YAML .inf, 1e400).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -30,7 +37,7 @@ class DataConfig(Strict):
     train_styles: list[Literal["openmoji", "noto"]] = ["openmoji"]
     eval_renders: int = Field(1, ge=1, le=16)
     unseen_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    limit: int | None = Field(None, ge=8)
+    limit: int | None = Field(None, ge=8, le=1_000_000)
     manifest: str | None = None
     # kind=webdataset: tar shards, a brace pattern ("data/shards/train-{000000..000009}.tar") or a glob, relative
     # to the working directory; each sample is <key>.jpg|png|webp + <key>.json {"en": ..., "zh": ...}
@@ -101,35 +108,52 @@ class StudentsConfig(Strict):
     embed_dim: int = Field(128, ge=8, le=4096)
 
 
-class DistillConfig(Strict):
+class StageConfig(Strict):
+    """What every training stage shares; the one training loop (compress/train/loop.py) reads these."""
+
     enabled: bool = True
-    epochs: int = Field(4, ge=0)
-    batch_size: int = Field(128, ge=2)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    map_weight: float = Field(1.0, ge=0)
-    embed_weight: float = Field(1.0, ge=0)
-    hidden_weight: float = Field(0.5, ge=0)
+    epochs: int = Field(4, ge=0, le=100_000)
+    batch_size: int = Field(128, ge=2, le=1_000_000)  # global batch (all processes, one optimizer step)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.05, ge=0, le=10)
+    warmup: float = Field(0.1, ge=0, le=0.9)  # fraction of the steps with linear warm-up, then cosine decay
+    grad_accum: int = Field(1, ge=1, le=1024)  # micro-batches per optimizer step (batch_size is split into them)
+    clip_grad_norm: float = Field(0.0, ge=0, le=1e6)  # 0 = no clipping
 
 
-class AlignConfig(Strict):
-    enabled: bool = True
-    epochs: int = Field(4, ge=0)
-    batch_size: int = Field(256, ge=2)
-    lr: float = Field(1e-3, gt=0)
-    image_lr_scale: float = Field(1.0, gt=0)  # BN convnets from scratch take a larger step than the text transformer
-    weight_decay: float = Field(0.05, ge=0)
+class DistillConfig(StageConfig):
+    lr: float = Field(2e-3, gt=0, le=10)
+    map_weight: float = Field(1.0, ge=0, le=1e6)
+    embed_weight: float = Field(1.0, ge=0, le=1e6)
+    hidden_weight: float = Field(0.5, ge=0, le=1e6)
+
+
+class AlignConfig(StageConfig):
+    batch_size: int = Field(256, ge=2, le=1_000_000)
+    image_lr_scale: float = Field(1.0, gt=0, le=1e3)  # BN convnets from scratch take a larger step than the text transformer
     init_temperature: float = Field(0.07, gt=0, lt=1)
-    margin_reg: float = Field(0.0, ge=0)
+    margin_reg: float = Field(0.0, ge=0, le=1e6)
     margin: float = Field(0.5, ge=-1, le=1)
-    distill_weight: float = Field(0.0, ge=0)  # teacher soft-target KL on the in-batch similarities (needs a teacher)
+    # TinyCLIP-style affinity mimicking: KL between the teacher's and the student's in-batch image-text
+    # similarity distributions (needs a teacher); 0 = off.
+    affinity_weight: float = Field(0.0, ge=0, le=1e6)
 
 
-class QATConfig(Strict):
-    enabled: bool = True
-    epochs: int = Field(1, ge=0)
-    batch_size: int = Field(256, ge=2)
-    lr: float = Field(1e-4, gt=0)
+class QATConfig(StageConfig):
+    epochs: int = Field(1, ge=0, le=100_000)
+    batch_size: int = Field(256, ge=2, le=1_000_000)
+    lr: float = Field(1e-4, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+
+
+class TrainingConfig(Strict):
+    """Run-wide training settings: precision, checkpoints and logs (per-stage settings live in each stage)."""
+
+    # auto = bf16 autocast where the device has it (CUDA with bf16), else fp32; CPU runs stay fp32 and bit-exact.
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
+    checkpoint_every: int = Field(50, ge=1, le=10_000_000)  # optimizer steps between mid-stage checkpoints
+    keep_last: int = Field(2, ge=1, le=1000)  # mid-stage checkpoints kept per stage
+    tensorboard: bool = True  # scalars also go to runs/<name>/logs/ as CSV, always
 
 
 class ExportConfig(Strict):
@@ -140,25 +164,30 @@ class ExportConfig(Strict):
 
 class EvalConfig(Strict):
     splits: list[Literal["eval", "transfer", "unseen"]] = ["eval", "transfer", "unseen"]
-    latency_runs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
+    latency_runs: int = Field(20, ge=1, le=100_000)
+    batch_size: int = Field(256, ge=1, le=65_536)
 
 
 class Recipe(Strict):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)
+    seed: int = Field(0, ge=0, le=2**31 - 1)  # numpy seeds are non-negative; stages use seed + 1, seed + 2
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()
     students: StudentsConfig = StudentsConfig()
     distill: DistillConfig = DistillConfig()
     align: AlignConfig = AlignConfig()
     qat: QATConfig = QATConfig()
+    training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the trained weights (used to cache the reference teacher)."""
-        payload = self.model_dump(exclude={"eval"})
+        """Hash of everything that changes the trained weights (used to cache the reference teacher).
+
+        TRAINING_VERSION is part of it: a change to the loop, the sampler or the augmentation retrains cached teachers.
+        """
+        payload = self.model_dump(exclude={"eval": True, "training": {"checkpoint_every", "keep_last", "tensorboard"}})
+        payload["training_version"] = TRAINING_VERSION
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -170,22 +199,46 @@ def _check_name(value: str, known: dict, kind: str) -> str:
     return value
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 60
+
+
+def _show(value: Any) -> str:
+    """repr() of a user's value, cut short (a YAML alias can make a huge nested list; 0x... a huge int)."""
+    try:
+        return _SHOW.repr(value)
+    except Exception:  # e.g. an int with more digits than Python will print
+        return f"<{type(value).__name__}>"
+
+
+def _path(loc: Sequence[Any]) -> str:
+    """Dotted key path; keys that are not plain words (blanks, dots, line breaks, non-text) are quoted."""
+    plain = lambda p: isinstance(p, int) or (isinstance(p, str) and p.isprintable() and re.fullmatch(r"[^\s.:'\"]+", p))
+    return ".".join(str(p) if plain(p) else _show(p) for p in loc)
+
+
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "recipe"
+    loc = _path(e["loc"]) or "recipe"
+    bad = e.get("input")
     if e["type"] == "extra_forbidden":
         parent = _model_at(Recipe, e["loc"][:-1])
         allowed = sorted(parent.model_fields) if parent else []
         close = difflib.get_close_matches(str(e["loc"][-1]), allowed, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
         return f"{loc}: unknown key; {hint}"
+    if e["type"] == "invalid_key":
+        return f"{_path(e['loc'][:-1]) or 'recipe'}: key {_show(bad)} is not a name; keys are text such as 'epochs'"
+    if e["type"] in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{loc}: expected a section (a mapping of keys), got {_show(bad)}"
     msg = e["msg"].removeprefix("Value error, ")
     if msg.split(":", 1)[0].startswith(loc):
         return msg
     if e["type"] in ("literal_error", "enum"):
-        return f"{loc}: {e.get('input')!r} is not allowed; {msg[0].lower() + msg[1:]}"
-    bad = e.get("input")
-    shown = f" (got {bad!r})" if bad is not None and not isinstance(bad, dict) and repr(bad) not in msg else ""
+        return f"{loc}: {_show(bad)} is not allowed; {msg[0].lower() + msg[1:]}"
+    shown = f" (got {_show(bad)})" if bad is not None and not isinstance(bad, dict) and _show(bad) not in msg else ""
+    if e["type"] in ("int_type", "float_type", "bool_type") and isinstance(bad, str):
+        shown += "; write numbers and true/false without quotes"
     return f"{loc}: {msg[0].lower() + msg[1:]}{shown}"
 
 
@@ -198,44 +251,133 @@ def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | N
     return model
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one silently) and reads
+    1e-3 / 1e400 as numbers, as YAML 1.2 does (YAML 1.1 wants 1.0e-3 and reads 1e-3 as text)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` merges are meant to be overridden; unhashable keys: the base class says so
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue
+                if first is not key_node:
+                    a, b = first.start_mark.line + 1, key_node.start_mark.line + 1
+                    raise _DuplicateKey(
+                        "while constructing a mapping", node.start_mark,
+                        f"key {_show(key)} is given twice in one mapping ({f'lines {a} and {b}' if a != b else f'line {a}'})",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_scalar(self, node: yaml.ScalarNode) -> Any:
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and re.search("[\ud800-\udfff]", value):  # "\ud800" escapes make these
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{_show(value)} holds a lone UTF-16 surrogate, which is not text", node.start_mark)
+        return value
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str, what: str) -> Any:
+    """Parse with RecipeLoader; every failure is a one-line UserError that starts with `what`."""
+    try:
+        return yaml.load(text, Loader=RecipeLoader)  # a SafeLoader subclass: no arbitrary objects
+    except _DuplicateKey as err:
+        raise UserError(f"{what}: {err.problem}; keep one of them") from None
+    except yaml.reader.ReaderError as err:
+        char = f"#x{err.character:04x}" if isinstance(err.character, int) else _show(err.character)
+        raise UserError(f"{what}: character {char} is not allowed in YAML; save it as UTF-8 YAML text") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or getattr(err, "context", None)
+        raise UserError(one_line(f"{what}: not valid YAML{where}{f' ({problem})' if problem else ''}; fix the syntax")) from None
+    except RecursionError:
+        raise UserError(f"{what}: nested too deeply to be a recipe; fix the brackets or indentation") from None
+    except (ValueError, OverflowError) as err:  # a tagged value that does not convert (!!timestamp 2020-13-45, huge int)
+        problem = "a number with thousands of digits" if "integer string conversion" in str(err) else str(err)
+        raise UserError(one_line(f"{what}: a value cannot be read ({problem}); fix it or quote it")) from None
 
 
 def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
-    """`--set key.path=value` (value parsed as YAML), applied before validation so errors name the same key path."""
+    """`--set key.path=value` (value parsed as YAML), applied before validation so errors name the same key path.
+
+    Returns a new dict: the sections on each key path are copied, so a YAML alias shared by two sections (`qat: *s`)
+    only changes where the --set points.
+    """
+    raw = dict(raw)
     for item in overrides:
         if "=" not in item:
-            raise UserError(f"--set {item!r}: expected key.path=value, e.g. --set align.epochs=2")
+            raise UserError(f"--set {_show(item)}: expected key.path=value, e.g. --set align.epochs=2")
         key, value = item.split("=", 1)
-        node = raw
         parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {key}: {part!r} is not a section")
-        node[parts[-1]] = _parse_value(value)
+        if not all(p and p == p.strip() for p in parts):
+            raise UserError(f"--set {_show(item)}: {_show(key)} is not a key path; expected key.path=value, e.g. --set align.epochs=2")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {_show(item)}: {_show('.'.join(parts[:i + 1]))} is {_show(child)}, not a section")
+            node[part] = dict(child)
+            node = node[part]
+        node[parts[-1]] = _load_yaml(value, f"--set {_show(item)}: the value") if value != "" else ""
     return raw
 
 
 def parse_recipe(raw: Any, overrides: Sequence[str] = (), source: str = "recipe") -> Recipe:
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: expected a mapping of sections (name, data, teacher, ...), got {type(raw).__name__}")
+        got = "nothing (the file is empty)" if raw is None else f"{type(raw).__name__} {_show(raw)}"
+        raise UserError(f"{source}: expected a mapping of sections (name, data, teacher, ...), got {got}")
     raw = apply_overrides(raw, overrides)
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
-        raise UserError(f"{source}: {_format_error(err)}") from None
+        raise UserError(one_line(f"{source}: {_format_error(err)}")) from None
+
+
+MAX_RECIPE_BYTES = 1 << 20
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     path = Path(path)
+    what = f"recipe {str(path)!r}"
+    if path.is_dir():
+        raise UserError(f"{what} is a directory; pass a YAML file such as recipes/mobilevit_int8.yaml")
+    if not path.exists():
+        raise UserError(f"{what} not found; pass a YAML file such as recipes/mobilevit_int8.yaml")
     if not path.is_file():
-        raise UserError(f"recipe {str(path)!r} not found; pass a YAML file such as recipes/mobilevit_int8.yaml")
+        raise UserError(f"{what} is not a regular file; pass a YAML file such as recipes/mobilevit_int8.yaml")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"recipe {str(path)!r}: not valid YAML{where}; fix the syntax") from None
-    return parse_recipe(raw, overrides, source=str(path))
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise UserError(f"{what} is {size} bytes; a recipe is a small UTF-8 YAML file (at most {MAX_RECIPE_BYTES} bytes)")
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(one_line(f"{what} cannot be read ({err.strerror or err}); check its permissions")) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+        raise UserError(
+            f"{what} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}"
+            f"{', it looks like UTF-16' if utf16 else ''}); a recipe must be UTF-8 YAML: save it as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise UserError(f"{what} contains NUL bytes (UTF-16 or a binary file?); a recipe must be UTF-8 YAML: save it as UTF-8")
+    return parse_recipe(_load_yaml(text, what), overrides, source=str(path))

@@ -8,17 +8,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.align import train_align
 from compress.data.sources import RunData
-from compress.distill import train_distill
 from compress.evaluate import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.atomic import write_json
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
 from compress.prompts import EVAL_TEMPLATE, TEMPLATES
 from compress.progress import log
-from compress.recipe import AlignConfig, Recipe
+from compress.recipe import Recipe
 from compress.teachers.base import Teacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
+from compress.train import loop
+from compress.train.align import AlignStage
+from compress.train.distill import DistillStage, OnlineTargets
 
 
 @dataclass
@@ -37,9 +38,12 @@ class Exported:
 def tokenizer_corpus(data: RunData) -> list[str]:
     """Every caption training can produce, in both languages: what the WordPiece vocabulary is trained on."""
     texts = []
-    for lang, names in (("en", data.train.en), ("zh", data.train.zh)):
-        templates = TEMPLATES[lang] if data.train.templated else ["{}"]
-        texts += [t.format(n) for n in names for t in templates]
+    for lang in ("en", "zh"):
+        if data.train.templated:
+            names = [n for n in (data.train.en if lang == "en" else data.train.zh) if n is not None]
+            texts += [t.format(n) for n in names for t in TEMPLATES[lang]]
+        else:
+            texts += data.train.texts(lang)
     return texts
 
 
@@ -84,7 +88,20 @@ def write_bundle(folder: Path, model: DualEncoder, tokenizer: BilingualTokenizer
     return folder / "bundle.json"
 
 
+def loop_context(state, stage_offset: int, distributed: bool = True) -> loop.LoopContext:
+    """Each stage seeds the global RNG itself, so a run resumed between stages draws exactly what a clean one does."""
+    recipe = state.recipe
+    torch.manual_seed(recipe.seed + stage_offset)
+    return loop.LoopContext(state.out, recipe.seed + stage_offset, recipe.training, state.resume,
+                            distributed=distributed and state.distributed)
+
+
 def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncoder, BilingualTokenizer]:
+    """tokenizer -> student -> stage 1 (its artifact: student_distill/) -> stage 2 (student_fp32/).
+
+    Each finished stage leaves its artifact; `--resume` skips a stage whose artifact is there and continues an
+    unfinished one from its newest mid-stage checkpoint.
+    """
     recipe, out = state.recipe, state.out
     final = out / "student_fp32"
     if state.resume and (final / "model.safetensors").is_file():
@@ -92,36 +109,50 @@ def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncod
         model, tokenizer, meta = load_checkpoint(final)
         state.history.update(meta.get("history", {}))
         return model, tokenizer
-    with state.stage("tokenizer"):
-        t = recipe.students.text
-        tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data), t.vocab_size), t.context_length)
-    model = build_student(recipe, tokenizer)
-    if recipe.distill.enabled and teacher is not None and recipe.distill.epochs > 0:
-        with state.stage("distill"):
-            hist = train_distill(model, tokenizer, teacher, data.train, recipe.distill, seed=recipe.seed)
-            state.history["distill"] = hist.as_dict()
-            save_checkpoint(model, tokenizer, out / "student_distill", {"history": state.history})
+    distilled = out / "student_distill"
+    if state.resume and (distilled / "model.safetensors").is_file():
+        log(f"resume: loading {distilled}")
+        model, tokenizer, meta = load_checkpoint(distilled)
+        state.history.update(meta.get("history", {}))
+    else:
+        with state.stage("tokenizer"):
+            t = recipe.students.text
+            tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data), t.vocab_size), t.context_length)
+        model = build_student(recipe, tokenizer)
+        if recipe.distill.enabled and teacher is not None and recipe.distill.epochs > 0:
+            with state.stage("distill"):
+                ctx = loop_context(state, 0)
+                stage = DistillStage(model, OnlineTargets(teacher), recipe.distill, seed=recipe.seed)
+                hist = loop.train(stage, data.train, tokenizer, recipe.distill, ctx)
+                model.eval()
+                state.history["distill"] = hist.as_dict()
+                if loop.is_main_process():
+                    save_checkpoint(model, tokenizer, distilled, {"history": state.history})
+                loop.clear_checkpoints(out, stage.name)
     if recipe.align.enabled and recipe.align.epochs > 0:
         with state.stage("align"):
+            ctx = loop_context(state, 1)
             model.train()
-            hist = train_align(
-                model.image, model.text, model.image.parameters(), model.text.parameters(), model.logit_scale, tokenizer, data.train, recipe.align, seed=recipe.seed + 1,
-                description="stage 2: align", modules=[model], teacher=teacher,
-            )
+            stage = AlignStage(model.image, model.text, model.logit_scale, recipe.align, teacher=teacher)
+            hist = loop.train(stage, data.train, tokenizer, recipe.align, ctx)
             model.eval()
             state.history["align"] = hist.as_dict()
-    save_checkpoint(model, tokenizer, final, {"history": state.history, "recipe": recipe.name})
+    if loop.is_main_process():
+        save_checkpoint(model, tokenizer, final, {"history": state.history, "recipe": recipe.name})
+        loop.clear_checkpoints(out, "align")
     return model.eval(), tokenizer
 
 
 def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualTokenizer) -> Quantized | None:
+    """int8 QAT on the main process alone (a captured graph is not wrapped for data parallelism)."""
     recipe = state.recipe
     if not recipe.qat.enabled or "int8" not in recipe.export.quant:
         return None
-    from compress import qat
+    from compress.train import qat
 
     with state.stage("qat"):
         model = model.cpu().eval()
+        ctx = loop_context(state, 2, distributed=False)
         ex_img, ex_txt = example_inputs(model, 2)
         image = qat.prepare_qat(copy.deepcopy(model.image), ex_img)
         text = qat.prepare_qat(copy.deepcopy(model.text), ex_txt)
@@ -129,15 +160,16 @@ def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualToken
             qat.set_train(image, True)
             qat.set_train(text, True)
             logit_scale = nn.Parameter(model.logit_scale.detach().clone())
-            cfg = AlignConfig(
-                epochs=recipe.qat.epochs, batch_size=recipe.qat.batch_size, lr=recipe.qat.lr,
-                margin_reg=recipe.align.margin_reg, margin=recipe.align.margin, weight_decay=0.0,
-            )
-            hist = train_align(
-                image, text, image.parameters(), text.parameters(), logit_scale, tokenizer,
-                data.train, cfg, seed=recipe.seed + 2, description="QAT (int8 fake-quant)", modules=[image, text], trim_text=False,
-            )
+            cfg = recipe.align.model_copy(update={
+                "epochs": recipe.qat.epochs, "batch_size": recipe.qat.batch_size, "lr": recipe.qat.lr,
+                "weight_decay": recipe.qat.weight_decay, "warmup": recipe.qat.warmup, "grad_accum": recipe.qat.grad_accum,
+                "clip_grad_norm": recipe.qat.clip_grad_norm, "image_lr_scale": 1.0, "affinity_weight": 0.0,
+            })
+            stage = AlignStage(image, text, logit_scale, cfg, trim_text=False, name="qat",
+                               description="QAT (int8 fake-quant)")
+            hist = loop.train(stage, data.train, tokenizer, cfg, ctx)
             state.history["qat"] = hist.as_dict()
+            loop.clear_checkpoints(state.out, "qat")
         image, text = qat.convert_qat(image.cpu()), qat.convert_qat(text.cpu())
     return Quantized(image, text, qat.describe_qat_config())
 

@@ -2,7 +2,7 @@
 
 XNNPACK (CPU, every phone) is always there. NPU backends need vendor SDKs that are rarely installed, so they are
 registered with the Python modules they need: listing shows them as "not installed" instead of crashing, and asking
-for one gives a one-line `UserError`. The int8 QAT path (`compress.qat`) targets XNNPACK's quantizer; NPU targets
+for one gives a one-line `UserError`. The int8 QAT path (`compress.train.qat`) targets XNNPACK's quantizer; NPU targets
 here lower whatever program they are given (fp32, or one quantized with their own quantizer).
 """
 from __future__ import annotations

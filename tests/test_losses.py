@@ -4,8 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress.data.pairs import PairSet, epoch_batches
-from compress.losses import ClipLoss, FeatureDistillLoss, MarginRegularizer, standardize
+from compress.data.pairs import PairSet
+from compress.train.data import EpochPlan
+from compress.train.losses import ClipLoss, FeatureDistillLoss, MarginRegularizer, standardize
 
 
 def test_clip_loss_is_symmetric_and_low_for_matched_pairs():
@@ -45,23 +46,27 @@ def test_feature_distill_resizes_student_maps_and_standardizes_teacher():
 
 
 @settings(max_examples=40, deadline=None)
-@given(groups=st.lists(st.integers(0, 12), min_size=2, max_size=60), batch=st.integers(2, 9), seed=st.integers(0, 99))
-def test_batches_never_repeat_a_group_and_cover_each_once(groups, batch, seed):
-    import random
-
+@given(groups=st.lists(st.integers(0, 12), min_size=2, max_size=60), batch=st.integers(2, 9), seed=st.integers(0, 99),
+       epoch=st.integers(0, 5))
+def test_batches_never_repeat_a_group_and_are_a_pure_function_of_seed_and_epoch(groups, batch, seed, epoch):
     n_groups = max(groups) + 1
     pairs = PairSet(torch.zeros(len(groups), 3, 2, 2, dtype=torch.uint8), torch.tensor(groups), ["a"] * n_groups, ["甲"] * n_groups)
+    plan = EpochPlan(pairs, batch, seed)
+    batches = plan.plan(epoch)
     seen = []
-    for idx, gs in epoch_batches(pairs, batch, random.Random(seed)):
-        assert len(set(gs)) == len(gs) <= batch
-        assert [groups[i] for i in idx.tolist()] == gs
+    for keys in batches:
+        gs = [groups[i] for i, _ in keys]
+        assert len(keys) == batch and len(set(gs)) == len(gs)  # full batches of distinct groups
         seen += gs
     present = set(groups)
-    assert set(seen) <= present and len(seen) >= len(present) - 1  # a trailing batch of one is dropped
+    assert set(seen) <= present and len(seen) == len(present) // batch * batch  # only the ragged tail is left out
+    assert EpochPlan(pairs, batch, seed).plan(epoch) == batches  # a fresh sampler replays the epoch exactly
+    plan.epoch, plan.start = epoch, min(1, len(batches))
+    assert list(plan) == batches[plan.start :]  # resuming mid-epoch skips exactly the batches already done
 
 
 def test_logit_distill_is_zero_when_student_matches_teacher_and_positive_otherwise():
-    from compress.losses import LogitDistillLoss
+    from compress.train.losses import LogitDistillLoss
 
     torch.manual_seed(0)
     img, txt = torch.randn(6, 8), torch.randn(6, 8)

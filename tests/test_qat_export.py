@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.errors import UserError
-from compress.qat import convert_qat, describe_qat_config, prepare_qat, set_train
+from compress.train.qat import convert_qat, describe_qat_config, prepare_qat, set_train
 from mobile_export.bench import host_latency
 from mobile_export.device import Device, HostDevice
 from mobile_export.lower import LoweredProgram, lower_to_pte, save_pte
@@ -54,7 +54,7 @@ def like_trained(module: torch.nn.Module) -> torch.nn.Module:
 
     Fresh towers have all-zero bias tensors, which the `.pte` stores once (named data is deduplicated by hash):
     that would flatter the sizes. BN *gammas* are left alone: MobileViT's zero-initialised ones are what used to
-    break QAT (see compress/qat.py), so keeping them makes the int8 path a regression test for that.
+    break QAT (see compress/train/qat.py), so keeping them makes the int8 path a regression test for that.
     """
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():

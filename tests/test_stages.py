@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from compress.align import train_align
 from compress.data.sources import load_run_data
-from compress.distill import train_distill
+from compress.train import loop
+from compress.train.align import AlignStage
+from compress.train.distill import DistillStage, OnlineTargets
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
 from compress.stages import build_student, tokenizer_corpus
 from compress.recipe import AlignConfig, DistillConfig, parse_recipe
@@ -55,7 +56,8 @@ def test_stage1_distill_loss_decreases(tmp_path, tiny, kind):
         make = make_tiny_altclip if kind == "altclip" else make_tiny_chinese_clip
         teacher = HFTeacher.from_pretrained(str(make(tmp_path / kind)))
     student = build_student(recipe, tok)
-    hist = train_distill(student, tok, teacher, data.train, DistillConfig(epochs=6, batch_size=32, lr=3e-3), seed=0)
+    cfg = DistillConfig(epochs=6, batch_size=32, lr=3e-3)
+    hist = loop.train(DistillStage(student, OnlineTargets(teacher), cfg), data.train, tok, cfg, loop.LoopContext())
     assert len(hist.losses) == 6
     assert hist.losses[-1] < 0.8 * hist.losses[0], hist.losses
     assert {"maps", "image_embed", "text_embed"} <= set(hist.parts[0])
@@ -65,8 +67,7 @@ def test_stage2_align_loss_decreases_with_margin_regularizer(tiny):
     recipe, data, tok = tiny
     model = build_student(recipe, tok).train()
     cfg = AlignConfig(epochs=8, batch_size=32, lr=1e-3, margin_reg=0.5, image_lr_scale=2.0)
-    hist = train_align(model.image, model.text, model.image.parameters(), model.text.parameters(), model.logit_scale,
-                       tok, data.train, cfg, modules=[model])
+    hist = loop.train(AlignStage(model.image, model.text, model.logit_scale, cfg), data.train, tok, cfg, loop.LoopContext())
     assert hist.losses[-1] < 0.8 * hist.losses[0], hist.losses
     assert hist.parts[-1]["margin_reg"] < hist.parts[0]["margin_reg"]
     assert hist.parts[0]["clip_en"] > 0 and hist.parts[0]["clip_zh"] > 0

@@ -49,32 +49,46 @@ def _grid(zoom: torch.Tensor, shift: torch.Tensor, h: int, w: int) -> torch.Tens
     return grid
 
 
-def train_augment(images_uint8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random small zoom/translate (one grid_sample for the batch) and brightness/contrast jitter, float in [0, 1].
+AUG_PARAMS = 5  # zoom, shift x, shift y, brightness, contrast
 
-    Draws come only from `generator`, so a seeded generator replays the same augmentation. Border padding
-    repeats the edge pixels, which for the emoji renders is their plain background colour. The photometric
-    jitter and the /255 are folded into one per-image affine a*x + d, applied in place, to keep memory passes few:
-    brightness then contrast about the mean m is  c*(b*x - b*m) + b*m  =  (b*c)*x + b*m*(1 - c).
+
+def augment_params(n: int, generator: torch.Generator) -> torch.Tensor:
+    """(n, AUG_PARAMS) random draws from `generator` only, so a seeded generator replays the same augmentation."""
+    zoom = _uniform(n, *SCALE_RANGE, generator)
+    shift = _uniform(2 * n, -MAX_SHIFT, MAX_SHIFT, generator).view(n, 2)
+    bright = _uniform(n, 1.0 - BRIGHTNESS, 1.0 + BRIGHTNESS, generator)
+    contrast = _uniform(n, 1.0 - CONTRAST, 1.0 + CONTRAST, generator)
+    return torch.cat([zoom[:, None], shift, bright[:, None], contrast[:, None]], dim=1)
+
+
+def train_augment(images_uint8: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random small zoom/translate and brightness/contrast jitter, float in [0, 1] (see `apply_augment`)."""
+    if images_uint8.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {images_uint8.dtype}")
+    return apply_augment(images_uint8, augment_params(images_uint8.shape[0], generator))
+
+
+def apply_augment(images_uint8: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Zoom/translate (one grid_sample for the batch) and brightness/contrast jitter from per-image `params`.
+
+    Border padding repeats the edge pixels, which for the emoji renders is their plain background colour. The
+    photometric jitter and the /255 are folded into one per-image affine a*x + d, applied in place, to keep memory
+    passes few: brightness then contrast about the mean m is  c*(b*x - b*m) + b*m  =  (b*c)*x + b*m*(1 - c).
     """
     if images_uint8.dtype != torch.uint8:
         raise TypeError(f"expected uint8 images, got {images_uint8.dtype}")
     b, _, h, w = images_uint8.shape
     if b == 0:
         return images_uint8.to(torch.float32)
-    zoom = _uniform(b, *SCALE_RANGE, generator)
-    shift = _uniform(2 * b, -MAX_SHIFT, MAX_SHIFT, generator).view(b, 2)
-    bright = _uniform(b, 1.0 - BRIGHTNESS, 1.0 + BRIGHTNESS, generator)
-    contrast = _uniform(b, 1.0 - CONTRAST, 1.0 + CONTRAST, generator)
-
     dev = images_uint8.device
+    params = params.to(dev)
+    zoom, shift, bright, contrast = params[:, 0], params[:, 1:3], params[:, 3], params[:, 4]
     x = images_uint8.to(torch.float32)  # 0..255; the /255 is folded into the affine below
-    grid = _grid(zoom.to(dev), shift.to(dev), h, w)
+    grid = _grid(zoom, shift, h, w)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     # Contrast pivot: mean of a 4x-subsampled view is plenty and 16x cheaper than a full pass.
     mean = images_uint8[:, :, ::4, ::4].to(torch.float32).mean(dim=(1, 2, 3)) / 255.0
-    bright, contrast = bright.to(dev), contrast.to(dev)
     scale = (bright * contrast / 255.0).view(b, 1, 1, 1)
     offset = (bright * mean * (1.0 - contrast)).view(b, 1, 1, 1)
     return x.mul_(scale).add_(offset).clamp_(0.0, 1.0)

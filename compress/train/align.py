@@ -1,0 +1,97 @@
+"""Stage 2, alignment: symmetric InfoNCE between each image and BOTH its English and Chinese caption.
+
+The same stage trains the reference teacher from scratch and fine-tunes int8 fake-quantised students in QAT: it
+only needs an image module (pixels -> embedding), a text module (token ids -> embedding) and a temperature.
+Rows that lack a language (one-language corpora) take part only in the other language's loss. Across processes the
+embeddings are gathered first, so the global batch provides the negatives.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compress.recipe import AlignConfig
+from compress.train.data import Batch, trim_padding
+from compress.train.losses import ClipLoss, LogitDistillLoss, MarginRegularizer
+from compress.train.loop import gather, param_groups
+
+MAX_LOGIT_SCALE = 4.6052  # temperature >= 0.01, as in CLIP
+
+
+def _full(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Embeddings of the rows where `mask` holds, scattered into a (len(mask), D) tensor (zeros elsewhere)."""
+    if bool(mask.all()):
+        return rows
+    out = rows.new_zeros(mask.shape[0], rows.shape[1])
+    out[mask] = rows
+    return out
+
+
+class AlignStage(nn.Module):
+    def __init__(
+        self, image: nn.Module, text: nn.Module, logit_scale: nn.Parameter, cfg: AlignConfig, *, teacher=None,
+        trim_text: bool = True, name: str = "align", description: str = "stage 2: align",
+    ) -> None:
+        """`trim_text=False` for captured graphs (QAT), which are specialised to the full context length."""
+        super().__init__()
+        self.image, self.text, self.logit_scale = image, text, logit_scale
+        self.cfg, self.teacher, self.trim_text = cfg, teacher, trim_text
+        self.name, self.description = name, description
+        self.clip, self.reg, self.kd = ClipLoss(), MarginRegularizer(cfg.margin), LogitDistillLoss()
+
+    def param_groups(self) -> list[dict]:
+        cfg = self.cfg
+        text = list(self.text.parameters()) + [self.logit_scale]
+        return param_groups(text, cfg.lr, cfg.weight_decay) + param_groups(
+            self.image.parameters(), cfg.lr * cfg.image_lr_scale, cfg.weight_decay)
+
+    def after_step(self) -> None:
+        with torch.no_grad():
+            self.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.cfg
+        has = {"en": batch.has_en, "zh": batch.has_zh}
+        ids = torch.cat([batch.en_ids[batch.has_en], batch.zh_ids[batch.has_zh]])
+        txt = self.text(trim_padding(ids) if self.trim_text else ids)
+        n_en = int(batch.has_en.sum())
+        img = gather(self.image(batch.pixels))
+        texts = {"en": gather(_full(txt[:n_en], has["en"])), "zh": gather(_full(txt[n_en:], has["zh"]))}
+        masks = {lang: gather(m) for lang, m in has.items()}
+        teacher = self._teacher_embeddings(batch, has) if self.teacher is not None and cfg.affinity_weight > 0 else None
+        langs = [lang for lang in ("en", "zh") if int(masks[lang].sum()) >= 2]  # a language needs negatives
+        loss, parts = img.sum() * 0.0, {}
+        for lang in langs:
+            m = masks[lang]
+            i, t = (img, texts[lang]) if bool(m.all()) else (img[m], texts[lang][m])
+            clip = self.clip(i, t, self.logit_scale)
+            term = clip
+            parts[f"clip_{lang}"] = clip.detach()
+            if cfg.margin_reg > 0:
+                r = self.reg(i, t)
+                term = term + cfg.margin_reg * r
+                parts[f"margin_reg_{lang}"] = r.detach()
+            if teacher is not None:
+                t_img, t_txt = teacher[0][m], teacher[1][lang][m]
+                kd = self.kd(i, t, self.logit_scale, t_img, t_txt, teacher[2])
+                term = term + cfg.affinity_weight * kd
+                parts[f"affinity_{lang}"] = kd.detach()
+            loss = loss + term / len(langs)
+        for key in ("margin_reg", "affinity"):  # one number per term for the history, like the clip parts
+            per_lang = [parts[f"{key}_{lang}"] for lang in langs if f"{key}_{lang}" in parts]
+            if per_lang:
+                parts[key] = sum(per_lang) / len(per_lang)
+                for lang in langs:
+                    parts.pop(f"{key}_{lang}", None)
+        return loss, parts
+
+    def _teacher_embeddings(self, batch: Batch, has: dict[str, torch.Tensor]):
+        """The teacher's image and caption embeddings for this batch, gathered like the student's."""
+        dev = batch.pixels.device
+        with torch.no_grad():
+            t_img = self.teacher.encode_image(batch.pixels).embedding.to(dev)
+            captions = [c for c in batch.en if c is not None] + [c for c in batch.zh if c is not None]
+            t_txt = self.teacher.encode_text(captions).embedding.to(dev)
+        n_en = int(has["en"].sum())
+        texts = {"en": gather(_full(t_txt[:n_en], has["en"])), "zh": gather(_full(t_txt[n_en:], has["zh"]))}
+        return gather(t_img), texts, float(getattr(self.teacher, "logit_scale", 100.0))

@@ -1,0 +1,167 @@
+"""Training batches as a pure function of (seed, epoch, position): resumable, shardable and cacheable by key.
+
+A sample is addressed by a key `(index, view)`. The view fixes everything random about that sample, its
+augmentation and its caption templates, so:
+- a resumed run, or one split over several processes, sees exactly the batches an uninterrupted single-process run
+  sees (the plan of an epoch depends on nothing but the seed and the epoch number);
+- a teacher-feature cache can hold the teacher's targets for K views of every sample (MobileCLIP's "reinforced
+  dataset"), and the plan then draws views from `range(K)` instead of from 2**31.
+
+An epoch visits every group (class or manifest row) once, with one of its samples; a batch never holds two samples
+of one group, because contrastive losses would treat them as false negatives.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, fields
+from typing import Iterator
+
+import torch
+
+from compress.data.augment import apply_augment, augment_params
+from compress.data.pairs import PairSet
+from compress.errors import UserError
+from compress.prompts import TEMPLATES
+from compress.tokenizer import BilingualTokenizer
+
+ONLINE_VIEWS = 2**31  # without a cache every epoch draws a fresh view: effectively unlimited augmentations
+
+
+def key_seed(seed: int, index: int, view: int, what: str) -> int:
+    """A 63-bit seed for one sample's view, stable across processes and Python versions (no `hash()`)."""
+    digest = hashlib.blake2b(f"{seed}/{index}/{view}/{what}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def view_augment_params(seed: int, keys: list[tuple[int, int]]) -> torch.Tensor:
+    """(n, 5) augmentation parameters, one seeded draw per key: the same key always gets the same augmentation."""
+    gen = torch.Generator()
+    rows = []
+    for index, view in keys:
+        gen.manual_seed(key_seed(seed, index, view, "aug"))
+        rows.append(augment_params(1, gen))
+    return torch.cat(rows) if rows else torch.zeros(0, 5)
+
+
+def view_caption(pairs: PairSet, seed: int, index: int, view: int, lang: str) -> str | None:
+    """The caption of one sample's view in `lang` (a template drawn for that view), or None if the row has none."""
+    group = int(pairs.groups[index])
+    names = pairs.en if lang == "en" else pairs.zh
+    name = names[group]
+    if name is None:
+        return None
+    rng = random.Random(key_seed(seed, index, view, lang))
+    several = pairs.more.get(lang, {}).get(group)
+    if several:  # a row with several captions in this language: the view picks one
+        name = rng.choice(several)
+    return rng.choice(TEMPLATES[lang]).format(name) if pairs.templated else name
+
+
+@dataclass
+class Batch:
+    keys: torch.Tensor  # int64 (B, 2): (sample index, view)
+    pixels: torch.Tensor  # float32 (B, 3, H, W) in [0, 1], augmented
+    en: list[str | None]
+    zh: list[str | None]
+    en_ids: torch.Tensor | None = None  # int64 (B, context); rows without a caption are all padding
+    zh_ids: torch.Tensor | None = None
+    has_en: torch.Tensor | None = None  # bool (B,)
+    has_zh: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        """Move the tensors (accelerate's device placement calls this)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if torch.is_tensor(value):
+                setattr(self, f.name, value.to(device, non_blocking=non_blocking))
+        return self
+
+
+class KeyCollate:
+    """keys -> Batch: images gathered by index, augmented per view, captions drawn per view, then tokenised."""
+
+    def __init__(self, pairs: PairSet, seed: int, tokenizer: BilingualTokenizer | None) -> None:
+        self.pairs, self.seed, self.tokenizer = pairs, seed, tokenizer
+
+    def __call__(self, keys: list[tuple[int, int]]) -> Batch:
+        index = torch.tensor([k[0] for k in keys], dtype=torch.long)
+        pixels = apply_augment(self.pairs.images[index], view_augment_params(self.seed, keys))
+        en = [view_caption(self.pairs, self.seed, i, v, "en") for i, v in keys]
+        zh = [view_caption(self.pairs, self.seed, i, v, "zh") for i, v in keys]
+        batch = Batch(torch.tensor(keys, dtype=torch.long).view(-1, 2), pixels, en, zh)
+        batch.has_en = torch.tensor([c is not None for c in en], dtype=torch.bool)
+        batch.has_zh = torch.tensor([c is not None for c in zh], dtype=torch.bool)
+        if self.tokenizer is not None:
+            batch.en_ids = self.tokenizer([c or "" for c in en])
+            batch.zh_ids = self.tokenizer([c or "" for c in zh])
+        return batch
+
+
+class KeyDataset(torch.utils.data.Dataset):
+    """The dataset of keys: the batch sampler yields keys, the collate function does the work batched."""
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, int]:
+        return key
+
+    def __len__(self) -> int:  # only for DataLoader bookkeeping; sampling is the plan's job
+        return 0
+
+
+def micro_batch_size(batch_size: int, grad_accum: int, world_size: int, num_groups: int) -> int:
+    """Global micro-batch (all processes together): batch_size / grad_accum, capped by the groups there are, and a
+    multiple of the process count so every process gets an equal slice."""
+    micro = min(batch_size // grad_accum, num_groups // grad_accum)
+    micro -= micro % world_size
+    if micro < max(2, world_size):
+        raise UserError(
+            f"batch_size {batch_size} with grad_accum {grad_accum} over {world_size} process(es) leaves micro-batches "
+            f"of {micro} samples ({num_groups} groups in the data); use a larger batch_size or a smaller grad_accum"
+        )
+    return micro
+
+
+class EpochPlan(torch.utils.data.Sampler):
+    """Batch sampler: the global micro-batches of one epoch, from `start` on. Set `epoch`/`start` before iterating.
+
+    Batches are full (`batch_size` keys each), so accelerate's split_batches hands each process an equal
+    contiguous slice and the processes together see exactly the batch a single process would.
+    """
+
+    def __init__(self, pairs: PairSet, batch_size: int, seed: int, grad_accum: int = 1, views: int | None = None) -> None:
+        self.batch_size, self.seed, self.views = batch_size, seed, views
+        members: dict[int, list[int]] = {}
+        for i, g in enumerate(pairs.groups.tolist()):
+            members.setdefault(g, []).append(i)
+        self.members = [members[g] for g in sorted(members)]
+        per_epoch = len(self.members) // batch_size
+        self.batches_per_epoch = per_epoch - per_epoch % grad_accum
+        self.epoch, self.start = 0, 0
+
+    def plan(self, epoch: int) -> list[list[tuple[int, int]]]:
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        order = list(range(len(self.members)))
+        rng.shuffle(order)
+        keys = []
+        for g in order:
+            index = rng.choice(self.members[g])
+            view = rng.randrange(self.views) if self.views else rng.randrange(ONLINE_VIEWS)
+            keys.append((index, view))
+        b = self.batch_size
+        return [keys[i * b : (i + 1) * b] for i in range(self.batches_per_epoch)]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        yield from self.plan(self.epoch)[self.start :]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
+
+
+def trim_padding(ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Drop all-pad columns at the end. Exact for the text towers (masked attention + masked mean) and it makes
+    training cost follow the real caption length instead of the export's fixed context."""
+    used = (ids != pad_id).any(dim=0).nonzero()
+    return ids[:, : int(used.max()) + 1] if used.numel() else ids[:, :1]
