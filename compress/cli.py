@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from compress.errors import UserError
+from compress.errors import UserError, one_line
 
 
 def user_errors(fn):
@@ -23,7 +23,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            click.echo(f"error: {err}", err=True)
+            click.echo(f"error: {one_line(err)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; partial stage outputs were not written (rerun with --resume)", err=True)
@@ -43,7 +43,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("recipe", type=click.Path(path_type=Path))  # load_recipe says what is wrong with it, in one line
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a recipe value (YAML-parsed), e.g. --set align.epochs=2. Repeatable.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -56,10 +56,11 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
     Writes runs/<name>/report.md, report.json, zero_shot.png, the fp32 checkpoint (student_fp32/, safetensors)
     and the .pte files (export/). The reference teacher is trained once and cached in .cache/teachers/.
     """
-    from compress.pipeline import run_recipe
     from compress.recipe import load_recipe
 
-    r = load_recipe(recipe, overrides)
+    r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) pipeline import
+    from compress.pipeline import run_recipe
+
     report = run_recipe(r, out, resume=resume)
     click.echo(f"report: {report}")
 
