@@ -62,3 +62,90 @@ def test_fingerprint_tracks_training_settings_only():
     a = parse_recipe({"name": "x"})
     assert a.fingerprint() == parse_recipe({"name": "x", "eval": {"latency_runs": 3}}).fingerprint()
     assert a.fingerprint() != parse_recipe({"name": "x", "align": {"epochs": 9}}).fingerprint()
+
+
+def _load_error(tmp_path, content: bytes | str) -> str:
+    path = tmp_path / "r.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(UserError) as info:
+        load_recipe(path)
+    msg = str(info.value)
+    assert len(msg.splitlines()) == 1, msg
+    return msg
+
+
+BASE_TEXT = (Path(__file__).resolve().parent.parent / "recipes" / "mobilevit_int8.yaml").read_text(encoding="utf-8")
+
+
+def test_numbers_are_numbers_and_finite():
+    assert parse_recipe({"name": "x", "align": {"lr": 1}}).align.lr == 1.0  # an int is fine for a float
+    assert "align.lr: input should be a valid number (got '0.001'); write numbers" in _error({"name": "x", "align": {"lr": "0.001"}})
+    assert "align.epochs: input should be a valid integer (got True)" in _error({"name": "x", "align": {"epochs": True}})
+    assert "align.epochs: input should be a valid integer (got 2.5)" in _error({"name": "x", "align": {"epochs": 2.5}})
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        assert "align.margin: input should be a finite number" in _error({"name": "x", "align": {"margin": bad}})
+    assert "seed: input should be greater than or equal to 0" in _error({"name": "x", "seed": -1})
+    assert "eval.latency_runs: input should be less than or equal to" in _error({"name": "x", "eval": {"latency_runs": 10**9}})
+    assert "teacher.map_layers.0: input should be less than or equal to 1000" in _error({"name": "x", "teacher": {"map_layers": [5000]}})
+
+
+def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-3 as text; the recipe loader reads it as YAML 1.2 does, so 1e400 is infinity."""
+    path = tmp_path / "r.yaml"
+    path.write_text(BASE_TEXT.replace("  lr: 2.0e-3", "  lr: 1e-3").replace("  lr: 1.0e-4", "  lr: 5E-5"))
+    r = load_recipe(path)
+    assert (r.distill.lr, r.qat.lr) == (1e-3, 5e-5)
+    assert "distill.lr: input should be a finite number (got inf)" in _load_error(tmp_path, BASE_TEXT.replace("  lr: 2.0e-3", "  lr: 1e400"))
+    assert "distill.lr: input should be a valid number (got '1e-3')" in _load_error(tmp_path, BASE_TEXT.replace("  lr: 2.0e-3", "  lr: '1e-3'"))
+
+
+def test_files_that_are_not_utf8_yaml(tmp_path):
+    for codec in ("gbk", "latin-1", "utf-16"):
+        msg = _load_error(tmp_path, ("# 注释 é\n" if codec != "latin-1" else "# café\n").encode(codec, "replace") + BASE_TEXT.encode(codec))
+        assert "r.yaml' is not UTF-8 text" in msg and "a recipe must be UTF-8 YAML" in msg, msg
+    assert "contains NUL bytes" in _load_error(tmp_path, BASE_TEXT.encode("utf-16-le"))
+    assert "character #x0007 is not allowed in YAML" in _load_error(tmp_path, BASE_TEXT + "# bell \a\n")
+    with pytest.raises(UserError, match="is a directory"):
+        load_recipe(tmp_path)
+    assert "at most 1048576 bytes" in _load_error(tmp_path, BASE_TEXT + "#" * (1 << 20))
+    assert load_recipe(_write(tmp_path, ("\ufeff" + BASE_TEXT).encode())).name == "mobilevit_int8"  # a UTF-8 BOM is fine
+
+
+def _write(tmp_path, data: bytes) -> Path:
+    path = tmp_path / "ok.yaml"
+    path.write_bytes(data)
+    return path
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    assert "cannot be read (Permission denied); check its permissions" in _load_error(tmp_path, BASE_TEXT)
+
+
+def test_yaml_structure_problems(tmp_path):
+    msg = _load_error(tmp_path, "name: x\nalign:\n  lr: 1.0e-3\n  epochs: 2\n  lr: 2.0e-3\n")
+    assert "key 'lr' is given twice in one mapping (lines 3 and 5); keep one of them" in msg
+    assert "given twice" in _load_error(tmp_path, BASE_TEXT.replace("  lr: 1.0e-3\n", "  lr: 1.0e-3\n  epochs: 5\n"))
+    assert "key 'lr' is given twice in one mapping (line 1)" in _error({"name": "x"}, ["align={lr: 1, lr: 2}"])
+    assert "got nothing (the file is empty)" in _load_error(tmp_path, "# nothing here\n")
+    assert "expected a mapping of sections (name, data, teacher, ...), got list" in _load_error(tmp_path, "- name: x\n")
+    assert "nested too deeply" in _load_error(tmp_path, "name: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "lone UTF-16 surrogate" in _load_error(tmp_path, 'name: x\n"\\ud800": 1\n')
+    assert "could not determine a constructor" in _load_error(tmp_path, "name: !!python/object/apply:os.system [true]\n")
+    assert "name: input should be a valid string (got datetime.date(2024, 5, 1))" in _load_error(tmp_path, "name: 2024-05-01\n")
+    assert "a value cannot be read (month must be in 1..12)" in _load_error(tmp_path, "name: !!timestamp 2024-13-01\n")
+    # a key with line breaks in it is quoted, so the message stays one line
+    assert "'a\\nb\\u2028': unknown key" in _load_error(tmp_path, BASE_TEXT + '"a\\nb\\u2028": 1\n')
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path):
+    text = BASE_TEXT.replace("distill:\n  epochs: 30\n", "distill: &stage\n  epochs: 30\n")
+    text = text.replace("qat:\n  epochs: 3\n", "qat:\n  <<: *stage\n  epochs: 3\n")  # merged keys may be overridden
+    r = load_recipe(_write(tmp_path, text.encode()), ["distill.epochs=7"])
+    assert (r.distill.epochs, r.qat.epochs, r.qat.lr, r.qat.batch_size) == (7, 3, 1e-4, 128)
+    shared = load_recipe(_write(tmp_path, (BASE_TEXT + "").replace("distill:\n", "distill: &s\n").split("align:")[0].encode()
+                                + b"align: *s\n"), ["align.epochs=2"])
+    assert (shared.distill.epochs, shared.align.epochs) == (30, 2)  # --set only changes the section it names
