@@ -74,11 +74,19 @@ class TeacherConfig(Strict):
     text_layer: Annotated[int, Field(strict=True, ge=-1000, le=1000)] | None = None
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"  # kind=hf: weights and compute of the frozen teacher
     device: Literal["auto", "cpu", "cuda"] = "auto"  # kind=hf: auto = this process's GPU if there is one, else CPU
+    # Teacher-feature cache folder (`dcclip-compress cache-teacher RECIPE` builds it): when set, stage 1 reads its
+    # targets from it (K = cache_views augmented views per sample) and needs no teacher in memory.
+    cache: str | None = None
+    cache_views: int = Field(4, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _hf_needs_spec(self) -> "TeacherConfig":
         if self.kind == "hf" and not self.spec:
             raise ValueError("teacher.spec: kind 'hf' needs a hub id or a local folder")
+        if self.cache is not None and not self.cache.strip():
+            raise ValueError("teacher.cache: name a folder, or leave it unset to run the teacher online")
+        if self.cache is not None and self.kind == "none":
+            raise ValueError("teacher.cache: kind 'none' has no teacher whose features could be cached")
         return self
 
 
