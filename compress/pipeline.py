@@ -79,7 +79,7 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
     if cfg.kind == "hf":
         from compress.teachers.hf import HFTeacher
 
-        return HFTeacher.from_pretrained(cfg.spec, map_layers=cfg.map_layers)
+        return HFTeacher.from_config(cfg)
     from compress.teachers.reference import ReferenceTeacher
 
     # The teacher must never see the student run's unseen classes: same class subset and held-out split.

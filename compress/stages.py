@@ -104,13 +104,13 @@ def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncod
     """
     recipe, out = state.recipe, state.out
     final = out / "student_fp32"
-    if state.resume and (final / "model.safetensors").is_file():
+    if state.resume and (final / "model.json").is_file():  # model.json is written last: the folder is complete
         log(f"resume: loading {final}")
         model, tokenizer, meta = load_checkpoint(final)
         state.history.update(meta.get("history", {}))
         return model, tokenizer
     distilled = out / "student_distill"
-    if state.resume and (distilled / "model.safetensors").is_file():
+    if state.resume and (distilled / "model.json").is_file():
         log(f"resume: loading {distilled}")
         model, tokenizer, meta = load_checkpoint(distilled)
         state.history.update(meta.get("history", {}))
