@@ -121,11 +121,47 @@ def plot(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_losses(csv_path: Path, path: Path) -> bool:
+    """Per-step training loss of every stage from `logs/scalars.csv` (one panel per stage); False if no log."""
+    if not csv_path.is_file():
+        return False
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, tuple[list[int], list[float]]] = {}
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            steps, losses = series.setdefault(row["stage"], ([], []))
+            steps.append(int(row["step"]))
+            losses.append(float(row["loss"]))
+    if not series:
+        return False
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.2), squeeze=False)
+    for ax, (stage, (steps, losses)) in zip(axes[0], series.items()):
+        ax.plot(steps, losses, lw=1)
+        ax.set_title(stage)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training loss")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return True
+
+
 def write_report(state, data: RunData, results: dict, exported) -> Path:
     report = build_report(state, data, results, exported)
     out = state.out
     write_json(out / "report.json", report)
-    write_text(out / "report.md", render_markdown(report))
+    text = render_markdown(report)
+    if plot_losses(out / "logs" / "scalars.csv", out / "loss.png"):
+        text += "\n## Training loss per step\n\n![training loss per step](loss.png)\n\nScalars: `logs/scalars.csv` (and TensorBoard: `tensorboard --logdir logs/tensorboard`).\n"
+    write_text(out / "report.md", text)
     plot(report, out / "zero_shot.png")
     log(f"[bold green]report:[/] {out / 'report.md'} (json: {out / 'report.json'})")
     return out / "report.md"

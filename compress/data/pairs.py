@@ -1,4 +1,4 @@
-"""Bilingual image-text pairs for training, and the sampler that keeps each batch free of duplicate classes.
+"""Bilingual image-text pairs for training (the sampler that batches them is `compress/train/data.py`).
 
 Contrastive losses treat every other row as a negative, so two renders of one emoji in a batch would be false
 negatives. Samples therefore carry a `group` (the class for emoji data, the row for manifests) and each batch
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 
@@ -80,24 +80,3 @@ class PairSet:
         names = self.en if lang == "en" else self.zh
         alts = self.more.get(lang, {})
         return [t for g, n in enumerate(names) if n is not None for t in alts.get(g, (n,))]
-
-
-def epoch_batches(pairs: PairSet, batch_size: int, rng: random.Random) -> Iterator[tuple[torch.Tensor, list[int]]]:
-    """One epoch = every group once, with a random sample of it; batches of distinct groups."""
-    members: dict[int, list[int]] = {}
-    for i, g in enumerate(pairs.groups.tolist()):
-        members.setdefault(g, []).append(i)
-    order = list(members)
-    rng.shuffle(order)
-    for start in range(0, len(order), batch_size):
-        groups = order[start : start + batch_size]
-        if len(groups) < 2:
-            continue
-        idx = torch.tensor([rng.choice(members[g]) for g in groups])
-        yield idx, groups
-
-
-def steps_per_epoch(pairs: PairSet, batch_size: int) -> int:
-    n = len(set(pairs.groups.tolist()))
-    full, rest = divmod(n, batch_size)
-    return full + (1 if rest >= 2 else 0)
