@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RECIPE ?= recipes/mobilevit_int8.yaml
 RUN    ?= runs/$(basename $(notdir $(RECIPE)))
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench ablation clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 2; }
@@ -18,9 +18,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The headline run, the same student trained stage-2-only (contrastive from scratch, no teacher) for comparison, then
+# one eval table of teacher, baseline and the DC-CLIP student (fp32 and the int8 .pte). --resume: an interrupted
+# `make run` continues where it stopped.
 run: install
-	$(BIN)/dcclip-compress run $(RECIPE) --out $(RUN)
-	$(BIN)/dcclip-compress eval teacher=$(RUN)/teacher fp32=$(RUN) int8=$(RUN)/export --suite all --out $(RUN)/eval
+	$(BIN)/dcclip-compress run $(RECIPE) --out $(RUN) --resume
+	$(BIN)/dcclip-compress run $(RECIPE) --out $(RUN)-stage2-only --resume --set name=$(notdir $(RUN))-stage2-only \
+	    --set distill.enabled=false --set qat.enabled=false --set export.enabled=false
+	$(BIN)/dcclip-compress eval teacher=$(RUN)/teacher stage2-only=$(RUN)-stage2-only fp32=$(RUN) int8=$(RUN)/export \
+	    --suite all --out $(RUN)/eval
 
 test: install
 	$(BIN)/pytest -q
@@ -28,6 +34,10 @@ test: install
 bench: install
 	$(BIN)/python -m bench.run_all
 	$(BIN)/python -m bench.eval_throughput
+	$(BIN)/python -m bench.stage1_throughput
+
+ablation: install
+	$(BIN)/python -m bench.ablation --readme
 
 clean:
 	rm -rf runs .cache

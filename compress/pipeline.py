@@ -31,6 +31,7 @@ class RunState:
     resume: bool
     distributed: bool = True  # False: train alone even under `accelerate launch` (the teacher, while others wait)
     world_size: int = 1
+    teacher_data: list[str] = field(default_factory=list)  # why the student's data is not a subset of the teacher's
     timings: dict[str, float] = field(default_factory=dict)
     history: dict[str, dict] = field(default_factory=dict)
 
@@ -87,6 +88,20 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
     return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, same_data, recipe.seed))
 
 
+def teacher_data_relation(recipe: Recipe) -> list[str]:
+    """Why the student's emoji training data is not a strict subset of the reference teacher's ([] when it is)."""
+    if recipe.teacher.kind != "reference" or recipe.data.kind != "emoji":
+        return []
+    from compress.data.emoji import check_train_subset
+
+    keys = ("train_renders", "train_styles", "unseen_fraction", "limit")
+    teacher = load_recipe(recipe.teacher.recipe).data
+    student_args = {k: getattr(recipe.data, k) for k in keys} | {"seed": recipe.seed}
+    teacher_args = {k: getattr(teacher, k) for k in keys} | {"seed": recipe.seed}
+    teacher_args |= {k: student_args[k] for k in ("unseen_fraction", "limit")}  # forced onto the teacher
+    return check_train_subset(student_args, teacher_args)
+
+
 # ------------------------------------------------------------------------------------------------ the run
 def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = False, distributed: bool = True) -> Path:
     """Under `accelerate launch`, every process trains stages 1 and 2 on its slice of each batch; only the main
@@ -111,6 +126,9 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
             + ", ".join(f"{k}={len(v)}" for k, v in data.eval_splits.items()))
     with state.stage("teacher"):
         teacher = load_teacher(recipe)
+        state.teacher_data = teacher_data_relation(recipe)
+        if state.teacher_data:
+            log(f"[yellow]note:[/] the student's data is not a strict subset of the teacher's: {'; '.join(state.teacher_data)}")
     model, tokenizer = stages.train_fp32(state, data, teacher)
     if not main:
         return out / "report.md"

@@ -25,6 +25,8 @@ def build_report(state, data: RunData, results: dict, exported) -> dict:
             "skipped": int(sum(data.skipped.values())),
             "skipped_by_reason": data.skipped,
             "used": len(data.train),
+            "strict_subset_of_teacher_data": not getattr(state, "teacher_data", []),
+            "not_subset_because": getattr(state, "teacher_data", []),
             "splits": {k: {"images": len(v), "classes": len(v.class_ids)} for k, v in data.eval_splits.items()},
         },
         "models": {k: results[k] for k in ORDER if k in results} | {k: v for k, v in results.items() if k not in ORDER},
