@@ -151,5 +151,32 @@ def targets() -> None:
         click.echo(f"{name}: {status}")
 
 
+@main.command(name="cache-teacher")
+@click.argument("recipe", type=click.Path(path_type=Path))  # load_recipe says what is wrong with it, in one line
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a recipe value (YAML-parsed), e.g. --set teacher.dtype=bf16. Repeatable.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Cache folder (default: teacher.cache from the recipe, else .cache/teacher-features/<name>-<fingerprint>).")
+@click.option("--views", type=int, default=None, help="Augmented views per sample, 1..1024 (default: teacher.cache_views).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Keys per teacher forward pass.")
+@user_errors
+def cache_teacher(recipe: Path, overrides: tuple[str, ...], out: Path | None, views: int | None, batch_size: int) -> None:
+    """Run RECIPE's teacher once over K augmented views of every training sample and store its stage-1 targets.
+
+    fp16 features in sharded safetensors files plus manifest.json; a partial cache resumes where it stopped, a complete
+    one is checked (sha256) and kept. Stage 1 then trains from it with teacher.cache=FOLDER and no teacher in memory.
+    """
+    from compress.recipe import load_recipe
+
+    r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) imports
+    from compress.teachers.cache import build_recipe_cache, human_size
+
+    folder, manifest = build_recipe_cache(r, out, views, batch_size)
+    click.echo(f"teacher cache: {folder} ({human_size(manifest['bytes'])}, {manifest['samples']} samples x "
+               f"{manifest['views']} views, {len(manifest['shards'])} shards)")
+    if r.teacher.cache != str(folder) or r.teacher.cache_views != manifest["views"]:
+        click.echo(f"train from it: --set teacher.cache={folder} --set teacher.cache_views={manifest['views']}")
+
+
 if __name__ == "__main__":
     main()
