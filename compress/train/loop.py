@@ -231,6 +231,7 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
                     loss, parts = model(batch)
                     acc.backward(loss)
                     if acc.sync_gradients:
+                        lr = scheduler.get_last_lr()[0]  # the rate this step uses (logged below)
                         if cfg.clip_grad_norm > 0:
                             acc.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
                         optimizer.step()
@@ -249,7 +250,7 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
                     now = time.perf_counter()
                     ips = images / max(now - t_last, 1e-9)
                     images, t_last = 0, now
-                    scalars.write(pos["step"], pos["epoch"] + 1, value, scheduler.get_last_lr()[0], ips,
+                    scalars.write(pos["step"], pos["epoch"] + 1, value, lr, ips,
                                   {k: float(v) for k, v in parts.items()})
                     advance(f"loss {value:.3f} · {ips:.0f} img/s")
                     if pos["step"] % ctx.training.checkpoint_every == 0 and pos["micro"] < plan.batches_per_epoch:
