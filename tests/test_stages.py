@@ -71,3 +71,19 @@ def test_stage2_align_loss_decreases_with_margin_regularizer(tiny):
     assert hist.losses[-1] < 0.8 * hist.losses[0], hist.losses
     assert hist.parts[-1]["margin_reg"] < hist.parts[0]["margin_reg"]
     assert hist.parts[0]["clip_en"] > 0 and hist.parts[0]["clip_zh"] > 0
+
+
+@pytest.mark.parametrize("kind", ["altclip", "chinese_clip"])
+def test_stage2_affinity_mimicking_with_a_real_teacher_class(tmp_path, tiny, kind):
+    """Stage 2 with TinyCLIP affinity mimicking: the KL to the teacher's in-batch similarities goes down."""
+    from compress.teachers.hf import HFTeacher
+
+    recipe, data, tok = tiny
+    make = make_tiny_altclip if kind == "altclip" else make_tiny_chinese_clip
+    teacher = HFTeacher.from_pretrained(str(make(tmp_path / kind)))
+    model = build_student(recipe, tok).train()
+    cfg = AlignConfig(epochs=6, batch_size=16, lr=2e-3, affinity_weight=1.0)
+    stage = AlignStage(model.image, model.text, model.logit_scale, cfg, teacher=teacher)
+    hist = loop.train(stage, data.train, tok, cfg, loop.LoopContext())
+    assert hist.parts[0]["affinity"] > 0
+    assert hist.parts[-1]["affinity"] < hist.parts[0]["affinity"], [p["affinity"] for p in hist.parts]
