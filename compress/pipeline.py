@@ -124,12 +124,19 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
         data = load_run_data(recipe.data, recipe.seed)
         log(f"data: {len(data.train)} training samples over {data.train.num_groups} groups; "
             + ", ".join(f"{k}={len(v)}" for k, v in data.eval_splits.items()))
+    # With a teacher-feature cache, stage 1 needs no teacher: it is loaded only when stage 2 (affinity) or eval needs it.
+    cache_only = recipe.teacher.cache is not None and recipe.align.affinity_weight == 0
+    teacher = None
     with state.stage("teacher"):
-        teacher = load_teacher(recipe)
+        if not cache_only:
+            teacher = load_teacher(recipe)
         state.teacher_data = teacher_data_relation(recipe)
         if state.teacher_data:
             log(f"[yellow]note:[/] the student's data is not a strict subset of the teacher's: {'; '.join(state.teacher_data)}")
     model, tokenizer = stages.train_fp32(state, data, teacher)
+    if cache_only and main:
+        with state.stage("teacher"):
+            teacher = load_teacher(recipe)
     if not main:
         return out / "report.md"
     quantized = stages.quantize(state, data, model, tokenizer)

@@ -88,6 +88,17 @@ def write_bundle(folder: Path, model: DualEncoder, tokenizer: BilingualTokenizer
     return folder / "bundle.json"
 
 
+def stage1_targets(recipe: Recipe, data: RunData, teacher: Teacher | None):
+    """Stage-1 targets: read from the teacher-feature cache when the recipe names one (no teacher in memory),
+    else computed by the teacher on every batch."""
+    if recipe.teacher.cache is None:
+        return OnlineTargets(teacher)
+    from compress.teachers.cache import CachedTargets, cache_fingerprint
+
+    log(f"stage 1: teacher targets from the cache {recipe.teacher.cache}")
+    return CachedTargets(recipe.teacher.cache, cache_fingerprint(recipe, data.train))
+
+
 def loop_context(state, stage_offset: int, distributed: bool = True) -> loop.LoopContext:
     """Each stage seeds the global RNG itself, so a run resumed between stages draws exactly what a clean one does."""
     recipe = state.recipe
@@ -119,10 +130,13 @@ def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncod
             t = recipe.students.text
             tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data), t.vocab_size), t.context_length)
         model = build_student(recipe, tokenizer)
-        if recipe.distill.enabled and teacher is not None and recipe.distill.epochs > 0:
+        cached = recipe.teacher.cache is not None
+        if recipe.distill.enabled and (teacher is not None or cached) and recipe.distill.epochs > 0:
             with state.stage("distill"):
                 ctx = loop_context(state, 0)
-                stage = DistillStage(model, OnlineTargets(teacher), recipe.distill, seed=recipe.seed)
+                targets = stage1_targets(recipe, data, teacher)
+                ctx.views = getattr(targets, "views", None)  # a K-view cache: the plan draws views from range(K)
+                stage = DistillStage(model, targets, recipe.distill, seed=recipe.seed)
                 hist = loop.train(stage, data.train, tokenizer, recipe.distill, ctx)
                 model.eval()
                 state.history["distill"] = hist.as_dict()
