@@ -343,28 +343,28 @@ def _fp16(t: torch.Tensor, what: str) -> np.ndarray:
     return out.numpy()
 
 
-class _Shapes:
-    """Target shapes and per-row tensor layout, from the teacher's output for one key."""
+def _layout(shapes: TargetShapes, img: ImageFeatures) -> dict[str, list]:
+    """Per-row tensor layout {name: [dtype, shape]} of a cache, from the teacher's output for one key."""
+    layout: dict[str, list] = {"image_embedding": ["F16", [shapes.embed_dim]]}
+    for i, m in enumerate(img.maps):
+        layout[f"map_{i}"] = ["F16", list(m.shape[1:])]
+    for lang in LANGS:
+        layout[f"{lang}_embedding"] = ["F16", [shapes.embed_dim]]
+        if shapes.hidden_dim:
+            layout[f"{lang}_hidden"] = ["F16", [shapes.hidden_dim]]
+        layout[f"has_{lang}"] = ["U8", []]
+    return layout
 
-    def __init__(self, targets: OnlineTargets, img: ImageFeatures) -> None:
-        s = targets.shapes
-        self.target = s
-        self.layout: dict[str, list] = {"image_embedding": ["F16", [s.embed_dim]]}
-        for i, m in enumerate(img.maps):
-            self.layout[f"map_{i}"] = ["F16", list(m.shape[1:])]
-        for lang in LANGS:
-            self.layout[f"{lang}_embedding"] = ["F16", [s.embed_dim]]
-            if s.hidden_dim:
-                self.layout[f"{lang}_hidden"] = ["F16", [s.hidden_dim]]
-            self.layout[f"has_{lang}"] = ["U8", []]
-        self.row_bytes = sum((2 if d == "F16" else 1) * int(np.prod(shape)) for d, shape in self.layout.values())
+
+def _probe(targets: OnlineTargets, collate: KeyCollate, device: torch.device) -> dict[str, list]:
+    return _layout(targets.shapes, targets.image(collate([(0, 0)]).to(device)))
 
 
 def _compute_shard(targets: OnlineTargets, collate: KeyCollate, device: torch.device, samples: range, views: int,
-                   batch_size: int, shapes: _Shapes, advance: Callable[[str], None]) -> dict[str, np.ndarray]:
+                   batch_size: int, layout: dict[str, list], advance: Callable[[str], None]) -> dict[str, np.ndarray]:
     keys = [(i, v) for i in samples for v in range(views)]
-    out = {name: np.zeros((len(keys), *shape), dtype=_NP_DTYPES[d]) for name, (d, shape) in shapes.layout.items()}
-    n_maps = sum(1 for name in shapes.layout if name.startswith("map_"))
+    out = {name: np.zeros((len(keys), *shape), dtype=_NP_DTYPES[d]) for name, (d, shape) in layout.items()}
+    n_maps = sum(1 for name in layout if name.startswith("map_"))
     for start in range(0, len(keys), batch_size):
         batch = collate(keys[start : start + batch_size]).to(device)
         rows = slice(start, start + len(batch))
@@ -443,9 +443,7 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
         targets = None
     else:
         targets = OnlineTargets(get_teacher())
-        probe = collate([(0, 0)]).to(_teacher_device(get_teacher()))
-        shp = _Shapes(targets, targets.image(probe))
-        target, layout = shp.target, shp.layout
+        target, layout = targets.shapes, _probe(targets, collate, _teacher_device(get_teacher()))
     row_bytes = sum((2 if d == "F16" else 1) * int(np.prod(shape)) for d, shape in layout.values())
     shard_size = shard_size or max(1, SHARD_BYTES // (views * row_bytes))
     n = len(pairs)
@@ -466,19 +464,16 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
             entries[i] = {"bytes": (folder / names[i]).stat().st_size, "sha256": file_sha256(folder / names[i])}
     if todo:
         folder.mkdir(parents=True, exist_ok=True)
-        if targets is None:
+        device = _teacher_device(get_teacher())
+        if targets is None:  # shapes came from the manifest: the teacher must still produce them
             targets = OnlineTargets(get_teacher())
-            shp = _Shapes(targets, targets.image(collate([(0, 0)]).to(_teacher_device(get_teacher()))))
-            if shp.layout != layout or vars(shp.target) != vars(target):
+            if _probe(targets, collate, device) != layout or vars(targets.shapes) != vars(target):
                 raise UserError(f"teacher cache {str(folder)!r}: the teacher's output shapes differ from the cache's; "
                                 "delete the folder and rebuild it")
-        device = _teacher_device(get_teacher())
-        shapes = _Shapes.__new__(_Shapes)
-        shapes.target, shapes.layout, shapes.row_bytes = target, layout, row_bytes
         done = sum(b for i, b in enumerate(batches) if kept[i])
         with progress_bar("cache teacher features", sum(batches), completed=done) as advance:
             for i in todo:
-                arrays = _compute_shard(targets, collate, device, ranges[i], views, batch_size, shapes, advance)
+                arrays = _compute_shard(targets, collate, device, ranges[i], views, batch_size, layout, advance)
                 r = ranges[i]
                 size, sha = _write_shard(folder / names[i], arrays,
                                          {**metadata_base, "rows": f"{r.start * views}:{r.stop * views}"})
@@ -681,7 +676,7 @@ def open_recipe_cache(recipe: Recipe, pairs: PairSet, verify: Literal["lazy", "f
 def build_recipe_cache(recipe: Recipe, out: str | os.PathLike | None = None, views: int | None = None,
                        batch_size: int = 64, shard_size: int | None = None) -> tuple[Path, dict]:
     """`dcclip-compress cache-teacher`: load the recipe's data (and its teacher, when something must be computed),
-    write or finish the cache, check it; returns (folder, manifest)."""
+    write or finish the cache; returns (folder, manifest)."""
     from compress.data.sources import load_run_data
 
     if recipe.teacher.kind == "none":
@@ -708,5 +703,5 @@ def build_recipe_cache(recipe: Recipe, out: str | os.PathLike | None = None, vie
     match = cache_fingerprint(recipe, data.train)
     folder = Path(out) if out is not None else default_folder(recipe, match)
     manifest = write_cache(recipe, load, data.train, folder, shard_size=shard_size, batch_size=batch_size)
-    verify_cache(folder, match)
+    CachedTargets(folder, match, verify="none")  # opens and matches (write_cache checksummed every shard)
     return folder, manifest
