@@ -253,3 +253,18 @@ def test_cli_cache_teacher(env, tmp_path, monkeypatch):
         assert bad.exit_code == 2, (args, bad.output)
         lines = [l for l in bad.stderr.splitlines() if l.strip()]
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in bad.output, (args, bad.stderr)
+
+
+def test_the_run_reads_stage1_targets_from_the_recipes_cache(env):
+    from compress.data.sources import RunData
+    from compress.stages import stage1_targets
+
+    recipe = env["recipes"]["chinese_clip"]
+    data = RunData(env["pairs"], {}, {})
+    with_cache = recipe.model_copy(update={"teacher": recipe.teacher.model_copy(update={"cache": str(_folder(env, "chinese_clip"))})})
+    targets = stage1_targets(with_cache, data, None)  # no teacher
+    assert isinstance(targets, CachedTargets) and targets.views == VIEWS
+    wrong = with_cache.model_copy(update={"teacher": with_cache.teacher.model_copy(update={"spec": str(env["specs"]["altclip"])})})
+    with pytest.raises(UserError) as err:
+        stage1_targets(wrong, data, None)
+    assert "teacher.spec" in _one_line(err)
