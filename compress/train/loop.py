@@ -40,6 +40,7 @@ def accelerator(mixed_precision: str = "auto"):
     global _ACCELERATOR
     if _ACCELERATOR is None:
         from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+        from accelerate.utils import GradientAccumulationPlugin
 
         if mixed_precision == "auto":
             mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -48,6 +49,10 @@ def accelerator(mixed_precision: str = "auto"):
             mixed_precision=mixed_precision,
             dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=False),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            # Steps are counted, never taken from the dataloader: an epoch holds whole steps, and a loop that ended
+            # early (an exception) must not leave "end of dataloader" behind for the next stage.
+            gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=1, sync_with_dataloader=False,
+                                                                    adjust_scheduler=False),
         )
     return _ACCELERATOR
 
@@ -191,6 +196,7 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
     acc = accelerator(ctx.training.mixed_precision)
     world = world_size() if ctx.distributed else 1
     acc.gradient_accumulation_steps = cfg.grad_accum
+    acc.step = 0  # micro-batch counter of `accumulate`; stages (and resumed positions) start on a step boundary
     micro = micro_batch_size(cfg.batch_size, cfg.grad_accum, world, pairs.num_groups)
     plan = EpochPlan(pairs, micro, ctx.seed, cfg.grad_accum, ctx.views)
     loader = torch.utils.data.DataLoader(KeyDataset(), batch_sampler=plan, collate_fn=KeyCollate(pairs, ctx.seed, tokenizer))
