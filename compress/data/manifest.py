@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import IO
+from typing import IO, Callable
 
 import numpy as np
 import torch
@@ -58,6 +58,39 @@ class ManifestData:
     def pairs(self) -> PairSet:
         """One group per row; None where a row lacks a language (training masks those, see PairSet)."""
         return PairSet.from_captions(self.images, self.en, self.zh)
+
+
+@dataclass
+class RowCollector:
+    """What both loaders (JSONL manifest, tar shards) accumulate: usable rows, and skipped ones counted by reason
+    with where each was (a line number or a shard member)."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    en: list[tuple[str, ...]] = field(default_factory=list)
+    zh: list[tuple[str, ...]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    where: list[tuple] = field(default_factory=list)  # (location, reason) per skipped row
+
+    def add(self, pixels: np.ndarray, en: tuple[str, ...], zh: tuple[str, ...]) -> None:
+        self.images.append(pixels)
+        self.en.append(en)
+        self.zh.append(zh)
+
+    def skip(self, where: object, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        self.where.append((where, reason))
+
+    def finish(self, source: str, unit: str, empty: str, fix: str, show: Callable[[object], str],
+               warn_source: str | None = None, none_usable: str | None = None) -> tuple:
+        """(images tensor, en, zh, skipped) after the one-line error for no usable rows and the skip warning."""
+        if not self.images:
+            reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or empty
+            raise UserError(f"{source}: no usable {none_usable or unit} ({reasons}); {fix}")
+        if self.skipped:
+            first = ", ".join(f"{show(w)}: {r}" for w, r in self.where[:5])
+            log.warning("%s: used %d %s, skipped %s (%s%s)", warn_source or source, len(self.images), unit,
+                        self.skipped, first, ", ..." if len(self.where) > 5 else "")
+        return torch.from_numpy(np.stack(self.images)), self.en, self.zh, self.skipped
 
 
 def caption_list(value: object) -> tuple[str, ...] | None:
@@ -166,15 +199,8 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
         )
     root_dir = (Path(root) if root is not None else path.parent).resolve()
 
-    images: list[np.ndarray] = []
-    en: list[tuple[str, ...]] = []
-    zh: list[tuple[str, ...]] = []
-    skipped: dict[str, int] = {}
-    skipped_lines: list[tuple[int, str]] = []
-
-    def skip(lineno: int, reason: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
-        skipped_lines.append((lineno, reason))
+    rows = RowCollector()
+    skip = rows.skip
 
     with path.open("rb") as f:
         for lineno, line in enumerate(f, start=1):
@@ -193,26 +219,9 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
             if isinstance(pixels, str):
                 skip(lineno, pixels)
                 continue
-            images.append(pixels)
-            en.append(text_en)
-            zh.append(text_zh)
+            rows.add(pixels, text_en, text_zh)
 
-    if not images:
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "file has no rows"
-        raise UserError(
-            f"manifest {path}: no usable rows ({reasons}); each line must be "
-            f"{{\"image\": path relative to {root_dir}, \"en\": text, \"zh\": text}} (at least one language) "
-            f"with a readable image"
-        )
-    if skipped:
-        first = ", ".join(f"line {n}: {r}" for n, r in skipped_lines[:5])
-        log.warning("manifest %s: used %d rows, skipped %s (%s%s)", path, len(images), skipped, first,
-                    ", ..." if len(skipped_lines) > 5 else "")
-    return ManifestData(
-        images=torch.from_numpy(np.stack(images)),
-        en=en,
-        zh=zh,
-        skipped=skipped,
-        used=len(images),
-        skipped_lines=skipped_lines,
-    )
+    fix = (f"each line must be {{\"image\": path relative to {root_dir}, \"en\": text, \"zh\": text}} "
+           f"(at least one language) with a readable image")
+    images, en, zh, skipped = rows.finish(f"manifest {path}", "rows", "file has no rows", fix, lambda n: f"line {n}")
+    return ManifestData(images=images, en=en, zh=zh, skipped=skipped, used=len(images), skipped_lines=rows.where)

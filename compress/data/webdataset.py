@@ -46,7 +46,7 @@ from webdataset.writer import TarWriter
 
 from compress.atomic import atomic_path
 from compress.data.manifest import (
-    BAD_JSON, MISSING_FIELD, MISSING_IMAGE, NO_CAPTION, UNSAFE_PATH, ManifestData, _safe_path,
+    BAD_JSON, MISSING_FIELD, MISSING_IMAGE, NO_CAPTION, UNSAFE_PATH, ManifestData, RowCollector, _safe_path,
     caption_list, decode_image, parse_json_object, row_captions,
 )
 from compress.errors import UserError
@@ -156,19 +156,12 @@ def _shard_samples(path: Path, errors: list[Exception]) -> Iterator[dict]:
 def load_shards(pattern: str, image_size: int = 64) -> ManifestData:
     """Read every sample of the shards `pattern` names; skip and count damaged ones (see the module docstring)."""
     paths = expand_shards(pattern)
-    images: list[np.ndarray] = []
-    en: list[tuple[str, ...]] = []
-    zh: list[tuple[str, ...]] = []
-    skipped: dict[str, int] = {}
-    skipped_samples: list[tuple[str, str]] = []
-
-    def skip(where: str, reason: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
-        skipped_samples.append((where, reason))
+    rows = RowCollector()
+    skip = rows.skip
 
     for path in paths:
         errors: list[Exception] = []
-        before = len(images)
+        before = len(rows.images)
         for sample in _shard_samples(path, errors):
             where = f"{path}:{sample['__key__']}"
             captions = sample_captions(sample)
@@ -179,9 +172,7 @@ def load_shards(pattern: str, image_size: int = 64) -> ManifestData:
             if isinstance(pixels, str):
                 skip(where, pixels)
                 continue
-            images.append(pixels)
-            en.append(captions[0])
-            zh.append(captions[1])
+            rows.add(pixels, captions[0], captions[1])
         duplicates = [e for e in errors if isinstance(e, ValueError) and "duplicate file name" in str(e)]
         for e in duplicates:
             skip(f"{path}:{str(e.args[0]).split(':', 1)[0]}", DUPLICATE_MEMBER)
@@ -190,22 +181,13 @@ def load_shards(pattern: str, image_size: int = 64) -> ManifestData:
             why = str(first.args[0]).split(" @ ", 1)[0] if first.args else type(first).__name__
             skip(str(path), CORRUPT_SHARD)
             log.warning("shard %s is damaged after %d usable samples (%s); the rest of it is skipped", path,
-                        len(images) - before, why)
+                        len(rows.images) - before, why)
 
-    if not images:
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "the shards hold no samples"
-        raise UserError(
-            f"data.shards {pattern!r}: no usable samples in {len(paths)} shards ({reasons}); each sample needs "
-            f"<key>.jpg (or .png, .webp) and <key>.json {{\"en\": text, \"zh\": text}} (at least one language)"
-        )
-    if skipped:
-        first = ", ".join(f"{w}: {r}" for w, r in skipped_samples[:5])
-        log.warning("shards %s: used %d samples, skipped %s (%s%s)", pattern, len(images), skipped, first,
-                    ", ..." if len(skipped_samples) > 5 else "")
-    return ManifestData(
-        images=torch.from_numpy(np.stack(images)), en=en, zh=zh, skipped=skipped, used=len(images),
-        skipped_samples=skipped_samples,
-    )
+    fix = ("each sample needs <key>.jpg (or .png, .webp) and <key>.json {\"en\": text, \"zh\": text} "
+           "(at least one language)")
+    images, en, zh, skipped = rows.finish(f"data.shards {pattern!r}", "samples", "the shards hold no samples", fix, str,
+                                          warn_source=f"shards {pattern}", none_usable=f"samples in {len(paths)} shards")
+    return ManifestData(images=images, en=en, zh=zh, skipped=skipped, used=len(images), skipped_samples=rows.where)
 
 
 @dataclass
