@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
-import torch
 from braceexpand import UnbalancedBracesError, braceexpand
 from webdataset.tariterators import group_by_keys, tar_file_expander
 from webdataset.writer import TarWriter
