@@ -1,6 +1,6 @@
 """The DC-CLIP ablation on the headline student, at equal optimisation steps, as one command.
 
-    python -m bench.ablation [--recipe recipes/mobilevit_int8.yaml] [--lrs 1e-3,2e-3,4e-3] [--readme]
+    python -m bench.ablation [--recipe recipes/mobilevit_int8.yaml] [--lrs 2.5e-4,5e-4,1e-3,2e-3,4e-3] [--readme]
         ->  bench/out/ablation.json, bench/out/ablation.md (and the table into README.md with --readme)
 
 Rows (every student row gets the same number of optimizer steps: the recipe's stage-1 + stage-2 epochs at the same
@@ -77,7 +77,7 @@ def markdown(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="recipes/mobilevit_int8.yaml")
-    ap.add_argument("--lrs", default="1e-3,2e-3,4e-3", help="stage-2 learning rates swept for the stage-2-only row")
+    ap.add_argument("--lrs", default="2.5e-4,5e-4,1e-3,2e-3,4e-3", help="stage-2 learning rates swept for the stage-2-only row")
     ap.add_argument("--out", type=Path, default=Path("bench/out/ablation"))
     ap.add_argument("--readme", action="store_true", help="write the table into README.md between the ablation markers")
     args = ap.parse_args()
