@@ -3,12 +3,16 @@ uses), so numerics are checked on the real artefact rather than on the eager mod
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from compress.errors import UserError
+from mobile_export.pte_check import check_pte
 
 # ExecuTorch ScalarType codes (runtime/core/portable_type/scalar_type.h) for the input dtypes our towers use.
 _SCALAR_TYPES: dict[int, torch.dtype] = {
@@ -25,19 +29,80 @@ def _runtime():
     return Runtime.get()
 
 
+# Lines the runtime writes to the C++ stderr on the first method load of a process (XNNPACK's CPU probe reading
+# files that do not exist off Android). Noise to a user; anything else the runtime says is passed on.
+_NOISE = ("[cpuinfo_utils.cpp:",)
+
+
+class RuntimeLog(list):
+    """Lines the runtime wrote to stderr inside `runtime_stderr()`, noise removed."""
+
+    @property
+    def last(self) -> str:
+        return self[-1] if self else ""
+
+
+@contextmanager
+def runtime_stderr() -> Iterator[RuntimeLog]:
+    """Capture file descriptor 2 (the C++ runtime logs there, below Python's sys.stderr) around a runtime call.
+
+    On success the captured lines, minus the cpuinfo noise, go back to stderr; on an exception they are left in the
+    yielded list for the caller's one-line error (so the user sees one line, not the runtime's log plus ours).
+    """
+    log = RuntimeLog()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        failed = False
+        try:
+            yield log
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", errors="replace")
+            log.extend(line for line in text.splitlines() if line.strip() and not line.startswith(_NOISE))
+            if log and not failed:
+                sys.stderr.write("\n".join(log) + "\n")
+
+
+def _runtime_error(path: Path, what: str, err: Exception, log: RuntimeLog) -> UserError:
+    message = str(err).strip().splitlines()
+    detail = log.last or (message[-1] if message else type(err).__name__)
+    return UserError(f"pte: the ExecuTorch runtime could not {what} {str(path)!r} ({detail}); the file is damaged "
+                     "or was written for another runtime version: re-export it")
+
+
 class PteModule:
     """A loaded `.pte`: call it like the eager tower; constant methods are readable with `metadata(name)`."""
 
-    def __init__(self, path: str | os.PathLike, method: str = "forward") -> None:
+    def __init__(self, path: str | os.PathLike, method: str = "forward", enable_etdump: bool = False) -> None:
+        """The single place a `.pte` is loaded: `check_pte` vets the file first (a damaged one would abort the
+        process inside the runtime), and runtime failures become one-line `UserError`s."""
         self.path = Path(path)
-        if not self.path.is_file():
-            raise UserError(f"pte: {str(self.path)!r} does not exist")
-        self.program = _runtime().load_program(str(self.path))
+        check_pte(self.path)
+        runtime = _runtime()
+        with runtime_stderr() as log:
+            try:
+                self.program = runtime.load_program(str(self.path), enable_etdump=enable_etdump)
+            except RuntimeError as e:
+                raise _runtime_error(self.path, "load", e, log) from None
         if method not in self.program.method_names:
             names = ", ".join(sorted(self.program.method_names))
             raise UserError(f"pte: {str(self.path)!r} has no method {method!r}; it has: {names}")
-        self.method = self.program.load_method(method)
+        self.method = self._load_method(method)
         self.method_name = method
+
+    def _load_method(self, name: str):
+        with runtime_stderr() as log:
+            try:
+                return self.program.load_method(name)
+            except RuntimeError as e:
+                raise _runtime_error(self.path, f"load method {name!r} of", e, log) from None
 
     @property
     def method_names(self) -> set[str]:
@@ -45,7 +110,12 @@ class PteModule:
 
     def run_once(self, *tensors: torch.Tensor) -> torch.Tensor:
         """One execution of the method exactly as exported (batch 1)."""
-        return self.method.execute(list(tensors))[0]
+        try:
+            return self.method.execute(list(tensors))[0]
+        except RuntimeError as e:
+            shapes = ", ".join(f"{tuple(t.shape)} {t.dtype}" for t in tensors)
+            raise UserError(f"pte: {str(self.path)!r} failed to run {self.method_name!r} on inputs {shapes} ({e}); "
+                            "pass inputs of the exported shapes (see `default_inputs`)") from None
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
         """Batch-B inputs: the method is batch 1, so rows run one at a time and are stacked."""
@@ -64,7 +134,7 @@ class PteModule:
         """A constant method embedded at export (`lower_to_pte(..., metadata=...)`)."""
         if name not in self.program.method_names:
             raise UserError(f"pte: {str(self.path)!r} has no metadata {name!r}")
-        value = self.program.load_method(name).execute([])[0]
+        value = self._load_method(name).execute([])[0]
         if isinstance(value, torch.Tensor) and value.numel() == 1:
             return value.item()
         return value
