@@ -67,7 +67,11 @@ def list_targets() -> dict[str, str]:
 
 def get_target(name: str) -> Target:
     if name not in TARGETS:
-        raise UserError(f"target: {name!r} is not a known target; known: {', '.join(sorted(TARGETS))}")
+        import difflib
+
+        close = difflib.get_close_matches(name, list(TARGETS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"target: {name!r} is not a known target; {hint}known: {', '.join(sorted(TARGETS))}")
     return TARGETS[name]
 
 
