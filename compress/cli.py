@@ -71,15 +71,36 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
 @click.option("--quant", type=click.Choice(["fp32", "int8"]), default="int8", show_default=True,
               help="int8 reuses the run's QAT .pte when present, else calibrates post-training on emoji-zh-en.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder for image_<quant>.pte, text_<quant>.pte, tokenizer.json, bundle.json "
-                   "(default: <run>/export-<target>).")
+              help="Bundle folder (default: <run>/export-<target>): image_<quant>.pte, text_<quant>.pte, their "
+                   "BundledPrograms (.bpte), tokenizer.json, preprocess.json, labels.json + label embeddings, "
+                   "bundle.json, manifest.json.")
+@click.option("--labels", "labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Label set to precompute embeddings for: .jsonl ({\"en\": ..., \"zh\": ...} per line) or .tsv "
+                   "(header with en and zh columns). Default: the emoji classes.")
 @user_errors
-def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None) -> None:
-    """Lower a student checkpoint (or a run folder) to ExecuTorch .pte files for TARGET."""
+def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None, labels: Path | None) -> None:
+    """Lower a student checkpoint (or a run folder) to an app-ready ExecuTorch bundle for TARGET.
+
+    One .pte per tower (an app that only classifies images ships the image tower and the label embeddings).
+    Check the folder later, or after copying it to a phone, with `dcclip-compress verify BUNDLE`.
+    """
     from compress.export_cmd import export_checkpoint
 
-    for line in export_checkpoint(checkpoint_or_run, target, quant, out):
+    for line in export_checkpoint(checkpoint_or_run, target, quant, out, labels=labels):
         click.echo(line)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@user_errors
+def verify(bundle: Path) -> None:
+    """Check an export BUNDLE: every file against manifest.json (size, sha256), each BundledProgram's samples
+    through the ExecuTorch runtime, and the label embeddings against the text program. Exit 2 on any mismatch."""
+    from mobile_export.bundle import verify_bundle
+
+    for line in verify_bundle(bundle):
+        click.echo(line)
+    click.echo(f"ok: {bundle}")
 
 
 @main.command(name="eval")

@@ -36,13 +36,19 @@ def _calibration_batches(image_size: int, n: int = 4, batch: int = 64):
         yield to_float(train.images[sl]), [caption(names[l].en, "en") for l in labels] + [caption(names[l].zh, "zh") for l in labels]
 
 
-def export_checkpoint(path: Path, target: str, quant: str, out: Path | None) -> Iterator[str]:
+def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
+                      labels: Path | None = None) -> Iterator[str]:
+    """Lower both towers to `image_<quant>.pte` / `text_<quant>.pte` in `out` and complete the folder into an app
+    bundle (mobile_export/bundle.py). `labels`: a user's label file (JSONL/TSV, en + zh); default the emoji classes."""
     from compress.model import load_checkpoint
-    from compress.stages import example_inputs, pte_metadata, write_bundle
+    from compress.stages import example_inputs, pte_metadata
+    from mobile_export.bundle import read_labels, write_export_bundle
     from mobile_export.lower import lower_to_pte, save_pte
+    from mobile_export.pte_check import check_pte
     from mobile_export.targets import get_target
 
     get_target(target)  # fail fast on an unknown target
+    label_set = read_labels(labels) if labels is not None else None  # and on a bad label file, before the slow work
     ckpt, run = _checkpoint_folder(path)
     out = out or ((run or ckpt.parent) / f"export-{target}")
     out.mkdir(parents=True, exist_ok=True)
@@ -51,6 +57,7 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None) -> 
     qat_dir = run / "export" if run else None
     if quant == "int8" and target == "xnnpack" and qat_dir and all((qat_dir / f"{t}_int8.pte").is_file() for t in ("image", "text")):
         for t in ("image", "text"):
+            check_pte(qat_dir / f"{t}_int8.pte")  # a damaged run export must not be copied into a bundle
             shutil.copyfile(qat_dir / f"{t}_int8.pte", out / f"{t}_int8.pte")
             files[t] = f"{t}_int8.pte"
             yield f"{t}: reused the run's QAT int8 export -> {out / files[t]}"
@@ -75,7 +82,8 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None) -> 
             files[t] = f"{t}_{quant}.pte"
             save_pte(lower_to_pte(module, ex, target=target, metadata=metadata), out / files[t])
             yield f"{t}: {out / files[t]} ({(out / files[t]).stat().st_size / 1e6:.2f} MB)"
-    yield f"bundle: {write_bundle(out, model, tokenizer, target, {quant: files})}"
+    yield from write_export_bundle(out, model, tokenizer, target, {quant: files}, label_set,
+                                   label_source=str(labels) if labels is not None else "emoji")
 
 
 def bench_pte(pte: Path, runs: int, warmup: int) -> dict:
