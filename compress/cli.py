@@ -152,15 +152,30 @@ def eval_(models: tuple[str, ...], suite: str, lang: str, datasets: str | None, 
 
 
 @main.command()
-@click.argument("pte", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("bundle_or_pte", type=click.Path(path_type=Path))
+@click.option("--device", default="host", show_default=True, metavar="host|adb[:SERIAL]",
+              help="Where to time it: this host's ExecuTorch runtime, or a phone over adb (ExecuTorch's minibench app).")
 @click.option("--runs", type=click.IntRange(1), default=20, show_default=True, help="Timed runs after warm-up.")
 @click.option("--warmup", type=click.IntRange(0), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threadpool size (default: one per core).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder for bench.json, bench.md, bench.png (default: runs/bench/<bundle or .pte name>).")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the markdown table.")
 @user_errors
-def bench(pte: Path, runs: int, warmup: int) -> None:
-    """Host latency of a .pte through the ExecuTorch runtime (same field names as ExecuTorch's Android benchmark app)."""
-    from compress.export_cmd import bench_pte
+def bench(bundle_or_pte: Path, device: str, runs: int, warmup: int, threads: int | None, out: Path | None,
+          as_json: bool) -> None:
+    """Latency of an export bundle (every program in it) or of any .pte: load time, median, p90 and trimmed-mean
+    latency per method, peak RSS, the ETDump top ops and the device, with ExecuTorch benchmark-app field names.
 
-    click.echo(json.dumps(bench_pte(pte, runs, warmup), indent=2))
+    Inputs are all-ones tensors of the shapes and dtypes the program declares, as the benchmark app feeds them.
+    """
+    from mobile_export.bench import markdown, run_bench, write_report
+
+    report = run_bench(bundle_or_pte, device, runs=runs, warmup=warmup, threads=threads)
+    name = bundle_or_pte.stem if bundle_or_pte.suffix == ".pte" else bundle_or_pte.resolve().name
+    paths = write_report(report, out or Path("runs/bench") / re.sub(r"[^\w.-]+", "_", name))
+    click.echo(json.dumps(report.model_dump(by_alias=True, mode="json"), indent=2) if as_json else markdown(report))
+    click.echo("report: " + ", ".join(str(p) for p in paths.values()), err=as_json)
 
 
 @main.command()

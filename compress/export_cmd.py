@@ -1,4 +1,5 @@
-"""`dcclip-compress export` and `bench`: lower a trained student outside a full run, and time a `.pte`."""
+"""`dcclip-compress export`: lower a trained student outside a full run into an app-ready bundle (`bench` and
+`verify` live in mobile_export/bench.py and mobile_export/bundle.py)."""
 from __future__ import annotations
 
 import shutil
@@ -85,20 +86,3 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
     yield from write_export_bundle(out, model, tokenizer, target, {quant: files}, label_set,
                                    label_source=str(labels) if labels is not None else "emoji")
 
-
-def bench_pte(pte: Path, runs: int, warmup: int) -> dict:
-    import json
-
-    from mobile_export.bench import host_latency
-
-    if not pte.is_file():
-        raise UserError(f"{str(pte)!r} not found; pass a .pte written by `dcclip-compress run` or `export`")
-    bundle = pte.parent / "bundle.json"
-    if not bundle.is_file():
-        raise UserError(f"no bundle.json beside {str(pte)!r}; benchmark a .pte inside an export folder")
-    meta = json.loads(bundle.read_text(encoding="utf-8"))
-    if pte.name.startswith("image"):
-        inputs = (torch.rand(1, 3, meta["image_size"], meta["image_size"]),)
-    else:
-        inputs = (torch.randint(2, 100, (1, meta["context_length"])),)
-    return {"pte": str(pte), "bytes": pte.stat().st_size, **host_latency(pte, inputs, runs=runs, warmup=warmup)}

@@ -30,8 +30,9 @@ def _runtime():
 
 
 # Lines the runtime writes to the C++ stderr on the first method load of a process (XNNPACK's CPU probe reading
-# files that do not exist off Android). Noise to a user; anything else the runtime says is passed on.
-_NOISE = ("[cpuinfo_utils.cpp:",)
+# files that do not exist off Android; the threadpool announcing its size). Noise to a user; anything else the runtime
+# says is passed on.
+_NOISE = ("[cpuinfo_utils.cpp:", "[threadpool.cpp:")
 
 
 class RuntimeLog(list):
@@ -80,11 +81,14 @@ def _runtime_error(path: Path, what: str, err: Exception, log: RuntimeLog) -> Us
 class PteModule:
     """A loaded `.pte`: call it like the eager tower; constant methods are readable with `metadata(name)`."""
 
-    def __init__(self, path: str | os.PathLike, method: str = "forward", enable_etdump: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, method: str = "forward", enable_etdump: bool = False,
+                 verify_file: bool = True) -> None:
         """The single place a `.pte` is loaded: `check_pte` vets the file first (a damaged one would abort the
-        process inside the runtime), and runtime failures become one-line `UserError`s."""
+        process inside the runtime), and runtime failures become one-line `UserError`s. `verify_file=False` only
+        for a file the caller has just checked itself (bench keeps the check out of the timed load)."""
         self.path = Path(path)
-        check_pte(self.path)
+        if verify_file or not self.path.is_file():
+            check_pte(self.path)
         runtime = _runtime()
         with runtime_stderr() as log:
             try:
