@@ -28,14 +28,17 @@ class DualEncoderSpec:
     image_size: int
     context_length: int
     vocab_size: int
+    # A searched architecture (students/spaces.py spec): rebuilt from here, no registry entry needed.
+    image_spec: dict | None = None
+    text_spec: dict | None = None
 
 
 class DualEncoder(nn.Module):
     def __init__(self, spec: DualEncoderSpec, init_temperature: float = 0.07) -> None:
         super().__init__()
         self.spec = spec
-        self.image = create_image_tower(spec.image_arch, spec.embed_dim, spec.image_size)
-        self.text = create_text_tower(spec.text_arch, spec.vocab_size, spec.embed_dim, spec.context_length)
+        self.image = create_image_tower(spec.image_arch, spec.embed_dim, spec.image_size, spec.image_spec)
+        self.text = create_text_tower(spec.text_arch, spec.vocab_size, spec.embed_dim, spec.context_length, spec.text_spec)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
 
     def tower_params(self) -> int:

@@ -90,24 +90,55 @@ class TeacherConfig(Strict):
         return self
 
 
+# `arch: search` picks the architecture by `search:` first; `arch: custom` builds `spec` (a searched architecture,
+# students/spaces.py) without a registry entry: what a search's best.yaml writes.
+ARCH_KEYWORDS = {"search": None, "custom": None}
+
+
 class ImageStudentConfig(Strict):
     arch: str = "mobilevit_xxs"
+    spec: dict[str, Any] | None = None  # arch=custom: e.g. {family: vit, patch_size: 8, embed_dim: 128, ...}
 
     @field_validator("arch")
     @classmethod
     def _known(cls, v: str) -> str:
-        return _check_name(v, IMAGE_ARCHS, "student")
+        return _check_name(v, IMAGE_ARCHS | ARCH_KEYWORDS, "student")
+
+    @model_validator(mode="after")
+    def _spec(self) -> "ImageStudentConfig":
+        _check_custom(self.arch, self.spec, "students.image", "check_image_spec")
+        return self
 
 
 class TextStudentConfig(Strict):
     arch: str = "text_tiny"
+    spec: dict[str, Any] | None = None  # arch=custom: {family: text, width, layers, heads, mlp_ratio}
     context_length: int = Field(32, ge=4, le=512)
     vocab_size: int = Field(4096, ge=64, le=250_000)
 
     @field_validator("arch")
     @classmethod
     def _known(cls, v: str) -> str:
-        return _check_name(v, TEXT_ARCHS, "text student")
+        return _check_name(v, TEXT_ARCHS | ARCH_KEYWORDS, "text student")
+
+    @model_validator(mode="after")
+    def _spec(self) -> "TextStudentConfig":
+        _check_custom(self.arch, self.spec, "students.text", "check_text_spec")
+        return self
+
+
+def _check_custom(arch: str, spec: dict | None, where: str, checker: str) -> None:
+    if arch == "custom" and spec is None:
+        raise ValueError(f"{where}.spec: arch 'custom' needs a spec (a search's best.yaml writes one)")
+    if arch != "custom" and spec is not None:
+        raise ValueError(f"{where}.spec: only arch 'custom' takes a spec; set arch: custom or drop the spec")
+    if spec is not None:
+        import students.spaces
+
+        try:
+            getattr(students.spaces, checker)(spec)
+        except (ValueError, KeyError, TypeError, ZeroDivisionError) as err:
+            raise ValueError(f"{where}.{str(err).strip(chr(39))}") from None
 
 
 class StudentsConfig(Strict):
@@ -176,6 +207,81 @@ class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1, le=65_536)
 
 
+class SearchBudget(Strict):
+    """Latency budget per tower, int8 .pte median ms on `search.device`; a tower with no budget is not searched."""
+
+    image: float | None = Field(None, gt=0, le=1e5)
+    text: float | None = Field(None, gt=0, le=1e5)
+
+
+class SearchImageSpace(Strict):
+    families: list[Literal["vit", "mobilevit", "mobilevitv2", "fastvit"]] = ["vit", "mobilevit", "mobilevitv2", "fastvit"]
+    image_sizes: list[Annotated[int, Field(strict=True, ge=32, le=512)]] = Field([64], min_length=1, max_length=8)
+
+    @field_validator("families")
+    @classmethod
+    def _families(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("search.space.image.families: name each family once, at least one")
+        return v
+
+
+class SearchTextSpace(Strict):
+    widths: list[Annotated[int, Field(strict=True, ge=16, le=1024)]] = Field([64, 96, 128, 192], min_length=1)
+    layers: list[Annotated[int, Field(strict=True, ge=1, le=24)]] = Field([1, 2, 3, 4], min_length=1)
+    heads: list[Annotated[int, Field(strict=True, ge=1, le=32)]] = Field([2, 4], min_length=1)
+    mlp_ratios: list[Annotated[float, Field(gt=0, le=8)]] = Field([2.0, 4.0], min_length=1)
+    context_lengths: list[Annotated[int, Field(strict=True, ge=4, le=512)]] = Field([16, 24, 32], min_length=1)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> "SearchTextSpace":
+        if not any(w % h == 0 for w in self.widths for h in self.heads):
+            raise ValueError("search.space.text: no width is divisible by any heads value; add e.g. width 128 with heads 4")
+        return self
+
+
+class SearchSpace(Strict):
+    image: SearchImageSpace = SearchImageSpace()
+    text: SearchTextSpace = SearchTextSpace()
+
+
+class SearchTrials(Strict):
+    image: int = Field(32, ge=1, le=10_000)  # candidates drawn from the space (sized, predicted, some measured)
+    text: int = Field(8, ge=1, le=10_000)
+
+
+class SearchProxy(Strict):
+    """Successive halving: `candidates` train `steps` stage-1 steps; the best 1/eta continue for eta x more, ..."""
+
+    candidates: int = Field(6, ge=1, le=1000)  # the first rung: measured candidates under budget
+    steps: int = Field(30, ge=1, le=1_000_000)  # optimizer steps of the first rung (rounded up to whole epochs)
+    eta: int = Field(2, ge=2, le=16)
+    batch_size: int = Field(64, ge=2, le=65_536)
+    holdout: int = Field(256, ge=8, le=1_000_000)  # held-out training samples (one per class) the proxy scores on
+
+
+class SearchConfig(Strict):
+    budget_ms: SearchBudget = SearchBudget()
+    device: str = Field("host", pattern=r"^(host|adb(:[A-Za-z0-9._:-]+)?)$")  # host, adb, or adb:SERIAL
+    threads: int = Field(1, ge=1, le=256)  # XNNPACK threads (host); part of the latency table key
+    quant: list[Literal["int8", "fp32"]] = ["int8", "fp32"]  # what is lowered and timed; the budget is on int8
+    latency_runs: int = Field(10, ge=1, le=100_000)
+    seed_measurements: int = Field(2, ge=1, le=100)  # per family, before the predictor prunes
+    max_measurements: int = Field(24, ge=1, le=10_000)  # per tower: lowerings (table misses and hits) at most
+    predictor_margin: float = Field(0.25, ge=0, le=10)  # prune when predicted > budget * (1 + margin)
+    space: SearchSpace = SearchSpace()
+    trials: SearchTrials = SearchTrials()
+    proxy: SearchProxy = SearchProxy()
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @field_validator("quant")
+    @classmethod
+    def _quant(cls, v: list[str]) -> list[str]:
+        if "int8" not in v or len(set(v)) != len(v):
+            raise ValueError("search.quant: must include int8 (the budget is on int8 latency), each value once")
+        return v
+
+
 class Recipe(Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", max_length=128)
     seed: int = Field(0, ge=0, le=2**31 - 1)  # numpy seeds are non-negative; stages use seed + 1, seed + 2
@@ -188,13 +294,26 @@ class Recipe(Strict):
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
+    search: SearchConfig = SearchConfig()
+
+    @model_validator(mode="after")
+    def _search_budget(self) -> "Recipe":
+        for tower in ("image", "text"):
+            if getattr(self.students, tower).arch == "search" and getattr(self.search.budget_ms, tower) is None:
+                raise ValueError(f"search.budget_ms.{tower}: students.{tower}.arch is 'search'; give a latency budget "
+                                 f"in ms, e.g. search: {{budget_ms: {{{tower}: 5.0}}}}")
+        return self
 
     def fingerprint(self) -> str:
         """Hash of everything that changes the trained weights (used to cache the reference teacher).
 
         TRAINING_VERSION is part of it: a change to the loop, the sampler or the augmentation retrains cached teachers.
         """
-        payload = self.model_dump(exclude={"eval": True, "training": {"checkpoint_every", "keep_last", "tensorboard"}})
+        payload = self.model_dump(exclude={"eval": True, "search": True,
+                                            "training": {"checkpoint_every", "keep_last", "tensorboard"}})
+        for tower in ("image", "text"):  # unset specs stay out, so recipes from before `spec` keep their hash
+            if payload["students"][tower].get("spec") is None:
+                payload["students"][tower].pop("spec", None)
         payload["training_version"] = TRAINING_VERSION
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -25,12 +25,16 @@ class ImageTower(nn.Module):
         timm_kwargs: dict | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        backbone: nn.Module | None = None,
     ) -> None:
+        """`backbone`: an already built timm model (a searched spec, students/spaces.py) instead of `timm_name`."""
         super().__init__()
         kwargs = dict(timm_kwargs or {})
         if "vit" in timm_name and "mobilevit" not in timm_name:
             kwargs.setdefault("img_size", image_size)
-        self.backbone = timm.create_model(timm_name, pretrained=False, num_classes=0, **kwargs)
+        if backbone is None:
+            backbone = timm.create_model(timm_name, pretrained=False, num_classes=0, **kwargs)
+        self.backbone = backbone
         self.proj = nn.Linear(self.backbone.num_features, embed_dim, bias=False)
         self.image_size = image_size
         self.embed_dim = embed_dim

@@ -82,11 +82,21 @@ def check_text_arch(name: str, key: str = "arch") -> TextArch:
     return TEXT_ARCHS[name]
 
 
-def create_image_tower(name: str, embed_dim: int, image_size: int) -> ImageTower:
+def create_image_tower(name: str, embed_dim: int, image_size: int, spec: dict | None = None) -> ImageTower:
+    """A registered student by `name`, or any searched architecture from its `spec` (students/spaces.py)."""
+    if spec is not None:
+        from students.spaces import build_image_backbone
+
+        return ImageTower(spec["family"], embed_dim, image_size, backbone=build_image_backbone(spec, image_size))
     arch = check_image_arch(name)
     return ImageTower(arch.timm_name, embed_dim, image_size, arch.map_indices, arch.timm_kwargs)
 
 
-def create_text_tower(name: str, vocab_size: int, embed_dim: int, context_length: int) -> TextTower:
+def create_text_tower(name: str, vocab_size: int, embed_dim: int, context_length: int, spec: dict | None = None) -> TextTower:
+    if spec is not None:
+        from students.spaces import check_text_spec
+
+        s = check_text_spec(spec)
+        return TextTower(vocab_size, embed_dim, context_length, s["width"], s["layers"], s["heads"], float(s["mlp_ratio"]))
     arch = check_text_arch(name)
     return TextTower(vocab_size, embed_dim, context_length, arch.width, arch.layers, arch.heads, arch.mlp_ratio)

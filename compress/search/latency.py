@@ -1,0 +1,207 @@
+"""Measured latency of a candidate tower, a persistent table of measurements, and a cheap predictor that prunes.
+
+A candidate is lowered exactly as a run exports it (mobile_export.lower.lower_to_pte, XNNPACK), fp32 and int8 (int8
+through compress.train.qat's prepare/convert, the quantizer the recipe's QAT uses, calibrated on a couple of random
+batches: good enough for timing, not for accuracy), and timed batch-1 with mobile_export.bench.host_latency on the
+host at a fixed XNNPACK thread count, or on a phone through mobile_export.device's `Device`.
+
+Lowering costs tens of seconds per tower, so every measurement lands in `.cache/latency/table.jsonl`, keyed by the
+spec, quant, device, thread count and the ExecuTorch version: a repeated search measures nothing twice. Before a
+candidate is measured, a per-family least-squares fit of latency on MACs and params (over what was measured so far)
+predicts it, and candidates predicted well over budget are never lowered.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from compress.atomic import write_text
+from students.spaces import ImageCandidate, TextCandidate, canonical
+
+LATENCY_DIR = Path(".cache/latency")
+LATENCY_VERSION = 1  # bump when the lowering or timing procedure changes what a measurement means
+
+
+def runtime_version() -> str:
+    import executorch.version
+
+    return f"executorch-{executorch.version.__version__}"
+
+
+def table_key(spec_key: str, quant: str, device: str, threads: int, runtime: str | None = None) -> str:
+    return canonical({"spec": json.loads(spec_key), "quant": quant, "device": device, "threads": threads,
+                      "runtime": runtime or runtime_version(), "version": LATENCY_VERSION})
+
+
+class LatencyTable:
+    """JSONL rows {key, ms, ...}; the whole file is rewritten atomically on each insert (it stays small)."""
+
+    def __init__(self, path: str | Path = LATENCY_DIR / "table.jsonl") -> None:
+        self.path = Path(path)
+        self.rows: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.rows[row["key"]] = row
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a foreign or damaged line is skipped, never fatal: it is only a cache
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.rows.get(key)
+
+    def put(self, key: str, row: dict[str, Any]) -> None:
+        self.rows[key] = {"key": key, **row}
+        write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows.values()))
+
+
+# ------------------------------------------------------------------------------------------------ towers
+def build_tower(cand: ImageCandidate | TextCandidate, embed_dim: int, vocab_size: int) -> torch.nn.Module:
+    from students.registry import create_image_tower, create_text_tower
+
+    if isinstance(cand, ImageCandidate):
+        return create_image_tower(cand.family, embed_dim, cand.image_size, cand.spec())
+    return create_text_tower("text", vocab_size, embed_dim, cand.context_length, cand.spec())
+
+
+def example_input(cand: ImageCandidate | TextCandidate, batch: int, vocab_size: int, seed: int = 0) -> tuple[torch.Tensor]:
+    """Pixels, or ids that are half padding (the mask path is traced), as compress.stages.example_inputs makes them."""
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(cand, ImageCandidate):
+        return (torch.rand(batch, 3, cand.image_size, cand.image_size, generator=gen),)
+    ids = torch.randint(2, vocab_size, (batch, cand.context_length), generator=gen)
+    ids[:, cand.context_length // 2:] = 0
+    return (ids,)
+
+
+def lower_candidate(tower: torch.nn.Module, cand, quant: str, vocab_size: int, target: str = "xnnpack"):
+    """fp32: the eager tower; int8: QAT-prepared, calibrated on two random batches, converted (compress.train.qat)."""
+    from mobile_export.lower import lower_to_pte
+
+    ex = example_input(cand, 2, vocab_size)
+    module = tower.eval()
+    if quant == "int8":
+        from compress.train import qat
+
+        module = qat.prepare_qat(copy.deepcopy(tower), ex)
+        with torch.no_grad():
+            for i in range(2):
+                module(*example_input(cand, 8, vocab_size, seed=i + 1))
+        module = qat.convert_qat(module)
+    return lower_to_pte(module, ex, target=target)
+
+
+def set_threads(threads: int) -> None:
+    """XNNPACK's thread pool size in this process's ExecuTorch runtime (what `threads` in the table means)."""
+    from executorch.extension.pybindings import portable_lib
+
+    portable_lib._unsafe_reset_threadpool(threads)
+
+
+@dataclass
+class Measurer:
+    """Lower + time candidates on `device` ("host", or "adb[:SERIAL]") with a table in front of it."""
+
+    table: LatencyTable
+    device: str = "host"
+    threads: int = 1
+    runs: int = 10
+    embed_dim: int = 128
+    vocab_size: int = 4096
+    measured: int = 0  # lowerings done by this measurer (table misses)
+    hits: int = 0
+    _device_obj: Any = None
+
+    def key(self, cand, quant: str) -> str:
+        spec_key = cand.key(self.embed_dim) if isinstance(cand, ImageCandidate) else cand.key(self.embed_dim, self.vocab_size)
+        return table_key(spec_key, quant, self.device, self.threads)
+
+    def lookup(self, cand, quant: str) -> float | None:
+        row = self.table.get(self.key(cand, quant))
+        return None if row is None else float(row["ms"])
+
+    def measure(self, cand, quant: str, tower: torch.nn.Module | None = None) -> float:
+        """Median batch-1 latency in ms; a table hit returns at once without lowering anything."""
+        key = self.key(cand, quant)
+        row = self.table.get(key)
+        if row is not None:
+            self.hits += 1
+            return float(row["ms"])
+        tower = tower if tower is not None else build_tower(cand, self.embed_dim, self.vocab_size)
+        start = time.perf_counter()
+        program = lower_candidate(tower, cand, quant, self.vocab_size)
+        lower_s = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{cand.tower}_{quant}.pte"
+            path.write_bytes(program.buffer)
+            bench = self._time(path, example_input(cand, 1, self.vocab_size))
+        ms = float(bench["median_inference_latency(ms)"])
+        self.table.put(key, {"ms": ms, "name": cand.name(), "quant": quant, "device": self.device,
+                             "threads": self.threads, "pte_bytes": program.size_bytes, "lower_s": round(lower_s, 2),
+                             "non_delegated_ops": program.delegation.get("non_delegated_ops", {}), "bench": bench})
+        self.measured += 1
+        return ms
+
+    def _time(self, path: Path, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+        if self.device == "host":
+            from mobile_export.bench import host_latency
+
+            set_threads(self.threads)
+            return host_latency(path, inputs, runs=self.runs)
+        if self._device_obj is None:
+            from mobile_export.device import AdbDevice
+
+            serial = self.device.split(":", 1)[1] if ":" in self.device else None
+            self._device_obj = AdbDevice(serial)
+        remote = f"/data/local/tmp/dcclip-search/{path.stem}/{path.name}"
+        self._device_obj.push(path, remote)
+        metrics = self._device_obj.run_benchmark(remote, self.runs)
+        ms = metrics.get("avg_inference_latency(ms)", metrics.get("median_inference_latency(ms)"))
+        return {**metrics, "median_inference_latency(ms)": ms}
+
+
+# ------------------------------------------------------------------------------------------------ predictor
+@dataclass
+class Predictor:
+    """Per-family least squares: ms ~ a + b * MMACs (+ c * Mparams with 4+ points); all families pooled (with a
+    per-family offset dropped) until a family has 2 points. Cheap enough to refit after every measurement."""
+
+    points: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # family -> (macs, params, ms)
+
+    def add(self, family: str, macs: int, params: int, ms: float) -> None:
+        self.points.setdefault(family, []).append((macs / 1e6, params / 1e6, ms))
+
+    @staticmethod
+    def _fit(pts: list[tuple[float, float, float]]) -> Callable[[float, float], float] | None:
+        if len(pts) < 2:
+            return None
+        a = np.array(pts, dtype=float)
+        cols = [np.ones(len(a)), a[:, 0]] + ([a[:, 1]] if len(a) >= 4 else [])
+        x = np.stack(cols, axis=1)
+        coef, *_ = np.linalg.lstsq(x, a[:, 2], rcond=None)
+        if len(coef) == 2:
+            return lambda macs, params: float(coef[0] + coef[1] * macs)
+        return lambda macs, params: float(coef[0] + coef[1] * macs + coef[2] * params)
+
+    def predict(self, family: str, macs: int, params: int) -> float | None:
+        fit = self._fit(self.points.get(family, []))
+        if fit is None:
+            fit = self._fit([p for pts in self.points.values() for p in pts])
+        return None if fit is None else max(0.0, fit(macs / 1e6, params / 1e6))
+
+
+def prediction_error(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    """(predicted, measured) pairs, each predicted before it was measured -> relative error summary."""
+    if not pairs:
+        return {"n": 0}
+    rel = np.array([abs(p - m) / max(m, 1e-9) for p, m in pairs])
+    return {"n": len(pairs), "mean_abs_rel": round(float(rel.mean()), 4), "median_abs_rel": round(float(np.median(rel)), 4),
+            "max_abs_rel": round(float(rel.max()), 4)}
