@@ -28,6 +28,7 @@ class LoweredProgram:
     delegation: dict[str, Any]
     target: str = "xnnpack"
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
+    estimate: dict[str, Any] | None = None  # compiler's latency estimate (Ethos-U: Vela), when the target makes one
 
     @property
     def size_bytes(self) -> int:
@@ -112,6 +113,12 @@ def lower_to_pte(
     from executorch.exir.passes.quant_fusion_pass import QuantFusionPass
 
     partitioners, passes = resolve_target(target)  # unknown/unavailable target fails before the slow export
+    from mobile_export.ethosu import is_ethos_u
+
+    if is_ethos_u(target):  # int8-only NPU: its own quantizer, TOSA and Vela (see mobile_export/ethosu.py)
+        from mobile_export.ethosu import lower as lower_ethos_u
+
+        return lower_ethos_u(module, example_inputs, target, metadata)
     metadata = _check_metadata(metadata)
     exported = export_batch_one(module, example_inputs)
     edge = to_edge_transform_and_lower(

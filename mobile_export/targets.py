@@ -162,12 +162,27 @@ def _samsung() -> list[Any]:
     return [EnnPartitioner([gen_samsung_backend_compile_spec("E9955")])]
 
 
-@register_target("ethos-u", requires=("tosa_serializer", "executorch.backends.arm.ethosu"))
-def _ethos_u() -> list[Any]:
-    """Arm Ethos-U55 microNPU (int8 only); needs the TOSA serializer and Vela."""
-    from executorch.backends.arm.ethosu import EthosUCompileSpec, EthosUPartitioner
+_ETHOS_U_REQUIRES = ("tosa_serializer", "ethosu.vela", "executorch.backends.arm.ethosu")
 
-    return [EthosUPartitioner(EthosUCompileSpec("ethos-u55-128"))]
+
+def _ethos_u(target: str) -> PartitionerFactory:
+    def make() -> list[Any]:
+        from executorch.backends.arm.ethosu import EthosUPartitioner
+
+        from mobile_export.ethosu import compile_spec
+
+        return [EthosUPartitioner(compile_spec(target))]
+
+    return make
+
+
+# Ethos-U programs are int8 through the Arm backend's own quantizer and compiled by Vela (in a child process):
+# lowering goes through mobile_export.ethosu.lower, not lower_to_pte's XNNPACK path. The toolchain comes from PyPI
+# (executorch[ethos-u]: ethos-u-vela, tosa-tools), so `make install` brings it.
+register_target("ethos-u55", requires=_ETHOS_U_REQUIRES, description=(
+    "Arm Ethos-U55-128 microNPU (int8, Cortex-M systems); Vela estimates cycles and time per op"))(_ethos_u("ethos-u55"))
+register_target("ethos-u85", requires=_ETHOS_U_REQUIRES, description=(
+    "Arm Ethos-U85-256 microNPU (int8, transformer-capable); Vela estimates cycles and time per op"))(_ethos_u("ethos-u85"))
 
 
 @register_target("vgf", requires=("tosa_serializer", "executorch.backends.arm.vgf"))
