@@ -153,8 +153,9 @@ def eval_(models: tuple[str, ...], suite: str, lang: str, datasets: str | None, 
 
 @main.command()
 @click.argument("bundle_or_pte", type=click.Path(path_type=Path))
-@click.option("--device", default="host", show_default=True, metavar="host|adb[:SERIAL]",
-              help="Where to time it: this host's ExecuTorch runtime, or a phone over adb (ExecuTorch's minibench app).")
+@click.option("--device", default="host", show_default=True, metavar="host|adb[:SERIAL]|vela",
+              help="Where to time it: this host's ExecuTorch runtime, a phone over adb (ExecuTorch's minibench app), "
+                   "or vela: the Arm Ethos-U compiler's estimate stored in an ethos-u55/u85 export.")
 @click.option("--runs", type=click.IntRange(1), default=20, show_default=True, help="Timed runs after warm-up.")
 @click.option("--warmup", type=click.IntRange(0), default=3, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threadpool size (default: one per core).")

@@ -417,6 +417,14 @@ def _adb(arg: str | None, programs: list[Path], settings: BenchSettings) -> Benc
                                abi=info.get("abi"), cores=info.get("cores"), extra=info), models)
 
 
+@register_device("vela")
+def _vela(arg: str | None, programs: list[Path], settings: BenchSettings) -> BenchRun:
+    """Arm Ethos-U: Vela's cycle estimate stored in the `.pte` at export (`source: estimate`; see mobile_export/ethosu.py)."""
+    from mobile_export.ethosu import bench_vela
+
+    return bench_vela(arg, programs, settings)
+
+
 def run_bench(target: Path, device: str = "host", runs: int = 20, warmup: int = 3,
               threads: int | None = None) -> BenchReport:
     if runs < 1 or warmup < 0 or (threads is not None and threads < 1):

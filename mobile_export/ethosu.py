@@ -288,9 +288,10 @@ def read_estimate(path: str | os.PathLike) -> dict[str, Any]:
     """The Vela estimate stored in an Ethos-U `.pte` (its `vela_estimate` constant method)."""
     from mobile_export.runtime import _runtime
 
+    from mobile_export.pte_check import check_pte
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"vela: {str(path)!r} does not exist")
+    check_pte(path)  # a damaged file is a one-line error before the runtime sees it
     try:
         program = _runtime().load_program(str(path))
     except RuntimeError:
@@ -368,3 +369,54 @@ class VelaDevice:
 
         return {"device": "vela", "compiler": f"ethos-u-vela {version('ethos-u-vela')}",
                 "note": "compiler estimate, not a measurement"}
+
+
+def _input_specs(path: Path) -> list[dict[str, Any]]:
+    """forward's input shapes/dtypes from the program's metadata (the method itself cannot load without an NPU)."""
+    from mobile_export.runtime import _SCALAR_TYPES, _runtime
+
+    meta = _runtime().load_program(str(path)).metadata("forward")
+    specs = []
+    for i in range(meta.num_inputs()):
+        info = meta.input_tensor_meta(i)
+        specs.append({"shape": list(info.sizes()), "dtype": str(_SCALAR_TYPES.get(info.dtype(), info.dtype())).removeprefix("torch.")})
+    return specs
+
+
+def bench_vela(arg: str | None, programs: list[Path], settings: Any):
+    """`bench --device vela`: one `ModelResult` per program from its stored Vela estimate (same schema as host and
+    phone runs, `source: estimate`, top ops from Vela's per-op cycles)."""
+    from importlib.metadata import version
+
+    from mobile_export.bench import BenchRun, DeviceInfo, MethodLatency, ModelResult, OpTime, TensorSpec
+    from mobile_export.pte_check import sha256_file
+
+    if arg:
+        raise UserError(f"bench: the vela device takes no argument (got 'vela:{arg}'); the accelerator is the one "
+                        "the .pte was exported for")
+    models, accelerators = [], set()
+    for path in programs:
+        estimate = read_estimate(path)
+        accelerators.add(estimate["accelerator"])
+        m = estimate_metrics(estimate)
+        total = estimate["inference_time_ms"] or 1.0
+        ops = [OpTime(event=r["event"], kind="delegated", occurrences=r["calls"], median_ms=r["median_ms"],
+                      share=r["median_ms"] / total) for r in top_ops(estimate, 12)]
+        models.append(ModelResult(
+            model=path.stem, path=str(path), bytes=path.stat().st_size, sha256=sha256_file(path),
+            methods=[MethodLatency(
+                method="forward", source="estimate", inputs=[TensorSpec(**s) for s in _input_specs(path)], runs=1,
+                **{k: m[k] for k in ("model_load_time(ms)", "avg_inference_latency(ms)",
+                                     "trimmean_inference_latency(ms)", "median_inference_latency(ms)",
+                                     "p90_inference_latency(ms)")},
+            )],
+            top_ops=ops,
+            notes=[f"Vela {estimate['accelerator']} ({estimate.get('system_config', '')}) estimate: "
+                   f"{estimate['cycles']:.0f} NPU cycles, {estimate['nn_macs'] / 1e6:.2f} M MACs, "
+                   f"{estimate['sram_kib']:.0f} KiB SRAM, {estimate['partitions']} NPU partition(s); CPU-side ops "
+                   "(input quantize, output dequantize, int64 casts) are not in it"],
+        ))
+    device = DeviceInfo(name="vela", kind="estimate", model=", ".join(sorted(accelerators)),
+                        versions={"ethos-u-vela": version("ethos-u-vela"), "tosa-tools": version("tosa-tools")},
+                        extra={"note": "compiler cycle estimate, not a measurement"})
+    return BenchRun(device, models)
