@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RECIPE ?= recipes/mobilevit_int8.yaml
 RUN    ?= runs/$(basename $(notdir $(RECIPE)))
 
-.PHONY: install run test bench ablation clean
+.PHONY: install java-tools run test bench ablation clean android
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 2; }
@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) java-tools
+
+# The JDK and JUnit 4 for the Android demo's core tests (tests/test_android_core.py), from apt when missing.
+java-tools:
+	@command -v javac >/dev/null && test -f /usr/share/java/junit4.jar || { \
+	    [ "$$(id -u)" = 0 ] || { echo "error: javac or junit4 missing; run: sudo apt-get install -y default-jdk-headless junit4"; exit 2; }; \
+	    echo "installing default-jdk-headless junit4 (apt)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends default-jdk-headless junit4 >/dev/null || { \
+	    echo "error: apt-get install default-jdk-headless junit4 failed"; exit 2; }; }
 
 # The headline run, the same student trained stage-2-only (contrastive from scratch, no teacher) for comparison, then
 # one eval table of teacher, baseline and the DC-CLIP student (fp32 and the int8 .pte). --resume: an interrupted
@@ -30,6 +38,17 @@ run: install
 
 test: install
 	$(BIN)/pytest -q
+
+# A signed debug APK of android_demo/ with Debian's tools (android_demo/build-apk.sh). BUNDLE: an export folder;
+# default: $(RUN)/export when `make run` has written one, else a tiny random-weight bundle built here (~1-2 min).
+ANDROID_APK ?= android_demo/build/dcclip-demo.apk
+TINY_BUNDLE := android_demo/build/tiny-bundle
+android: install
+	@b="$(BUNDLE)"; if [ -z "$$b" ]; then \
+	    if [ -f $(RUN)/export/bundle.json ]; then b=$(RUN)/export; \
+	    else b=$(TINY_BUNDLE); [ -f $$b/parity/parity.json ] || { echo "android: no $(RUN)/export yet; building a tiny bundle in $$b"; \
+	        $(BIN)/python android_demo/tools/tiny_bundle.py $$b >/dev/null || exit 2; }; fi; fi; \
+	android_demo/build-apk.sh "$$b" $(ANDROID_APK)
 
 bench: install
 	$(BIN)/python -m bench.run_all
