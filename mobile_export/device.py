@@ -20,6 +20,9 @@ from compress.errors import UserError
 MINIBENCH_PACKAGE = "org.pytorch.minibench"
 MINIBENCH_ACTIVITY = f"{MINIBENCH_PACKAGE}/{MINIBENCH_PACKAGE}.BenchmarkActivity"
 MINIBENCH_RESULTS = "files/benchmark_results.json"
+DEMO_PACKAGE = "org.dcclip.demo"  # android_demo/: its benchmark writes minibench's layout for both towers
+DEMO_ACTIVITY = f"{DEMO_PACKAGE}/.MainActivity"
+DEMO_RESULTS = "files/dcclip_bench.json"
 
 
 @runtime_checkable
@@ -77,6 +80,15 @@ class AdbDevice:
         self._run("shell", "mkdir", "-p", posixpath.dirname(remote) or "/")
         self._run("push", str(local), remote, timeout=600)
 
+    def info(self) -> dict[str, Any]:
+        """Phone model, Android version, ABI, SoC and core count (for bench reports)."""
+        props = {key: self._run("shell", "getprop", prop, check=False).strip() or None for key, prop in (
+            ("model", "ro.product.model"), ("manufacturer", "ro.product.manufacturer"),
+            ("android", "ro.build.version.release"), ("abi", "ro.product.cpu.abi"), ("soc", "ro.soc.model"))}
+        cores = self._run("shell", "nproc", check=False).strip()
+        return {**props, "os": f"Android {props['android']}" if props["android"] else None,
+                "cores": int(cores) if cores.isdigit() else None}
+
     def _results(self) -> str | None:
         out = self._run("shell", "run-as", MINIBENCH_PACKAGE, "cat", MINIBENCH_RESULTS, check=False)
         return out if out.lstrip().startswith("[") else None
@@ -101,6 +113,38 @@ class AdbDevice:
                 raise UserError(f"device: minibench wrote no results within {self.timeout_s:.0f}s")
             time.sleep(1.0)
         return parse_minibench_results(raw)
+
+    def run_demo_benchmark(self, iters: int = 50) -> dict[str, dict[str, Any]]:
+        """Time both towers in the Android demo app (android_demo/, package org.dcclip.demo) on the bundle it holds
+        (assets, or pushed to its files/bundle/); return {model: metric -> value} with `bench`'s field names."""
+        packages = self._run("shell", "pm", "list", "packages", DEMO_PACKAGE)
+        if f"package:{DEMO_PACKAGE}" not in packages:
+            raise UserError(f"device: {DEMO_PACKAGE} is not installed on {self.serial} (make android, then adb install "
+                            "android_demo/build/dcclip-demo.apk)")
+        self._run("shell", "run-as", DEMO_PACKAGE, "rm", "-f", DEMO_RESULTS, check=False)
+        self._run("shell", "am", "start", "-W", "-S", "-n", DEMO_ACTIVITY, "--ei", "bench_iters", str(iters))
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            raw = self._run("shell", "run-as", DEMO_PACKAGE, "cat", DEMO_RESULTS, check=False)
+            if raw.lstrip().startswith("["):
+                return parse_demo_results(raw)
+            if time.monotonic() > deadline:
+                raise UserError(f"device: the demo app wrote no benchmark within {self.timeout_s:.0f}s "
+                                f"(adb logcat -s dcclip shows why)")
+            time.sleep(1.0)
+
+
+def parse_demo_results(raw: str) -> dict[str, dict[str, Any]]:
+    """The demo app writes minibench's layout for both towers in one list; group the metrics by model name."""
+    try:
+        entries = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise UserError(f"device: demo app results are not JSON ({e.msg})") from None
+    out: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if "metric" in e:
+            out.setdefault(e.get("benchmarkModel", {}).get("name", "model"), {})[e["metric"]] = e["actualValue"]
+    return out
 
 
 def parse_minibench_results(raw: str) -> dict[str, Any]:

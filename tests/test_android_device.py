@@ -1,0 +1,72 @@
+"""AdbDevice.run_demo_benchmark without a phone: a stand-in `adb` executable on PATH plays the phone (its shell
+answers what `pm`, `am` and `run-as` would), and the results file is the layout the Java core writes (Latency.java)."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from compress.errors import UserError
+from mobile_export.device import DEMO_ACTIVITY, AdbDevice, parse_demo_results
+
+# What the app writes: minibench's entries for both towers in one list (Latency.minibenchJson, MainActivity.benchmark).
+APP_RESULTS = [
+    {"benchmarkModel": {"name": model, "backend": "xnnpack", "quantization": "int8"}, "metric": metric,
+     "actualValue": value, "targetValue": 0.0, "deviceInfo": {"device": "fake"}}
+    for model, base in (("image_int8", 4.0), ("text_int8", 1.0))
+    for metric, value in (("model_load_time(ms)", 20 * base), ("avg_inference_latency(ms)", base),
+                          ("trimmean_inference_latency(ms)", base), ("median_inference_latency(ms)", base),
+                          ("p90_inference_latency(ms)", 1.5 * base), ("runs", 50.0))
+]
+
+FAKE_ADB = """#!/bin/sh
+# Stand-in for adb: records each call, answers like a phone with the demo app installed.
+echo "$*" >> "{log}"
+[ "$1" = "-s" ] && shift 2
+case "$*" in
+  devices) printf 'List of devices attached\\nphone-1\\tdevice\\n' ;;
+  "shell pm list packages org.dcclip.demo") if [ -n "{installed}" ]; then echo "package:org.dcclip.demo"; fi ;;
+  "shell am start"*) cp "{results}" "{state}" ;;
+  "shell run-as org.dcclip.demo cat files/dcclip_bench.json") cat "{state}" 2>/dev/null || echo "No such file" ;;
+  "shell run-as org.dcclip.demo rm -f files/dcclip_bench.json") rm -f "{state}" ;;
+  *) ;;
+esac
+"""
+
+
+def fake_adb(tmp_path: Path, monkeypatch, installed: bool = True) -> Path:
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(APP_RESULTS))
+    log = tmp_path / "adb.log"
+    script = tmp_path / "bin" / "adb"
+    script.parent.mkdir()
+    script.write_text(FAKE_ADB.format(log=log, results=results, state=tmp_path / "state.json", installed="1" if installed else ""))
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_demo_benchmark_starts_the_app_and_reads_both_towers(tmp_path, monkeypatch):
+    log = fake_adb(tmp_path, monkeypatch)
+    result = AdbDevice(timeout_s=10).run_demo_benchmark(iters=7)
+    assert set(result) == {"image_int8", "text_int8"}
+    assert result["image_int8"]["median_inference_latency(ms)"] == 4.0
+    assert result["text_int8"]["model_load_time(ms)"] == 20.0
+    calls = log.read_text().splitlines()
+    assert any(f"am start -W -S -n {DEMO_ACTIVITY} --ei bench_iters 7" in c for c in calls)
+
+
+def test_demo_benchmark_without_the_app_is_one_line(tmp_path, monkeypatch):
+    fake_adb(tmp_path, monkeypatch, installed=False)
+    with pytest.raises(UserError, match="org.dcclip.demo is not installed.*make android"):
+        AdbDevice(timeout_s=10).run_demo_benchmark()
+
+
+def test_parse_demo_results_groups_by_model_and_rejects_garbage():
+    grouped = parse_demo_results(json.dumps(APP_RESULTS))
+    assert grouped["text_int8"]["p90_inference_latency(ms)"] == 1.5
+    with pytest.raises(UserError, match="not JSON"):
+        parse_demo_results("[{oops")
