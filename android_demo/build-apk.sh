@@ -49,7 +49,7 @@ fi
 rm -rf "$B" && mkdir -p "$B/gen" "$B/classes" "$B/stubs" "$B/assets/bundle"
 # The bundle: bundle.json, tokenizer.json, the .pte pair, preprocess.json / labels when present; parity/ stays out.
 for f in "$BUNDLE"/*; do
-  case "$(basename "$f")" in parity|parity.tmp|*.tmp) ;; *) cp -r "$f" "$B/assets/bundle/";; esac
+  case "$(basename "$f")" in parity|parity.tmp|*.tmp|*.bpte|vela) ;; *) cp -r "$f" "$B/assets/bundle/";; esac
 done
 # The app's label set (labels.json + labels_<lang>.f32) from parity/ when the bundle has none of its own.
 if [ ! -f "$B/assets/bundle/labels.json" ] && [ -f "$BUNDLE/parity/parity.json" ]; then

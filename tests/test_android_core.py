@@ -114,6 +114,19 @@ def golden(tmp_path_factory) -> Path:
     bundle.mkdir()
     write_bundle(bundle, model, tok, "xnnpack", {"fp32": {"image": "image_fp32.pte", "text": "text_fp32.pte"}})
     build_parity(bundle, model.image, model.text, label_limit=128, quant="fp32")
+    # The export's own preprocess.json and labels.json layout (mobile_export/bundle.py), with parity's label rows.
+    from mobile_export.bundle import preprocess_spec
+
+    (bundle / "preprocess.json").write_text(json.dumps(preprocess_spec(model, tok)))
+    parity = json.loads((bundle / "parity/parity.json").read_text(encoding="utf-8"))
+    langs = list(parity["langs"])
+    rows = b"".join((bundle / "parity" / parity["langs"][lang]["file"]).read_bytes() for lang in langs)
+    (bundle / "label_embeddings_fp32.f32").write_bytes(rows)
+    n = len(parity["langs"]["en"]["names"])
+    (bundle / "labels.json").write_text(json.dumps({
+        "languages": langs, "labels": [{lang: parity["langs"][lang]["names"][i] for lang in langs} for i in range(n)],
+        "embeddings": {"fp32": {"file": "label_embeddings_fp32.f32", "shape": [len(langs), n, 32]}},
+    }, ensure_ascii=False), encoding="utf-8")
 
     latencies = [random.Random(1).uniform(1, 9) for _ in range(23)]
     (root / "latency.json").write_text(json.dumps(

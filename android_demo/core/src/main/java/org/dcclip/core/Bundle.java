@@ -37,7 +37,7 @@ public final class Bundle {
         Map<String, Object> pre = source.exists("preprocess.json") ? Json.parseObject(text(source, "preprocess.json")) : null;
         preprocessor = ImagePreprocessor.fromBundle(meta, pre);
         tokenizer = WordPieceTokenizer.fromJson(text(source, "tokenizer.json"));
-        labels = source.exists("labels.json") ? LabelSet.read(source, "labels.json", embedDim) : null;
+        labels = source.exists("labels.json") ? LabelSet.read(source, "labels.json", embedDim, quant) : null;
     }
 
     /** files: {quant: {image: name, text: name}}; int8 when there, else the first. -> {quant, image, text}. */

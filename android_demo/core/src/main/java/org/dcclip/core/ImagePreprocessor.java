@@ -39,30 +39,40 @@ public final class ImagePreprocessor {
      * From bundle.json (image_size) and, when the bundle has one, preprocess.json. Keys this class does not implement
      * with a value other than what it does are an error naming the key: a silent mismatch is the bug this guards.
      */
+    @SuppressWarnings("unchecked")
     public static ImagePreprocessor fromBundle(Map<String, Object> bundle, Map<String, Object> preprocess) {
         int size = Json.getInt(bundle, "image_size", "bundle.json");
         double[] mean = {0, 0, 0}, std = {1, 1, 1};
-        if (preprocess != null) {
+        Map<String, Object> p = preprocess == null ? null : (Json.obj(preprocess, "image") != null ? Json.obj(preprocess, "image") : preprocess);
+        if (p != null) {
+            if (p.get("shape") instanceof List) size = ((Number) ((List<?>) p.get("shape")).get(3)).intValue();
             for (String key : new String[] {"size", "image_size"}) {
-                if (preprocess.containsKey(key)) size = Json.getInt(preprocess, key, "preprocess.json");
+                if (p.get(key) instanceof Number) size = Json.getInt(p, key, "preprocess.json");
             }
-            expect(preprocess, "channel_order", "RGB");
-            expect(preprocess, "layout", "NCHW");
-            expect(preprocess, "crop", "center");
-            expect(preprocess, "resize", "bilinear");
-            expect(preprocess, "resize_filter", "bilinear");
-            expect(preprocess, "interpolation", "bilinear");
-            Object antialias = preprocess.get("antialias");
-            if (Boolean.FALSE.equals(antialias))
+            expect(p, "channel_order", "RGB");
+            expect(p, "layout", "NCHW");
+            expect(p, "dtype", "float32");
+            Map<String, Object> crop = Json.obj(p, "crop");
+            expect(crop != null ? crop : p, crop != null ? "mode" : "crop", "center");
+            Map<String, Object> resize = Json.obj(p, "resize");
+            Map<String, Object> r = resize != null ? resize : p;
+            expect(r, "filter", "bilinear");
+            expect(p, "resize", "bilinear");
+            expect(p, "resize_filter", "bilinear");
+            expect(p, "interpolation", "bilinear");
+            if (Boolean.FALSE.equals(r.get("antialias")))
                 throw new IllegalArgumentException("preprocess.json: antialias=false is not implemented (the app filters like torch's antialias=True)");
-            Object range = preprocess.get("value_range");
+            Object range = p.get("value_range");
             if (range instanceof List) {
-                List<?> r = (List<?>) range;
-                if (r.size() != 2 || ((Number) r.get(0)).doubleValue() != 0.0 || ((Number) r.get(1)).doubleValue() != 1.0)
+                List<?> v = (List<?>) range;
+                if (v.size() != 2 || ((Number) v.get(0)).doubleValue() != 0.0 || ((Number) v.get(1)).doubleValue() != 1.0)
                     throw new IllegalArgumentException("preprocess.json: value_range " + range + " is not implemented (only [0, 1])");
             }
-            if (preprocess.get("mean") instanceof List) mean = triple(preprocess.get("mean"), "mean");
-            if (preprocess.get("std") instanceof List) std = triple(preprocess.get("std"), "std");
+            Map<String, Object> norm = Json.obj(p, "normalization");
+            Map<String, Object> n = norm != null ? norm : p;
+            boolean inside = norm != null && Boolean.TRUE.equals(norm.get("inside_model"));
+            if (!inside && n.get("mean") instanceof List) mean = triple(n.get("mean"), "mean");
+            if (!inside && n.get("std") instanceof List) std = triple(n.get("std"), "std");
         }
         return new ImagePreprocessor(size, mean, std);
     }

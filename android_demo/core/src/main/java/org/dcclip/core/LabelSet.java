@@ -9,8 +9,12 @@ import java.util.Map;
 /**
  * Precomputed, L2-normalised label embeddings per language: names and a row-major (count, dim) float32 matrix each.
  *
- * labels.json: {"dim": D, "langs": {"en": {"names": [...], "file": "labels_en.f32"}, "zh": {...}}}; each file raw
- * little-endian float32 (numpy '<f4'). Rows are the label prompts' text embeddings, in names order.
+ * Two layouts, both raw little-endian float32 (numpy '<f4'), rows = the label prompts' text embeddings:
+ * <ul>
+ *   <li>the export bundle's labels.json (mobile_export/bundle.py): {"labels": [{"en", "zh"}...], "languages": [...],
+ *       "embeddings": {quant: {"file", "shape": [languages, N, D]}}};</li>
+ *   <li>parity/parity.json: {"dim": D, "langs": {"en": {"names": [...], "file": "labels_en.f32"}, ...}}.</li>
+ * </ul>
  */
 public final class LabelSet {
     public final int dim;
@@ -30,7 +34,13 @@ public final class LabelSet {
 
     @SuppressWarnings("unchecked")
     public static LabelSet read(BundleSource source, String name, int expectDim) throws IOException {
+        return read(source, name, expectDim, null);
+    }
+
+    @SuppressWarnings("unchecked")
+    public static LabelSet read(BundleSource source, String name, int expectDim, String quant) throws IOException {
         Map<String, Object> root = Json.parseObject(Bundle.text(source, name));
+        if (root.get("labels") instanceof List) return readExport(source, name, root, expectDim, quant);
         int dim = root.containsKey("dim") ? Json.getInt(root, "dim", name) : expectDim;
         if (dim != expectDim) throw new IllegalArgumentException(name + ": dim " + dim + " but the bundle's embed_dim is " + expectDim);
         Map<String, Object> langs = Json.obj(root, "langs");
@@ -44,6 +54,32 @@ public final class LabelSet {
             String file = (String) lang.get("file");
             if (file == null || !source.exists(file)) throw new IllegalArgumentException(name + ": embeddings file " + file + " for " + e.getKey() + " is missing");
             set.put(e.getKey(), labelNames, IO.floatsLE(IO.readAll(source.open(file))));
+        }
+        return set;
+    }
+
+    @SuppressWarnings("unchecked")
+    private static LabelSet readExport(BundleSource source, String name, Map<String, Object> root, int dim, String quant)
+            throws IOException {
+        Map<String, Object> all = Json.obj(root, "embeddings");
+        if (all == null || all.isEmpty()) throw new IllegalArgumentException(name + ": no label embeddings");
+        Map<String, Object> emb = Json.obj(all, quant != null && all.containsKey(quant) ? quant : all.keySet().iterator().next());
+        List<Object> shape = (List<Object>) emb.get("shape");
+        List<Object> labels = (List<Object>) root.get("labels");
+        List<Object> langs = (List<Object>) root.get("languages");
+        int n = labels.size();
+        if (shape.size() != 3 || ((Number) shape.get(0)).intValue() != langs.size() || ((Number) shape.get(1)).intValue() != n
+                || ((Number) shape.get(2)).intValue() != dim)
+            throw new IllegalArgumentException(name + ": embeddings shape " + shape + " is not [" + langs.size() + ", " + n + ", " + dim + "]");
+        String file = (String) emb.get("file");
+        if (file == null || !source.exists(file)) throw new IllegalArgumentException(name + ": embeddings file " + file + " is missing");
+        float[] flat = IO.floatsLE(IO.readAll(source.open(file)));
+        LabelSet set = new LabelSet(dim);
+        for (int l = 0; l < langs.size(); l++) {
+            String lang = (String) langs.get(l);
+            String[] names = new String[n];
+            for (int k = 0; k < n; k++) names[k] = (String) ((Map<String, Object>) labels.get(k)).get(lang);
+            set.put(lang, names, java.util.Arrays.copyOfRange(flat, l * n * dim, (l + 1) * n * dim));
         }
         return set;
     }

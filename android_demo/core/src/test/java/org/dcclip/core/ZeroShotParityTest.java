@@ -100,6 +100,17 @@ public class ZeroShotParityTest {
     }
 
     @Test
+    public void exportLabelLayoutReadsLikeParity() throws Exception {
+        LabelSet parityLabels = LabelSet.read(new BundleSource.Dir(parity), "parity.json", bundle.embedDim);
+        assertTrue("the bundle's labels.json must load", bundle.labels != null);
+        assertEquals(parityLabels.languages(), bundle.labels.languages());
+        for (String lang : parityLabels.languages()) {
+            assertArrayEquals(parityLabels.names.get(lang), bundle.labels.names.get(lang));
+            assertArrayEquals(parityLabels.matrix.get(lang), bundle.labels.matrix.get(lang), 0f);
+        }
+    }
+
+    @Test
     public void userTypedLabelsAreTokenizedAndEmbeddedThroughTheEncoder() {
         List<String> typed = new ArrayList<String>();
         for (Object o : (List<?>) p.get("texts")) typed.add((String) ((Map<?, ?>) o).get("text"));
