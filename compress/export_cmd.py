@@ -49,10 +49,18 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
     from mobile_export.targets import get_target
 
     get_target(target)  # fail fast on an unknown target
+    from mobile_export.ethosu import is_ethos_u
+
+    if is_ethos_u(target):
+        if quant != "int8":
+            raise UserError(f"export: {target} runs int8 only; use --quant int8")
+        yield from _export_ethos_u(path, target, out)
+        return
     label_set = read_labels(labels) if labels is not None else None  # and on a bad label file, before the slow work
     ckpt, run = _checkpoint_folder(path)
     out = out or ((run or ckpt.parent) / f"export-{target}")
     out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # a previous bundle's hashes must not vet the new .pte files
     model, tokenizer, _ = load_checkpoint(ckpt)
     files: dict[str, str] = {}
     qat_dir = run / "export" if run else None
@@ -86,3 +94,41 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
     yield from write_export_bundle(out, model, tokenizer, target, {quant: files}, label_set,
                                    label_source=str(labels) if labels is not None else "emoji")
 
+
+
+def _export_ethos_u(path: Path, target: str, out: Path | None) -> Iterator[str]:
+    """Arm Ethos-U: int8 through the Arm backend's own quantizer (calibrated on emoji-zh-en), Vela compiles each tower
+    in a child process; the `.pte` carries Vela's estimate (`bench --device vela`), vela/<tower>/ keeps its CSVs.
+    No BundledProgram or label embeddings: nothing on this host can run an Ethos-U program."""
+    from compress.model import load_checkpoint
+    from compress.stages import example_inputs, pte_metadata, write_bundle
+    from mobile_export import ethosu
+    from mobile_export.delegation import write_delegation
+    from mobile_export.lower import save_pte
+
+    ckpt, run = _checkpoint_folder(path)
+    out = out or ((run or ckpt.parent) / f"export-{target}")
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, _ = load_checkpoint(ckpt)
+    model.eval()
+    ex_img, ex_txt = example_inputs(model, 1)
+    batches = list(_calibration_batches(model.spec.image_size, n=2, batch=32))
+    towers = {
+        "image": (model.image, ex_img, [(pixels,) for pixels, _ in batches]),
+        "text": (model.text, ex_txt, [(tokenizer(texts),) for _, texts in batches]),
+    }
+    metadata = pte_metadata(model, tokenizer)
+    files, reports = {}, {}
+    for tower, (module, ex, calibration) in towers.items():
+        q = ethosu.quantize(module, ex, calibration, target)
+        program = ethosu.lower(q, ex, target, metadata, what=f"the {tower} tower ({model.spec.image_arch if tower == 'image' else model.spec.text_arch})",
+                               artifacts=out / "vela" / tower)
+        files[tower] = f"{tower}_int8.pte"
+        save_pte(program, out / files[tower])
+        reports[files[tower]] = {"delegation": program.delegation, "estimate": program.estimate}
+        yield (f"{tower}: {out / files[tower]} ({(out / files[tower]).stat().st_size / 1e6:.2f} MB; Vela "
+               f"{program.estimate['accelerator']}: {program.estimate['inference_time_ms']:.3f} ms, "
+               f"{program.estimate['cycles']:.0f} cycles)")
+    write_bundle(out, model, tokenizer, target, {"int8": files})
+    yield f"delegation: {write_delegation(out, reports)}"
+    yield f"bundle: {out / 'bundle.json'} (no BundledProgram or label embeddings: an Ethos-U program cannot run here)"

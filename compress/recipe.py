@@ -199,6 +199,9 @@ class ExportConfig(Strict):
     target: str = "xnnpack"
     quant: list[Literal["fp32", "int8"]] = ["fp32", "int8"]
     enabled: bool = True
+    # Also export int8 for these Arm Ethos-U NPUs (export-<target>/): the run report sets Vela's estimate per tower
+    # beside the host latency.
+    npu: list[Literal["ethos-u55", "ethos-u85"]] = []
 
 
 class EvalConfig(Strict):

@@ -84,9 +84,21 @@ def render_markdown(report: dict) -> str:
                 lat = v["latency"][tower]
                 left = v.get("delegation", {}).get(tower, {}).get("non_delegated_ops", {})
                 left_s = ", ".join(f"{op}×{n}" for op, n in sorted(left.items(), key=lambda x: -x[1])[:6]) or "none"
+                share = v.get("delegation", {}).get(tower, {}).get("time", {}).get("non_delegated_share")
+                left_s += f" ({share:.1%} of the time, ETDump)" if share is not None else ""
                 lines.append(
                     f"| `{name}` | {tower} | {size / 1e6:.2f} | {lat['median_inference_latency(ms)']:.2f} | "
                     f"{lat['trimmean_inference_latency(ms)']:.2f} | {lat['model_load_time(ms)']:.1f} | {left_s} |")
+    vela = {k: v for k, v in m.items() if v.get("vela")}
+    for name, v in vela.items():  # Arm Ethos-U: compiler estimate (nothing runs it here) beside the host latency
+        npus = list(v["vela"])
+        lines += ["", "## Edge NPU: Arm Ethos-U (Vela estimate, int8 with the Arm quantizer) beside the host", "",
+                  "| tower | host XNNPACK median ms | " + " | ".join(f"{n} ms (cycles)" for n in npus) + " |",
+                  "|---|---|" + "---|" * len(npus)]
+        for tower, lat in v.get("latency", {}).items():
+            cells = [f"{v['vela'][n][tower]['median_inference_latency(ms)']:.3f} ({v['vela'][n][tower]['npu_cycles']:.0f})"
+                     for n in npus]
+            lines.append(f"| {tower} | {lat['median_inference_latency(ms)']:.2f} | " + " | ".join(cells) + " |")
     if report.get("checks"):
         lines += ["", "## Checks", ""] + [f"- `{k}`: {v}" for k, v in report["checks"].items()]
     lines += ["", "## Stage timings (s)", ""] + [f"- {k}: {v}" for k, v in report["timings_s"].items()]

@@ -33,6 +33,7 @@ class Quantized:
 class Exported:
     files: dict[str, dict[str, Path]] = field(default_factory=dict)  # quant -> tower -> path
     delegation: dict[str, dict[str, dict]] = field(default_factory=dict)
+    vela: dict[str, dict[str, dict]] = field(default_factory=dict)  # Ethos-U target -> tower -> Vela estimate metrics
 
 
 def tokenizer_corpus(data: RunData) -> list[str]:
@@ -52,6 +53,7 @@ def build_student(recipe: Recipe, tokenizer: BilingualTokenizer) -> DualEncoder:
     spec = DualEncoderSpec(
         image_arch=s.image.arch, text_arch=s.text.arch, embed_dim=s.embed_dim, image_size=recipe.data.image_size,
         context_length=s.text.context_length, vocab_size=tokenizer.vocab_size,
+        image_spec=s.image.spec, text_spec=s.text.spec,  # arch: custom (a searched architecture)
     )
     torch.manual_seed(recipe.seed)
     return DualEncoder(spec, init_temperature=recipe.align.init_temperature)
@@ -196,6 +198,7 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
     from mobile_export.lower import lower_to_pte, save_pte
 
     folder = out / "export"
+    (folder / "manifest.json").unlink(missing_ok=True)  # a previous bundle's hashes must not vet the new .pte files
     with state.stage("export"):
         model = model.cpu().eval()
         ex_img, ex_txt = example_inputs(model, 1)
@@ -211,10 +214,29 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
                 path = folder / f"{tower}_{quant}.pte"
                 save_pte(program, path)
                 result.files.setdefault(quant, {})[tower] = path
-                result.delegation.setdefault(quant, {})[tower] = program.delegation
+                delegation = program.delegation
+                if program.estimate is None:  # ETDump time share of the left-out ops (mobile_export/delegation.py)
+                    from mobile_export.delegation import xnnpack_report
+
+                    delegation = xnnpack_report(program.delegation, path, ex)
+                result.delegation.setdefault(quant, {})[tower] = delegation
                 log(f"export: {path} ({path.stat().st_size / 1e6:.2f} MB)")
         files = {q: {t: p.name for t, p in d.items()} for q, d in result.files.items()}
-        write_bundle(folder, model, tokenizer, recipe.export.target, files)
+        from mobile_export.delegation import write_delegation
+
+        write_delegation(folder, {f"{t}_{q}.pte": d for q, towers in result.delegation.items() for t, d in towers.items()})
+        from mobile_export.bundle import write_export_bundle
+
+        for line in write_export_bundle(folder, model, tokenizer, recipe.export.target, files):  # app-ready bundle
+            log(f"export: {line}")
+        for npu in recipe.export.npu:  # Arm Ethos-U: int8 with the Arm quantizer, Vela's estimate per tower
+            from compress.export_cmd import _export_ethos_u
+            from mobile_export.ethosu import estimate_metrics, read_estimate
+
+            for line in _export_ethos_u(out, npu, out / f"export-{npu}"):
+                log(f"export {npu}: {line}")
+            result.vela[npu] = {t: estimate_metrics(read_estimate(out / f"export-{npu}" / f"{t}_int8.pte"))
+                                for t in ("image", "text")}
     return result
 
 
@@ -259,6 +281,8 @@ def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exporte
             entry["latency"] = bench
             entry["latency_ms"] = {t: b["median_inference_latency(ms)"] for t, b in bench.items()}
             entry["delegation"] = exported.delegation.get(quant, {})
+            if quant == "int8" and exported.vela:
+                entry["vela"] = exported.vela
     if quantized is not None:
         results.setdefault("student_int8", {})["quantization"] = quantized.config
     return results

@@ -172,6 +172,19 @@ def find_cause(err: BaseException, kind: type[BaseException]) -> BaseException |
     return None
 
 
+def vela_user_error(err: BaseException, what: str, accelerator: str) -> UserError | None:
+    """A Vela crash or failure anywhere in `err`'s chain -> the one-line error the CLI prints; else None."""
+    crash = find_cause(err, VelaCrash)
+    if crash is not None:
+        hint = ("; MobileViT-style attention is known to crash Vela 5.1 on U55, export with --target ethos-u85"
+                if "u55" in accelerator else "")
+        return UserError(f"ethos-u: Vela crashed ({crash.signal_name}) compiling {what} for {accelerator}{hint}")
+    failed = find_cause(err, VelaFailed)
+    if failed is not None:
+        return UserError(f"ethos-u: Vela could not compile {what} for {accelerator}: {failed}")
+    return None
+
+
 # --- Vela's estimate -------------------------------------------------------------------------------------------------
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -264,15 +277,10 @@ def lower(
                     compile_config=EdgeCompileConfig(_check_ir_validity=False), constant_methods=metadata or None,
                 )
         except Exception as err:  # noqa: BLE001 - the Arm backend re-wraps what Vela raised
-            crash = find_cause(err, VelaCrash)
-            if crash is not None:
-                hint = "; try --target ethos-u85" if "u55" in accelerator else ""
-                raise UserError(f"ethos-u: Vela crashed ({crash.signal_name}) compiling {what} for {accelerator}"
-                                f"{hint}") from None
-            failed = find_cause(err, VelaFailed)
-            if failed is not None:
-                raise UserError(f"ethos-u: Vela could not compile {what} for {accelerator}: {failed}") from None
-            raise
+            user_error = vela_user_error(err, what, accelerator)
+            if user_error is None:
+                raise
+            raise user_error from None
         estimate = summarize_estimate(runs, accelerator)
     delegation = delegation_summary(edge.exported_program().graph_module)
     metadata[ESTIMATE_METHOD] = json.dumps({k: v for k, v in estimate.items() if k != "ops"} | {

@@ -1,0 +1,104 @@
+"""Arm Ethos-U through the real Arm backend, TOSA and Vela (no mocks): a tiny student's two towers lower to U85 with
+Vela's estimate read back from the `.pte`, `bench --device vela` reports it in the bench schema, and a Vela process
+that dies by a signal becomes a one-line error instead of taking the CLI down."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+
+from compress.errors import UserError
+from mobile_export import ethosu
+from mobile_export.bench import BenchReport, run_bench
+from mobile_export.lower import save_pte
+from mobile_export.targets import list_targets
+from students.image import ImageTower
+from students.text import TextTower
+
+SIZE, CONTEXT, VOCAB = 16, 8, 64
+
+
+def tiny_towers() -> dict[str, tuple[torch.nn.Module, tuple, list]]:
+    """The student families at their smallest: a 1-block ViT and a 1-layer text transformer (the Arm pass pipeline
+    costs time per node, so tiny keeps the test short)."""
+    torch.manual_seed(0)
+    image = ImageTower("vit_tiny_patch16_224", 16, SIZE, timm_kwargs=dict(patch_size=8, embed_dim=16, depth=1, num_heads=1))
+    text = TextTower(VOCAB, 16, CONTEXT, width=16, layers=1, heads=1)
+    ids = torch.randint(1, VOCAB, (4, CONTEXT), generator=torch.Generator().manual_seed(1))
+    ids[:, CONTEXT // 2:] = 0
+    return {
+        "image": (image.eval(), (torch.rand(1, 3, SIZE, SIZE),), [(torch.rand(4, 3, SIZE, SIZE),)]),
+        "text": (text.eval(), (ids[:1],), [(ids,)]),
+    }
+
+
+@pytest.fixture(scope="module")
+def u85_export(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ethos-u85")
+    programs = {}
+    for tower, (module, ex, calibration) in tiny_towers().items():
+        q = ethosu.quantize(module, ex, calibration, "ethos-u85")
+        program = ethosu.lower(q, ex, "ethos-u85", {"image_size": SIZE}, what=f"the {tower} tower",
+                               artifacts=folder / "vela" / tower)
+        save_pte(program, folder / f"{tower}_int8.pte")
+        programs[tower] = program
+    return folder, programs
+
+
+def test_targets_listed_as_available():
+    targets = list_targets()
+    assert targets["ethos-u55"] == "available" and targets["ethos-u85"] == "available"
+    assert targets["qnn"].startswith("not installed")  # SDKs that do not come from PyPI keep saying what is missing
+
+
+def test_u85_export_both_towers_with_vela_estimate(u85_export):
+    folder, programs = u85_export
+    for tower, program in programs.items():
+        d = program.delegation
+        assert d["delegated_subgraphs"] >= 1 and d["delegated_nodes"] > 0
+        # only I/O (de)quantisation and the int64 id cast stay on the CPU: every layer is on the NPU
+        assert set(d["non_delegated_ops"]) <= {"quantized_decomposed_quantize_per_tensor_default",
+                                              "quantized_decomposed_dequantize_per_tensor_default",
+                                              "dim_order_ops__to_dim_order_copy_default"}, d["non_delegated_ops"]
+        est = program.estimate
+        assert est["accelerator"] == "ethos-u85-256" and est["cycles"] > 0 and est["inference_time_ms"] > 0
+        assert est["nn_macs"] > 0 and est["ops"] and (folder / "vela" / tower / "partition_0" / "vela.log").is_file()
+        back = ethosu.read_estimate(folder / f"{tower}_int8.pte")  # stored in the .pte itself
+        assert back["cycles"] == est["cycles"] and len(back["ops"]) == len(est["ops"])
+        assert sum(o["cycles"] for o in back["ops"]) > 0
+
+
+def test_bench_device_vela_reports_the_estimate_in_the_bench_schema(u85_export):
+    folder, programs = u85_export
+    report = run_bench(folder / "image_int8.pte", device="vela")
+    BenchReport.model_validate(report.model_dump(by_alias=True))
+    (model,) = report.models
+    (method,) = model.methods
+    assert method.source == "estimate" and report.device.name == "vela"
+    assert method.median_ms == pytest.approx(programs["image"].estimate["inference_time_ms"])
+    assert model.top_ops and model.top_ops[0].median_ms > 0
+
+
+def test_vela_on_a_non_ethos_pte_is_a_one_line_error(tmp_path):
+    from mobile_export.lower import lower_to_pte
+
+    save_pte(lower_to_pte(torch.nn.Linear(4, 4), (torch.rand(1, 4),)), tmp_path / "x.pte")
+    with pytest.raises(UserError, match="no Vela estimate"):
+        ethosu.read_estimate(tmp_path / "x.pte")
+
+
+def test_vela_dying_by_a_signal_is_an_error_not_a_dead_process(tmp_path, monkeypatch):
+    """The child process really dies by SIGSEGV, as Vela 5.1 does on MobileViT attention for U55 (a real U55
+    MobileViT lowering takes minutes here: bench/ethosu_students.py reproduces that one)."""
+    monkeypatch.setattr(ethosu, "_VELA_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    runs = ethosu.VelaRuns(tmp_path)
+    with pytest.raises(ethosu.VelaCrash) as crash:
+        ethosu._SubprocessVela(runs).main(["--accelerator-config=ethos-u55-128", f"--output-dir={tmp_path}/o", "x.tosa"])
+    assert crash.value.signum == signal.SIGSEGV
+    wrapped = RuntimeError("backend preprocess failed")
+    wrapped.__cause__ = crash.value  # how ExecuTorch's backend API hands it up
+    err = ethosu.vela_user_error(wrapped, "the image tower (mobilevit_xxs)", "ethos-u55-128")
+    assert isinstance(err, UserError)
+    msg = str(err)
+    assert "\n" not in msg and "SIGSEGV" in msg and "mobilevit_xxs" in msg and "ethos-u85" in msg
