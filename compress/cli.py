@@ -188,6 +188,29 @@ def targets() -> None:
         click.echo(f"{name}: {status}")
 
 
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))  # load_recipe says what is wrong with it, in one line
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a recipe value (YAML-parsed), e.g. --set search.budget_ms.image=3. Repeatable.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Search folder (default: runs/<recipe name>/search).")
+@user_errors
+def search(recipe: Path, overrides: tuple[str, ...], out: Path | None) -> None:
+    """Search student architectures under RECIPE's `search:` latency budget (measured int8 XNNPACK latency, short
+    distillation proxy, successive halving).
+
+    Writes candidates.jsonl, pareto.md, pareto.png, summary.json and best.yaml (the recipe with the winners filled
+    in: train it with `dcclip-compress run .../best.yaml`). Latency measurements are cached in .cache/latency/.
+    """
+    from compress.recipe import load_recipe
+
+    r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) imports
+    from compress.search_cmd import search_recipe
+
+    paths, _ = search_recipe(r, out)
+    click.echo("search: " + ", ".join(str(p) for p in paths.values()))
+
+
 @main.command(name="cache-teacher")
 @click.argument("recipe", type=click.Path(path_type=Path))  # load_recipe says what is wrong with it, in one line
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",

@@ -113,6 +113,10 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
     started = (out / "report.json").exists() or (out / "student_fp32").exists() or (out / "checkpoints").exists()
     if not resume and started:
         raise UserError(f"run folder {str(out)!r} already holds a run; pass --resume to continue it or --out NEW_DIR")
+    if "search" in (recipe.students.image.arch, recipe.students.text.arch):
+        from compress.search_cmd import resolve_search
+
+        recipe = resolve_search(recipe, out, resume)  # students.*.arch: search -> the winners (arch: custom)
     main = is_main_process() or not distributed
     if main:
         out.mkdir(parents=True, exist_ok=True)
