@@ -281,11 +281,9 @@ def write_export_bundle(
     from mobile_export.runtime import PteModule
 
     folder = Path(folder)
+    (folder / MANIFEST).unlink(missing_ok=True)  # stale hashes of a previous bundle must not vet the new files
     for name in (n for towers in files.values() for n in towers.values()):
         check_pte(folder / name)
-    old_manifest = folder / MANIFEST
-    if old_manifest.is_file():
-        old_manifest.unlink()  # stale hashes of a previous bundle in this folder must not vet the new files
     write_bundle(folder, model, tokenizer, target, files)
     write_json(folder / "preprocess.json", preprocess_spec(model, tokenizer))
     yield f"preprocess: {folder / 'preprocess.json'}"

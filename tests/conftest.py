@@ -12,3 +12,27 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def emoji_cache(tmp_path_factory):
     """One small emoji-zh-en cache shared by every test that needs real renders."""
     return tmp_path_factory.mktemp("emoji-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A tiny random student checkpoint exported through the real CLI into an app bundle (fp32, three labels from a
+    .tsv): shared by tests/test_bundle.py and tests/test_pte_check.py. Returns (bundle folder, labels file)."""
+    from click.testing import CliRunner
+
+    from compress.cli import main
+    from compress.model import DualEncoder, DualEncoderSpec, save_checkpoint
+    from compress.tokenizer import BilingualTokenizer, train_tokenizer
+
+    root = tmp_path_factory.mktemp("bundle")
+    labels = root / "labels.tsv"
+    labels.write_text("id\ten\tzh\n1\tdog face\t狗脸\n2\tred apple\t红苹果\n3\tcar\t汽车\n", encoding="utf-8")
+    words = ["an emoji of dog face", "an emoji of red apple", "car", "狗脸的表情符号", "红苹果的表情符号", "汽车"]
+    tokenizer = BilingualTokenizer(train_tokenizer(words * 3, 200), 16)
+    torch.manual_seed(0)
+    model = DualEncoder(DualEncoderSpec("vit_pico_p8", "text_pico", 32, 32, 16, tokenizer.vocab_size))
+    save_checkpoint(model, tokenizer, root / "ckpt")
+    res = CliRunner().invoke(main, ["export", str(root / "ckpt"), "--quant", "fp32", "--out", str(root / "bundle"),
+                                    "--labels", str(labels)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return root / "bundle", labels

@@ -1,0 +1,145 @@
+"""The app-ready export bundle (`export --labels`, `verify`) and the latency report (`bench`), through the real CLI,
+the real ExecuTorch runtime and a tiny random student (the `tiny_bundle` fixture in conftest.py)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from compress.cli import main
+from compress.errors import UserError
+from mobile_export.bench import BenchReport
+from mobile_export.bundle import read_labels
+from mobile_export.pte_check import sha256_file
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(main, args)
+
+
+def one_line_exit_2(args: list[str]) -> str:
+    res = invoke(args)
+    assert res.exit_code == 2, (res.output, res.exception)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def copy(tiny_bundle, tmp_path) -> Path:
+    folder = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle[0], folder)
+    return folder
+
+
+def test_bundle_holds_what_an_app_needs(tiny_bundle):
+    folder, _ = tiny_bundle
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("image_fp32.pte", "text_fp32.pte", "image_fp32.bpte", "text_fp32.bpte", "tokenizer.json",
+                 "preprocess.json", "labels.json", "label_embeddings_fp32.f32", "bundle.json"):
+        assert manifest["files"][name] == {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+    assert manifest["versions"]["executorch"] and manifest["versions"]["torch"]
+    image = manifest["programs"]["image_fp32.pte"]
+    assert image["inputs"] == [{"shape": [1, 3, 32, 32], "dtype": "float32"}]
+    assert image["outputs"] == [{"shape": [1, 32], "dtype": "float32"}]
+    assert manifest["programs"]["text_fp32.pte"]["inputs"] == [{"shape": [1, 16], "dtype": "int64"}]
+    bundle = json.loads((folder / "bundle.json").read_text())  # the Android helper's keys are still there
+    assert {"embed_dim", "image_size", "context_length", "pad_id", "files", "prompt_templates"} <= set(bundle)
+    pre = json.loads((folder / "preprocess.json").read_text())["image"]
+    assert pre["layout"] == "NCHW" and pre["channel_order"] == "RGB" and pre["value_range"] == [0.0, 1.0]
+    assert pre["resize"]["filter"] == "bilinear" and pre["normalization"]["inside_model"] is True
+    assert len(pre["normalization"]["mean"]) == 3
+
+
+def test_labels_file_round_trip(tiny_bundle):
+    folder, labels_file = tiny_bundle
+    doc = json.loads((folder / "labels.json").read_text())
+    assert [(r["id"], r["en"], r["zh"]) for r in doc["labels"]] == [
+        ("1", "dog face", "狗脸"), ("2", "red apple", "红苹果"), ("3", "car", "汽车")]
+    entry = doc["embeddings"]["fp32"]
+    assert entry["shape"] == [2, 3, 32] and entry["byte_order"] == "little"
+    emb = np.fromfile(folder / entry["file"], dtype="<f4").reshape(entry["shape"])
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-5)
+    assert [l.en for l in read_labels(labels_file)] == ["dog face", "red apple", "car"]
+
+
+def test_labels_jsonl_and_bad_files(tmp_path):
+    good = tmp_path / "l.jsonl"
+    good.write_text('{"en": "dog", "zh": "狗"}\n\n{"en": "cat", "zh": "猫", "id": 7}\n', encoding="utf-8")
+    assert [(l.en, l.zh, l.id) for l in read_labels(good)] == [("dog", "狗", None), ("cat", "猫", "7")]
+    cases = {
+        "a.jsonl": ('{"en": "dog"}\n', "no zh name"),
+        "b.jsonl": ('{"en": "dog", "zh": "狗"}\nnot json\n', "b.jsonl:2 is not JSON"),
+        "c.tsv": ("name\tzh\ndog\t狗\n", "names no en column"),
+        "d.tsv": ("en\tzh\ndog\t狗\nDog\t犬\n", "repeats the en name"),
+        "e.csv": ("en,zh\n", "unknown extension"),
+        "f.jsonl": ("\n", "holds no labels"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(UserError, match=message) as err:
+            read_labels(tmp_path / name)
+        assert "\n" not in str(err.value)
+
+
+def test_verify_passes_on_a_fresh_bundle(tiny_bundle):
+    res = invoke(["verify", str(tiny_bundle[0])])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "image_fp32.pte: 2 bundled samples reproduce" in res.output and "ok:" in res.output
+
+
+def test_verify_fails_on_a_truncated_pte(copy):
+    data = (copy / "image_fp32.pte").read_bytes()
+    (copy / "image_fp32.pte").write_bytes(data[: len(data) // 2])
+    assert "image_fp32.pte" in one_line_exit_2(["verify", str(copy)])
+    (copy / "manifest.json").unlink()  # without a manifest it is no bundle at all
+    assert "no manifest.json" in one_line_exit_2(["verify", str(copy)])
+
+
+@pytest.mark.parametrize("name", ["labels.json", "label_embeddings_fp32.f32", "text_fp32.bpte", "text_fp32.pte"])
+def test_verify_fails_on_an_altered_file(copy, name):
+    data = bytearray((copy / name).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / name).write_bytes(bytes(data))
+    line = one_line_exit_2(["verify", str(copy)])
+    assert name in line and "sha256" in line
+
+
+def test_altered_program_in_a_bundle_is_refused_by_every_loader(copy, tmp_path):
+    """eval and bench check a bundle's .pte against its manifest too, not only verify."""
+    data = bytearray((copy / "text_fp32.pte").read_bytes())
+    data[-10] ^= 0x01  # inside the weights: a structurally valid program with other numbers
+    (copy / "text_fp32.pte").write_bytes(bytes(data))
+    assert "sha256" in one_line_exit_2(["bench", str(copy), "--runs", "1", "--out", str(tmp_path / "b")])
+
+
+def test_bench_host_report_validates_against_the_schema(tiny_bundle, tmp_path):
+    res = invoke(["bench", str(tiny_bundle[0]), "--device", "host", "--runs", "4", "--warmup", "1", "--threads", "1",
+                  "--json", "--out", str(tmp_path / "bench")])
+    assert res.exit_code == 0, (res.output, res.exception)
+    report = BenchReport.model_validate(json.loads(res.stdout))
+    written = BenchReport.model_validate(json.loads((tmp_path / "bench/bench.json").read_text()))
+    assert written.models[0].sha256 == report.models[0].sha256
+    assert [m.model for m in report.models] == ["image_fp32", "text_fp32"]
+    assert report.device.kind == "host" and report.device.threads == 1 and report.settings.runs == 4
+    for model in report.models:
+        (method,) = model.methods  # constant methods (embedded metadata) are not timed
+        assert method.method == "forward" and method.runs == 4 and len(method.latencies_ms) == 4
+        assert 0 < method.median_ms <= method.p90_ms and method.model_load_time_ms > 0
+        assert model.peak_rss_mb > 0 and model.top_ops and model.top_ops[0].median_ms > 0
+    raw = json.loads(res.stdout)["models"][0]["methods"][0]
+    for key in ("model_load_time(ms)", "avg_inference_latency(ms)", "trimmean_inference_latency(ms)",
+                "median_inference_latency(ms)", "p90_inference_latency(ms)"):
+        assert raw[key] > 0
+    assert BenchReport.model_json_schema(by_alias=True)["properties"]["schema_version"]
+    assert (tmp_path / "bench/bench.png").stat().st_size > 0
+    assert "| image_fp32 | forward | measured |" in (tmp_path / "bench/bench.md").read_text()
+
+
+def test_mistyped_target_and_device_get_a_did_you_mean(tiny_bundle, tmp_path):
+    assert "did you mean 'xnnpack'?" in one_line_exit_2(["export", str(tmp_path), "--target", "xnnpak"])
+    assert "did you mean 'host'?" in one_line_exit_2(["bench", str(tiny_bundle[0]), "--device", "hots"])
