@@ -91,11 +91,13 @@ def test_eval_bench_and_export_commands_on_the_run(run):
         # emoji cache of the test session is elsewhere: eval builds the same split into .cache/emoji here
         out = json.loads(res.stdout)
         assert 0.0 <= out["results"]["emoji"]["tiny/export"]["eval"]["en"]["top1"] <= 1.0
-        res = runner.invoke(main, ["bench", "runs/tiny/export/image_int8.pte", "--runs", "3"], catch_exceptions=False)
+        res = runner.invoke(main, ["bench", "runs/tiny/export/image_int8.pte", "--runs", "3", "--json"], catch_exceptions=False)
         assert res.exit_code == 0, res.output
-        bench = json.loads(res.output[res.output.index("{"):])
+        bench = json.loads(res.stdout)["models"][0]["methods"][0]
         for key in ("model_load_time(ms)", "avg_inference_latency(ms)", "trimmean_inference_latency(ms)"):
             assert bench[key] > 0
+        res = runner.invoke(main, ["verify", "runs/tiny/export"], catch_exceptions=False)  # the run's export is a bundle
+        assert res.exit_code == 0, res.output
         res = runner.invoke(main, ["export", "runs/tiny", "--target", "xnnpack", "--quant", "int8", "--out", "exp"], catch_exceptions=False)
         assert res.exit_code == 0, res.output
         assert "reused the run's QAT int8 export" in res.output
