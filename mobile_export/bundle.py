@@ -334,8 +334,16 @@ def _load_manifest(folder: Path) -> dict[str, Any]:
                         "`dcclip-compress export`")
     path = folder / MANIFEST
     if not path.is_file():
-        raise UserError(f"verify: {str(folder)!r} has no {MANIFEST}; it is not a bundle (re-export it with "
-                        "`dcclip-compress export`)")
+        why = "it is not an export bundle"
+        if (folder / "bundle.json").is_file():
+            try:
+                target = str(json.loads((folder / "bundle.json").read_text(encoding="utf-8")).get("target", ""))
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                target = ""
+            why = ("an Ethos-U export has none: nothing on this host can run its programs" if target.startswith("ethos")
+                   else "an export folder from before bundles; re-export it")
+        raise UserError(f"verify: {str(folder)!r} has no {MANIFEST} ({why}); verify a bundle written by "
+                        "`dcclip-compress export --target xnnpack` or `dcclip-compress run`")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
