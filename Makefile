@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python -m bench.run_all
 	$(BIN)/python -m bench.eval_throughput
 	$(BIN)/python -m bench.stage1_throughput
+	$(BIN)/python -m bench.latency_table
 
 ablation: install
 	$(BIN)/python -m bench.ablation --readme

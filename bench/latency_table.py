@@ -12,9 +12,9 @@ the ExecuTorch runtime:
     OFA-Sys/chinese-clip-vit-base-patch16 sizes and random weights (architecture decides latency);
   * peer: MobileCLIP-S0's image tower, timm `fastvit_mci0` reparameterised, at its native 256 px and at 224 px;
   * students (registry names of the recipes' towers) in fp32, int8 (the project's PT2E XNNPACK flow:
-    `compress.train.qat.prepare_qat`, a few calibration batches, `convert_qat`) and 8da4w (torchao
-    `Int8DynamicActivationIntxWeightConfig`, int4 weights in groups of 32, on linear layers), at their trained input
-    size and at 224 px (text: at 77 tokens, the AltCLIP tower's length).
+    `compress.train.qat.prepare_qat`, a few calibration batches, `convert_qat`) and 8da4w (the project's
+    `compress.quant.schemes` "8da4w" when importable, else torchao `Int8DynamicActivationIntxWeightConfig` applied
+    here: int8 dynamic activations, int4 weights in groups of 32, on linear layers), at their trained input size and at 224 px (text: at 77 tokens, the AltCLIP tower's length).
 
 MACs are counted on the eager fp32 model at batch 1 with `torch.utils.flop_counter.FlopCounterMode` (FLOPs / 2): the
 matmuls, convolutions and attention it has formulas for; elementwise ops, norms and softmax are not counted.
@@ -53,7 +53,9 @@ OUT_MD = Path("bench/out/latency_table.md")
 CACHE_DIR = Path(".cache/latency_table")
 README = Path("README.md")
 README_START, README_END = "<!-- latency:start -->", "<!-- latency:end -->"
-CACHE_VERSION = 1  # bump when the way a row is built changes (stale .pte files are then rebuilt)
+# Part of the cache key: change a precision's entry when the way its rows are built changes (those .pte files are
+# then rebuilt, the others kept).
+BUILD_VERSIONS = {"fp32": "1", "int8": "pt2e-xnnpack-calib4x4-1", "8da4w": "torchao-8da4w-g32-linear-1"}
 ROW_KEYS = ("model", "tower", "precision", "input", "median_ms", "pte_mb", "params", "macs")
 PRECISIONS = ("fp32", "int8", "8da4w")
 STUDENT_RECIPES = ("recipes/mobilevit_int8.yaml", "recipes/vit_int8.yaml", "recipes/altclip_mobilevit_int8.yaml")
@@ -270,11 +272,11 @@ def _linear_8da4w(mod: nn.Module, fqn: str) -> bool:
     return isinstance(mod, nn.Linear) and mod.in_features % GROUP_SIZE == 0
 
 
-def quantize_8da4w(module: nn.Module, spec: RowSpec) -> nn.Module:
-    """torchao 8da4w: int8 dynamic per-token activations, int4 symmetric weights in groups of 32, on every linear
-    layer whose input width is a multiple of 32 (XNNPACK rejects other group sizes; the few MobileViT linears of
-    width 80 stay fp32). Embedding tables stay fp32 here: lower_to_pte's QuantFusionPass cannot yet fuse torchao's
-    quantized embedding (it asserts on a missing node_value_dict)."""
+def bench_8da4w(module: nn.Module, spec: RowSpec) -> nn.Module:
+    """torchao 8da4w done here (the fallback while the project's scheme is not importable): int8 dynamic per-token
+    activations, int4 symmetric weights in groups of 32, on every linear layer whose input width is a multiple of 32
+    (XNNPACK rejects other group sizes; MobileViT's width-80 linears stay fp32). Embedding tables stay fp32:
+    lower_to_pte's QuantFusionPass could not fuse torchao's quantized embedding when this was written."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
     from torchao.quantization.granularity import PerGroup
 
@@ -283,10 +285,34 @@ def quantize_8da4w(module: nn.Module, spec: RowSpec) -> nn.Module:
     return module
 
 
+def shared_scheme(precision: str) -> Any | None:
+    """The project's own 8da4w scheme (compress/quant/schemes.py) when it is importable, else None."""
+    if precision != "8da4w":
+        return None
+    try:
+        from compress.quant.schemes import get_scheme
+    except ImportError:
+        return None
+    return get_scheme(precision)
+
+
+def shared_8da4w(module: nn.Module, spec: RowSpec) -> nn.Module:
+    """The project's 8da4w scheme: prepare -> convert with no training (random weights; latency only)."""
+    from compress.quant.schemes import quantize_tower
+
+    return quantize_tower(shared_scheme("8da4w"), module, example_inputs(spec))
+
+
+def quant_source(precision: str) -> str:
+    return {"fp32": "none", "int8": "compress.train.qat"}.get(precision) or (
+        "compress.quant.schemes" if shared_scheme(precision) is not None else "bench")
+
+
 QUANTIZERS: dict[str, Callable[[nn.Module, RowSpec], nn.Module]] = {
-    "fp32": lambda module, spec: module,
-    "int8": quantize_int8,
-    "8da4w": quantize_8da4w,
+    "none": lambda module, spec: module,
+    "compress.train.qat": quantize_int8,
+    "compress.quant.schemes": shared_8da4w,
+    "bench": bench_8da4w,
 }
 
 
@@ -300,7 +326,8 @@ def versions() -> dict[str, str]:
 
 def cache_paths(spec: RowSpec, cache_dir: Path) -> tuple[Path, Path]:
     """`.pte` and sidecar paths, keyed by everything that changes the lowered program."""
-    key = json.dumps({**asdict(spec), "version": CACHE_VERSION, **versions()}, sort_keys=True)
+    build = f"{BUILD_VERSIONS[spec.precision]}-{quant_source(spec.precision)}"
+    key = json.dumps({**asdict(spec), "build": build, **versions()}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     stem = f"{spec.model}-{spec.tower}-{spec.precision}-{spec.input}-et{versions()['executorch']}-{digest}"
     return cache_dir / f"{stem}.pte", cache_dir / f"{stem}.json"
@@ -314,24 +341,31 @@ def build_pte(spec: RowSpec, cache_dir: Path = CACHE_DIR) -> tuple[Path, dict[st
     """Lower the row's model to a cached `.pte` (or reuse it); returns the path and its sidecar facts."""
     from mobile_export.lower import lower_to_pte, save_pte
 
-    pte, sidecar = cache_paths(spec, cache_dir)
+    pte, sidecar = cache_paths(spec, Path(cache_dir))
     if pte.is_file() and sidecar.is_file():
         return pte, {**json.loads(sidecar.read_text(encoding="utf-8")), "cached": True}
     start = time.perf_counter()
     model = build_eager(spec)
     inputs = example_inputs(spec)
     facts: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, inputs)}
-    quantized = QUANTIZERS[spec.precision](model, spec)
-    program = lower_to_pte(quantized, inputs)
+    source = quant_source(spec.precision)
+    try:
+        program = lower_to_pte(QUANTIZERS[source](model, spec), inputs)
+    except Exception as exc:  # noqa: BLE001 - the shared scheme is another helper's work in progress
+        if source != "compress.quant.schemes":
+            raise
+        source = f"bench (compress.quant.schemes failed: {str(exc).splitlines()[0][:160]})"
+        program = lower_to_pte(bench_8da4w(build_eager(spec), spec), inputs)
     facts.update(
         lower_s=round(time.perf_counter() - start, 1),
         peak_rss_mb_after_lowering=round(_peak_rss_mb()),
         non_delegated_ops=program.delegation["non_delegated_ops"],
+        quant=source,
         versions=versions(),
     )
     save_pte(program, pte)
     write_json(sidecar, facts)
-    del model, quantized, program
+    del model, program
     gc.collect()
     return pte, {**facts, "cached": False}
 
@@ -376,6 +410,7 @@ def build_row(spec: RowSpec, cache_dir: Path = CACHE_DIR, target_s: float = 6.0,
         "trimmean_ms": round(stats["trimmean_inference_latency(ms)"], 3),
         "load_ms": round(stats["model_load_time(ms)"], 1),
         "non_delegated_ops": facts["non_delegated_ops"],
+        "quant": facts.get("quant", "none"),
         "lower_s": facts["lower_s"],
         "peak_rss_mb_after_lowering": facts["peak_rss_mb_after_lowering"],
         "cached": facts["cached"],
