@@ -1,0 +1,169 @@
+"""Architecture search: every space builds, runs and lowers; the latency table; the budget filter; a searched spec
+round-trips checkpoint -> export -> .pte -> eval; a tiny search through the CLI; bad `search:` values."""
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from compress.cli import main
+from compress.recipe import load_recipe
+from compress.search.latency import LatencyTable, Measurer, table_key
+from students.spaces import (
+    IMAGE_FAMILIES, ImageCandidate, ImageSpace, TextCandidate, sample_image, sample_image_candidates,
+)
+
+TEACHER = {
+    "name": "tiny_teacher", "data": {"limit": 30, "image_size": 32, "train_renders": 2, "unseen_fraction": 0.2},
+    "teacher": {"kind": "none"},
+    "students": {"image": {"arch": "vit_pico_p8"}, "text": {"arch": "text_pico", "context_length": 16, "vocab_size": 400}, "embed_dim": 32},
+    "distill": {"enabled": False}, "align": {"epochs": 3, "batch_size": 16, "lr": 1e-3},
+    "qat": {"enabled": False}, "export": {"enabled": False}, "eval": {"splits": ["eval"]},
+}
+SPACE = {"families": ["vit", "mobilevitv2", "fastvit"], "image_sizes": [32]}
+TRIALS, BUDGET, EMBED = 6, 1.0, 32
+
+
+# The smallest spec of each family (fewest blocks: lowering time follows the graph size); drawn specs are checked too.
+MINIMAL = {
+    "vit": dict(patch_size=16, embed_dim=64, depth=2, num_heads=2, mlp_ratio=2.0),
+    "mobilevit": dict(stem=8, channels=[8, 16, 24, 32, 40], ir_depth=1, transformer_dims=[32, 32, 32],
+                      transformer_depths=[1, 1, 1], expansion=2.0, num_features=64),
+    "mobilevitv2": dict(multiplier=0.25, ir_depth=1, transformer_depths=[1, 1, 1], expansion=2.0),
+    "fastvit": dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 64, 128], mlp_ratio=2.0, last_mixer="attention"),
+}
+
+
+def fake_ms(cand: ImageCandidate) -> float:
+    """A deterministic stand-in latency (pre-filled into the table): what the budget filter is tested against."""
+    return {"vit": 0.5, "mobilevitv2": 0.8, "fastvit": 3.0}[cand.family] + len(json.dumps(cand.arch)) % 7 * 0.01
+
+
+@pytest.mark.parametrize("family", IMAGE_FAMILIES)
+def test_every_image_space_builds_runs_and_lowers(family):
+    from mobile_export.lower import lower_to_pte
+    from students.registry import create_image_tower
+
+    rng = random.Random(0)
+    for _ in range(3):  # drawn candidates build and run (at the space's sizes)
+        cand = sample_image(family, 48, rng)
+        assert create_image_tower("unused", 16, 48, cand.spec()).eval()(torch.rand(2, 3, 48, 48)).shape == (2, 16)
+    tower = create_image_tower("unused", 16, 32, ImageCandidate(family, 32, MINIMAL[family]).spec()).eval()
+    assert tower(torch.rand(2, 3, 32, 32)).shape == (2, 16)
+    program = lower_to_pte(tower, (torch.rand(1, 3, 32, 32),))
+    assert program.size_bytes > 0 and program.delegation["delegated_nodes"] > 0
+
+
+def test_text_space_lowers_int8_and_a_table_hit_skips_measurement(tmp_path):
+    cand = TextCandidate(width=32, layers=1, heads=2, mlp_ratio=2.0, context_length=8)
+    first = Measurer(LatencyTable(tmp_path / "t.jsonl"), runs=2, embed_dim=16, vocab_size=100)
+    ms = first.measure(cand, "int8")
+    assert ms > 0 and first.measured == 1
+    again = Measurer(LatencyTable(tmp_path / "t.jsonl"), runs=2, embed_dim=16, vocab_size=100)
+    assert again.measure(cand, "int8") == ms and again.measured == 0 and again.hits == 1
+    other_threads = Measurer(LatencyTable(tmp_path / "t.jsonl"), threads=2, embed_dim=16, vocab_size=100)
+    assert other_threads.lookup(cand, "int8") is None  # the key holds the thread count
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, emoji_cache):
+    """A tiny image search through the CLI, its latencies pre-filled in the table (no lowering: fast, deterministic)."""
+    root = tmp_path_factory.mktemp("search")
+    TEACHER["data"]["cache_dir"] = str(emoji_cache)
+    (root / "teacher.yaml").write_text(yaml.safe_dump(TEACHER))
+    recipe = {
+        "name": "tiny_search", "data": dict(TEACHER["data"]),
+        "teacher": {"kind": "reference", "recipe": str(root / "teacher.yaml")},
+        "students": {"image": {"arch": "search"}, "text": {"arch": "text_pico", "context_length": 16, "vocab_size": 400},
+                     "embed_dim": EMBED},
+        "distill": {"batch_size": 16},
+        "search": {"budget_ms": {"image": BUDGET}, "quant": ["int8"], "seed_measurements": 1, "space": {"image": SPACE},
+                   "trials": {"image": TRIALS}, "proxy": {"candidates": 3, "steps": 1, "batch_size": 8, "holdout": 8}},
+    }
+    (root / "search.yaml").write_text(yaml.safe_dump(recipe))
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=root) as cwd:
+        table = LatencyTable(Path(cwd) / ".cache/latency/table.jsonl")
+        for cand in sample_image_candidates(ImageSpace(tuple(SPACE["families"]), (32,)), TRIALS, 0):
+            table.put(table_key(cand.key(EMBED), "int8", "host", 1), {"ms": fake_ms(cand)})
+        res = runner.invoke(main, ["search", str(root / "search.yaml")], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        yield Path(cwd) / "runs/tiny_search/search", res.output
+
+
+def test_search_writes_candidates_pareto_and_best(searched):
+    folder, _ = searched
+    rows = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == TRIALS and {r["family"] for r in rows} == set(SPACE["families"])
+    for r in rows:
+        assert {"spec", "family", "params", "macs", "fp32_ms", "int8_ms", "proxy_top1"} <= set(r)
+        assert r["fp32_ms"] is None  # search.quant: [int8]
+    assert (folder / "pareto.md").is_file() and (folder / "pareto.png").stat().st_size > 0
+    best = load_recipe(folder / "best.yaml")
+    assert best.students.image.arch == "custom" and best.students.image.spec["family"] in SPACE["families"]
+
+
+def test_budget_filter_only_trains_measured_candidates_under_budget(searched):
+    folder, _ = searched
+    rows = [json.loads(line) for line in (folder / "candidates.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if r["proxy_top1"] is not None]
+    assert trained and all(r["int8_ms"] is not None and r["int8_ms"] <= BUDGET for r in trained)
+    assert all(set(r["proxy_top1"]) == {"en", "zh"} for r in trained)
+    over = [r for r in rows if r["int8_ms"] is not None and r["int8_ms"] > BUDGET]
+    assert over and all(r["proxy_top1"] is None for r in over)  # fastvit (3 ms) never trains
+    summary = json.loads((folder / "summary.json").read_text())["towers"]["image"]
+    assert summary["winner"]["int8_ms"] <= BUDGET and summary["seconds"]["lowerings"] == 0
+
+
+def test_searched_spec_round_trips_checkpoint_export_pte_eval(searched, tmp_path, emoji_cache):
+    from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
+    from compress.tokenizer import BilingualTokenizer, train_tokenizer
+
+    folder, _ = searched
+    best = load_recipe(folder / "best.yaml")
+    tok = BilingualTokenizer(train_tokenizer(["a red apple", "一个红苹果", "a dog", "一只狗"] * 5, 200), 8)
+    spec = DualEncoderSpec("custom", "custom", 16, best.data.image_size, 8, tok.vocab_size,
+                           image_spec=best.students.image.spec,
+                           text_spec={"family": "text", "width": 32, "layers": 1, "heads": 2, "mlp_ratio": 2.0})
+    model = DualEncoder(spec)
+    save_checkpoint(model, tok, tmp_path / "ckpt")
+    again, _, _ = load_checkpoint(tmp_path / "ckpt")  # rebuilt from the spec alone: no registry entry
+    assert again.spec == spec
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        res = runner.invoke(main, ["export", str(tmp_path / "ckpt"), "--quant", "fp32", "--out", str(tmp_path / "exp")])
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / "exp/image_fp32.pte").is_file() and (tmp_path / "exp/text_fp32.pte").is_file()
+        res = runner.invoke(main, ["eval", str(tmp_path / "exp"), "--splits", "eval", "--limit", "30", "--image-size",
+                                   str(best.data.image_size), "--unseen-fraction", "0.2", "--out", str(tmp_path / "ev")])
+        assert res.exit_code == 0, res.output
+        assert "top-1" in res.output and (tmp_path / "ev/eval.json").is_file()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("search.budget_ms.imag=3", "search.budget_ms.imag: unknown key; did you mean 'image'?"),
+    ("search.threads=0", "search.threads:"),
+    ("search.device=phone", "search.device:"),
+    ("search.space.image.families=[vit, resnet]", "search.space.image.families"),
+    ("search.proxy.eta=1", "search.proxy.eta:"),
+    ("search.quant=[fp32]", "search.quant: must include int8"),
+    ("students.image.arch=search", "search.budget_ms.image: students.image.arch is 'search'"),
+    ("students.image.arch=custom", "students.image.spec: arch 'custom' needs a spec"),
+])
+def test_bad_search_values_exit_2_with_one_line(tmp_path, override, expected):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n")
+    res = CliRunner().invoke(main, ["search", str(recipe), "--set", override])
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+
+
+def test_search_without_a_budget_is_a_user_error(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n")
+    res = CliRunner().invoke(main, ["search", str(recipe)])
+    assert res.exit_code == 2 and "search.budget_ms" in res.output
