@@ -149,3 +149,17 @@ def test_anchors_and_merge_keys_still_work(tmp_path):
     shared = load_recipe(_write(tmp_path, (BASE_TEXT + "").replace("distill:\n", "distill: &s\n").split("align:")[0].encode()
                                 + b"align: *s\n"), ["align.epochs=2"])
     assert (shared.distill.epochs, shared.align.epochs) == (30, 2)  # --set only changes the section it names
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """Atomic writes must not leave mkstemp's 0600: run folders and bundles are shared and pushed to phones."""
+    import os
+    import stat
+
+    from compress.atomic import write_text
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
+    assert (tmp_path / "a.txt").read_text() == "x"
