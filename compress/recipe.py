@@ -312,7 +312,8 @@ class Recipe(Strict):
 
         TRAINING_VERSION is part of it: a change to the loop, the sampler or the augmentation retrains cached teachers.
         """
-        payload = self.model_dump(exclude={"eval": True, "search": True,
+        # export.npu (which extra .pte files are lowered) does not change trained weights either.
+        payload = self.model_dump(exclude={"eval": True, "search": True, "export": {"npu"},
                                             "training": {"checkpoint_every", "keep_last", "tensorboard"}})
         for tower in ("image", "text"):  # unset specs stay out, so recipes from before `spec` keep their hash
             if payload["students"][tower].get("spec") is None:
