@@ -285,9 +285,21 @@ def bench_8da4w(module: nn.Module, spec: RowSpec) -> nn.Module:
     return module
 
 
+def _landed(rel: str) -> bool:
+    """Committed (tracked by git), not another helper's work in progress in the shared checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(["git", "ls-files", "--error-unmatch", rel], cwd=root, capture_output=True, check=False)
+    except OSError:  # no git (an unpacked release): what is there is what landed
+        return (root / rel).is_file()
+    return done.returncode == 0 or not (root / ".git").exists()
+
+
 def shared_scheme(precision: str) -> Any | None:
-    """The project's own 8da4w scheme (compress/quant/schemes.py) when it is importable, else None."""
-    if precision != "8da4w":
+    """The project's own 8da4w scheme (compress/quant/schemes.py) once it has landed, else None."""
+    if precision != "8da4w" or not _landed("compress/quant/schemes.py"):
         return None
     try:
         from compress.quant.schemes import get_scheme
@@ -301,6 +313,17 @@ def shared_8da4w(module: nn.Module, spec: RowSpec) -> nn.Module:
     from compress.quant.schemes import quantize_tower
 
     return quantize_tower(shared_scheme("8da4w"), module, example_inputs(spec))
+
+
+def _shared_fingerprint() -> str:
+    """Content hash of the shared scheme and the lowering code it depends on: their owners are still changing them,
+    so an 8da4w program built through them (or the fallback taken when they failed) is rebuilt when they change."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for rel in ("compress/quant/schemes.py", "mobile_export/lower.py"):
+        path = root / rel
+        digest.update(path.read_bytes() if path.is_file() else b"")
+    return digest.hexdigest()[:8]
 
 
 def quant_source(precision: str) -> str:
@@ -326,7 +349,10 @@ def versions() -> dict[str, str]:
 
 def cache_paths(spec: RowSpec, cache_dir: Path) -> tuple[Path, Path]:
     """`.pte` and sidecar paths, keyed by everything that changes the lowered program."""
-    build = f"{BUILD_VERSIONS[spec.precision]}-{quant_source(spec.precision)}"
+    source = quant_source(spec.precision)
+    build = f"{BUILD_VERSIONS[spec.precision]}-{source}"
+    if source == "compress.quant.schemes":
+        build += f"-{_shared_fingerprint()}"
     key = json.dumps({**asdict(spec), "build": build, **versions()}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     stem = f"{spec.model}-{spec.tower}-{spec.precision}-{spec.input}-et{versions()['executorch']}-{digest}"
