@@ -135,10 +135,15 @@ class Display:
 
 # ------------------------------------------------------------------------------------------------ one tower
 def size_rows(cands, embed_dim: int, vocab_size: int) -> list[Row]:
+    """Params and MACs of every candidate (one batch-1 forward each): the predictor's features."""
+    from compress.progress import progress_bar
+
     rows = []
-    for c in cands:
-        tower = build_tower(c, embed_dim, vocab_size)
-        rows.append(Row(c, count_params(tower), count_macs(tower, example_input(c, 1, vocab_size))))
+    with progress_bar("search: sizing candidates", len(cands)) as advance:
+        for c in cands:
+            tower = build_tower(c, embed_dim, vocab_size)
+            rows.append(Row(c, count_params(tower), count_macs(tower, example_input(c, 1, vocab_size))))
+            advance(c.name())
     return rows
 
 
