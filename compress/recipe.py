@@ -183,6 +183,45 @@ class QATConfig(StageConfig):
     batch_size: int = Field(256, ge=2, le=1_000_000)
     lr: float = Field(1e-4, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=10)
+    # The quantization scheme this stage trains (compress/quant/schemes.py): int8 (PT2E static QAT), 8da8w / 8da4w
+    # (torchao QAT), ptq-int8 (calibration only). `compare`: more schemes built from the same fp32 student (QAT with
+    # these settings, or calibration) and exported beside it, so the report compares sizes, latency and accuracy.
+    scheme: str = "int8"
+    compare: list[str] = Field(default_factory=list, max_length=8)
+
+    @field_validator("scheme")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        from compress.quant.schemes import check_scheme_name
+
+        if v == "fp32":
+            raise ValueError("qat.scheme: 'fp32' is no quantization; set qat.enabled: false instead")
+        return check_scheme_name(v)
+
+    @field_validator("compare")
+    @classmethod
+    def _known_compare(cls, v: list[str]) -> list[str]:
+        from compress.quant.schemes import check_scheme_name
+
+        for name in v:
+            if name == "fp32":
+                raise ValueError("qat.compare: 'fp32' is in the report whenever export.quant has it; list "
+                                 "quantization schemes only")
+            check_scheme_name(name)
+        if len(set(v)) != len(v):
+            raise ValueError("qat.compare: name each scheme once")
+        return v
+
+    @model_validator(mode="after")
+    def _compare_not_scheme(self) -> "QATConfig":
+        if self.scheme in self.compare:
+            raise ValueError(f"qat.compare: {self.scheme!r} is already qat.scheme; list the other schemes only")
+        return self
+
+    @property
+    def schemes(self) -> list[str]:
+        """The headline scheme first, then the ones it is compared with."""
+        return [self.scheme, *self.compare]
 
 
 class TrainingConfig(Strict):
@@ -313,8 +352,12 @@ class Recipe(Strict):
         TRAINING_VERSION is part of it: a change to the loop, the sampler or the augmentation retrains cached teachers.
         """
         # export.npu (which extra .pte files are lowered) does not change trained weights either.
-        payload = self.model_dump(exclude={"eval": True, "search": True, "export": {"npu"},
+        # qat.compare only adds models beside the run's own; qat.scheme int8 is what every recipe trained before it
+        # was a key, so it stays out and those recipes keep their hash.
+        payload = self.model_dump(exclude={"eval": True, "search": True, "export": {"npu"}, "qat": {"compare"},
                                             "training": {"checkpoint_every", "keep_last", "tensorboard"}})
+        if payload["qat"]["scheme"] == "int8":
+            del payload["qat"]["scheme"]
         for tower in ("image", "text"):  # unset specs stay out, so recipes from before `spec` keep their hash
             if payload["students"][tower].get("spec") is None:
                 payload["students"][tower].pop("spec", None)
@@ -363,8 +406,8 @@ def _format_error(err: ValidationError) -> str:
     if e["type"] in ("model_type", "model_attributes_type", "dict_type"):
         return f"{loc}: expected a section (a mapping of keys), got {_show(bad)}"
     msg = e["msg"].removeprefix("Value error, ")
-    if msg.split(":", 1)[0].startswith(loc):
-        return msg
+    if msg.split(":", 1)[0].startswith(loc) or (not e["loc"] and re.match(r"^[\w.]+: ", msg)):
+        return msg  # the message already names its key path (a whole-recipe check names the key it is about)
     if e["type"] in ("literal_error", "enum"):
         return f"{loc}: {_show(bad)} is not allowed; {msg[0].lower() + msg[1:]}"
     shown = f" (got {_show(bad)})" if bad is not None and not isinstance(bad, dict) and _show(bad) not in msg else ""
