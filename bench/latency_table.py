@@ -471,11 +471,6 @@ def acceptance_ratios(rows: list[dict]) -> dict[str, Any]:
     image, text = headline_students()
     px, tok = f"{COMPARE_IMAGE_SIZE}px", f"{COMPARE_TEXT_LEN}tok"
     student_img = _find(rows, model=image, tower="image", precision="int8", input=px)
-    int8_images = [r for r in rows if r["role"] == "student" and r["tower"] == "image" and r["precision"] == "int8"
-                   and r["input"] == px]
-    best = min(int8_images, key=lambda r: r["median_ms"]) if int8_images else None
-    trained_px = next((r["input"] for r in rows if r["model"] == image and r["tower"] == "image"
-                       and r.get("trained_input")), None)
     return {
         "int8_image_student_224_vs_altclip_image": _ratio(
             _find(rows, model="altclip", tower="image"), student_img, 30),
@@ -485,13 +480,31 @@ def acceptance_ratios(rows: list[dict]) -> dict[str, Any]:
         "int8_vs_fp32_image_student_224": _ratio(
             _find(rows, model=image, tower="image", precision="fp32", input=px), student_img, 1.5),
         "best_int8_image_student_vs_fastvit_mci0_fp32_224": _ratio(
-            _find(rows, model="fastvit_mci0", input=px), best, 1.0, strict=True),
-        # context, not acceptance: the same comparisons at the student's trained size / the peer's native size
-        "info_int8_vs_fp32_image_student_trained_size": _ratio(
-            _find(rows, model=image, tower="image", precision="fp32", input=trained_px),
-            _find(rows, model=image, tower="image", precision="int8", input=trained_px), 1.5),
-        "info_best_int8_image_student_224_vs_fastvit_mci0_fp32_256": _ratio(
-            _find(rows, model="fastvit_mci0", input="256px"), best, 1.0, strict=True),
+            _find(rows, model="fastvit_mci0", input=px), _best_int8_image(rows, px), 1.0, strict=True),
+    }
+
+
+def _best_int8_image(rows: list[dict], px: str) -> dict | None:
+    int8 = [r for r in rows if r["role"] == "student" and r["tower"] == "image" and r["precision"] == "int8"
+            and r["input"] == px]
+    return min(int8, key=lambda r: r["median_ms"]) if int8 else None
+
+
+def context_ratios(rows: list[dict]) -> dict[str, Any]:
+    """Not acceptance items: the same comparisons at the student's trained size and the peer's native 256 px."""
+    image, _ = headline_students()
+    trained = next((r["input"] for r in rows if r["model"] == image and r["tower"] == "image" and r["trained_input"]),
+                   None)
+    plain = lambda ratio: ratio and {k: v for k, v in ratio.items() if k not in ("target", "pass")}  # noqa: E731
+    return {
+        "int8_vs_fp32_image_student_trained_size": plain(_ratio(
+            _find(rows, model=image, tower="image", precision="fp32", input=trained),
+            _find(rows, model=image, tower="image", precision="int8", input=trained), 1.0)),
+        "8da4w_vs_fp32_image_student_224": plain(_ratio(
+            _find(rows, model=image, tower="image", precision="fp32", input=f"{COMPARE_IMAGE_SIZE}px"),
+            _find(rows, model=image, tower="image", precision="8da4w", input=f"{COMPARE_IMAGE_SIZE}px"), 1.0)),
+        "best_int8_image_student_224_vs_fastvit_mci0_fp32_256": plain(_ratio(
+            _find(rows, model="fastvit_mci0", input="256px"), _best_int8_image(rows, f"{COMPARE_IMAGE_SIZE}px"), 1.0)),
     }
 
 
@@ -518,6 +531,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['median_ms']:.2f} | {r['pte_mb']:.2f} | {_fmt_params(r['params'])} | {_fmt_macs(r['macs'])} |"
         )
     lines += ["", "`*` not the size the model was trained at (comparison size).", ""]
+    lines.append("Acceptance ratios (issue 8), from this run:")
     for name, ratio in result["ratios"].items():
         if ratio is None:
             lines.append(f"- {name}: not measured in this run")
@@ -525,6 +539,10 @@ def markdown(result: dict[str, Any]) -> str:
             verdict = "pass" if ratio["pass"] else "FAIL"
             lines.append(f"- {name}: **{ratio['value']}x** (target {ratio['target']}: {verdict}; "
                          f"`{ratio['slow']}` / `{ratio['fast']}`)")
+    lines += ["", "Context (no target):"]
+    for name, ratio in result.get("context_ratios", {}).items():
+        lines.append(f"- {name}: " + (f"{ratio['value']}x (`{ratio['slow']}` / `{ratio['fast']}`)" if ratio
+                                      else "not measured in this run"))
     lines += [
         "",
         f"ExecuTorch {meta['versions']['executorch']} XNNPACK, {meta['threads']} thread(s), batch 1, "
@@ -559,6 +577,7 @@ def run_table(specs: list[RowSpec], threads: int, cache_dir: Path, timing: dict[
     return {
         "rows": rows,
         "ratios": acceptance_ratios(rows),
+        "context_ratios": context_ratios(rows),
         "meta": {
             "threads": actual,
             "host": platform.processor() or platform.machine(),
