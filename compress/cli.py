@@ -15,6 +15,9 @@ from pathlib import Path
 import click
 
 from compress.errors import UserError, one_line
+from compress.quant.schemes import scheme_names
+
+SCHEME_NAMES = scheme_names()  # `export --quant` choices: the quantization scheme registry
 
 
 def user_errors(fn):
@@ -68,8 +71,9 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
 @main.command()
 @click.argument("checkpoint_or_run", type=click.Path(path_type=Path))
 @click.option("--target", default="xnnpack", show_default=True, help="Lowering target (see `dcclip-compress targets`).")
-@click.option("--quant", type=click.Choice(["fp32", "int8"]), default="int8", show_default=True,
-              help="int8 reuses the run's QAT .pte when present, else calibrates post-training on emoji-zh-en.")
+@click.option("--quant", type=click.Choice(SCHEME_NAMES), default="int8", show_default=True,
+              help="Quantization scheme (compress/quant/schemes.py). A quantized scheme reuses the run's .pte of it "
+                   "when present, else quantizes post-training on emoji-zh-en.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Bundle folder (default: <run>/export-<target>): image_<quant>.pte, text_<quant>.pte, their "
                    "BundledPrograms (.bpte), tokenizer.json, preprocess.json, labels.json + label embeddings, "

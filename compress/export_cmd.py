@@ -64,28 +64,25 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
     model, tokenizer, _ = load_checkpoint(ckpt)
     files: dict[str, str] = {}
     qat_dir = run / "export" if run else None
-    if quant == "int8" and target == "xnnpack" and qat_dir and all((qat_dir / f"{t}_int8.pte").is_file() for t in ("image", "text")):
+    from compress.quant.schemes import get_scheme, quantize_tower
+
+    scheme = get_scheme(quant)
+    if scheme.quantized and target == "xnnpack" and qat_dir and all((qat_dir / f"{t}_{quant}.pte").is_file() for t in ("image", "text")):
         for t in ("image", "text"):
-            check_pte(qat_dir / f"{t}_int8.pte")  # a damaged run export must not be copied into a bundle
-            shutil.copyfile(qat_dir / f"{t}_int8.pte", out / f"{t}_int8.pte")
-            files[t] = f"{t}_int8.pte"
-            yield f"{t}: reused the run's QAT int8 export -> {out / files[t]}"
+            check_pte(qat_dir / f"{t}_{quant}.pte")  # a damaged run export must not be copied into a bundle
+            shutil.copyfile(qat_dir / f"{t}_{quant}.pte", out / f"{t}_{quant}.pte")
+            files[t] = f"{t}_{quant}.pte"
+            yield f"{t}: reused the run's {quant} export -> {out / files[t]}"
     else:
         image, text = model.image, model.text
         ex_img, ex_txt = example_inputs(model, 1)
-        if quant == "int8":
-            from compress.train import qat
-
+        if scheme.quantized:  # no QAT export of this scheme in the run: post-training (int8: the ptq-int8 scheme)
+            post = get_scheme("ptq-int8") if quant == "int8" else scheme
             ex2_img, ex2_txt = example_inputs(model, 2)
-            image, text = qat.prepare_qat(image, ex2_img), qat.prepare_qat(text, ex2_txt)
-            qat.set_train(image, True)
-            qat.set_train(text, True)
-            with torch.no_grad():
-                for pixels, texts in _calibration_batches(model.spec.image_size):
-                    image(pixels)
-                    text(tokenizer(texts))
-            image, text = qat.convert_qat(image), qat.convert_qat(text)
-            yield "int8: post-training calibration on emoji-zh-en (no QAT export found in the run)"
+            batches = list(_calibration_batches(model.spec.image_size))
+            image = quantize_tower(post, image, ex2_img, [(pixels,) for pixels, _ in batches])
+            text = quantize_tower(post, text, ex2_txt, [(tokenizer(texts),) for _, texts in batches])
+            yield f"{quant}: post-training {'calibration ' if post.calibrates else ''}on emoji-zh-en (no {quant} export found in the run)"
         metadata = pte_metadata(model, tokenizer)
         for t, module, ex in (("image", image, ex_img), ("text", text, ex_txt)):
             files[t] = f"{t}_{quant}.pte"

@@ -56,7 +56,54 @@ def acceptance_checks(report: dict) -> dict:
         for tower in f["pte_bytes"]:
             checks[f"int8_to_fp32_pte_bytes_{tower}"] = round(q["pte_bytes"][tower] / f["pte_bytes"][tower], 4)
             checks[f"int8_speedup_{tower}"] = round(f["latency_ms"][tower] / q["latency_ms"][tower], 3)
+    rows = {r["scheme"]: r for r in scheme_rows(report)}
+    if "fp32" in rows and "int8" in rows:
+        for lang in ("en", "zh"):
+            drop = rows["fp32"][f"eval_{lang}"] - rows["int8"][f"eval_{lang}"]
+            checks[f"int8_pte_eval_top1_drop_vs_fp32_pte_points_{lang}"] = round(100 * drop, 2)
+            if "ptq-int8" in rows:
+                checks[f"int8_qat_beats_ptq_int8_{lang}"] = rows["int8"][f"eval_{lang}"] > rows["ptq-int8"][f"eval_{lang}"]
     return checks
+
+
+def scheme_rows(report: dict) -> list[dict]:
+    """One row per exported precision (fp32 and every quantization scheme): .pte MB, host median ms, `eval` top-1."""
+    rows = []
+    for key, v in report["models"].items():
+        if not (key.startswith("student_") and key.endswith("_pte") and "pte_bytes" in v):
+            continue
+        ev = v.get("zero_shot", {}).get("eval", {})
+        rows.append({
+            "scheme": key.removeprefix("student_").removesuffix("_pte"),
+            "image_mb": v["pte_bytes"].get("image", 0) / 1e6, "text_mb": v["pte_bytes"].get("text", 0) / 1e6,
+            "image_ms": v["latency_ms"].get("image"), "text_ms": v["latency_ms"].get("text"),
+            "eval_en": ev.get("en", {}).get("top1"), "eval_zh": ev.get("zh", {}).get("top1"),
+        })
+    return rows
+
+
+def render_schemes(report: dict) -> list[str]:
+    """The quantization comparison: fp32, PTQ and each QAT scheme side by side (sizes relative to fp32)."""
+    rows = scheme_rows(report)
+    if len(rows) < 2:
+        return []
+    base = next((r for r in rows if r["scheme"] == "fp32"), None)
+    lines = ["", "## Quantization schemes (.pte through the ExecuTorch runtime, XNNPACK, host)", "",
+             "| scheme | image MB (x fp32) | text MB (x fp32) | image ms | text ms | eval top-1 en / zh % | vs fp32 (points) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rel = lambda t: f" ({r[f'{t}_mb'] / base[f'{t}_mb']:.3f})" if base and base[f"{t}_mb"] else ""
+        ms = lambda t: "–" if r[f"{t}_ms"] is None else f"{r[f'{t}_ms']:.2f}"
+        delta = "–"
+        if base and r["eval_en"] is not None and base["eval_en"] is not None:
+            delta = " / ".join(f"{100 * (r[f'eval_{l}'] - base[f'eval_{l}']):+.1f}" for l in ("en", "zh"))
+        lines.append(f"| `{r['scheme']}` | {r['image_mb']:.3f}{rel('image')} | {r['text_mb']:.3f}{rel('text')} | "
+                     f"{ms('image')} | {ms('text')} | {_pct(r['eval_en'])} / {_pct(r['eval_zh'])} | {delta} |")
+    configs = [k for k, v in report["models"].items() if "quantization" in v]
+    if configs:
+        lines += ["", "Exact quantization configs (torchao / PT2E, as JSON): `report.json` → "
+                  + ", ".join(f"`models.{k}.quantization`" for k in configs) + "."]
+    return lines
 
 
 def render_markdown(report: dict) -> str:
@@ -99,6 +146,7 @@ def render_markdown(report: dict) -> str:
             cells = [f"{v['vela'][n][tower]['median_inference_latency(ms)']:.3f} ({v['vela'][n][tower]['npu_cycles']:.0f})"
                      for n in npus]
             lines.append(f"| {tower} | {lat['median_inference_latency(ms)']:.2f} | " + " | ".join(cells) + " |")
+    lines += render_schemes(report)
     if report.get("checks"):
         lines += ["", "## Checks", ""] + [f"- `{k}`: {v}" for k, v in report["checks"].items()]
     lines += ["", "## Stage timings (s)", ""] + [f"- {k}: {v}" for k, v in report["timings_s"].items()]

@@ -159,38 +159,72 @@ def train_fp32(state, data: RunData, teacher: Teacher | None) -> tuple[DualEncod
     return model.eval(), tokenizer
 
 
-def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualTokenizer) -> Quantized | None:
-    """int8 QAT on the main process alone (a captured graph is not wrapped for data parallelism)."""
+def calibration_batches(train, tokenizer: BilingualTokenizer, batches: int = 4, size: int = 64):
+    """The first `batches` x `size` training images and their captions (eval template, both languages): what
+    post-training quantization observes. Deterministic, so ptq-int8 is the same on every rerun."""
+    from compress.data.augment import to_float
+    from compress.prompts import caption
+
+    for i in range(batches):
+        rows = slice(i * size, (i + 1) * size)
+        if rows.start >= len(train):
+            return
+        groups = train.groups[rows].tolist()
+        texts = [caption(n, lang) if train.templated else n
+                 for lang in ("en", "zh") for n in (getattr(train, lang)[g] for g in groups) if n is not None]
+        yield to_float(train.images[rows]), tokenizer(texts)
+
+
+def _quantize_scheme(state, data: RunData, model: DualEncoder, tokenizer: BilingualTokenizer, name: str,
+                     headline: bool) -> Quantized:
+    """prepare -> QAT (the recipe's qat settings) or calibration -> convert, for one scheme, on copies of the towers."""
+    from compress.quant.schemes import get_scheme
+
+    recipe, scheme = state.recipe, get_scheme(name)
+    stage_name = "qat" if headline else f"qat-{name}"
+    ex_img, ex_txt = example_inputs(model, 2)
+    ctx = loop_context(state, 2, distributed=False)  # every scheme sees the same seed and batch order
+    image = scheme.prepare(copy.deepcopy(model.image), ex_img)
+    text = scheme.prepare(copy.deepcopy(model.text), ex_txt)
+    if scheme.trains and recipe.qat.epochs > 0:
+        scheme.set_train(image, True)
+        scheme.set_train(text, True)
+        logit_scale = nn.Parameter(model.logit_scale.detach().clone())
+        cfg = recipe.align.model_copy(update={
+            "epochs": recipe.qat.epochs, "batch_size": recipe.qat.batch_size, "lr": recipe.qat.lr,
+            "weight_decay": recipe.qat.weight_decay, "warmup": recipe.qat.warmup, "grad_accum": recipe.qat.grad_accum,
+            "clip_grad_norm": recipe.qat.clip_grad_norm, "image_lr_scale": 1.0, "affinity_weight": 0.0,
+        })
+        stage = AlignStage(image, text, logit_scale, cfg, trim_text=False, name=stage_name,
+                           description=f"QAT ({name} fake-quant)")
+        hist = loop.train(stage, data.train, tokenizer, cfg, ctx)
+        state.history[stage_name] = hist.as_dict()
+        loop.clear_checkpoints(state.out, stage_name)
+    scheme.set_train(image, False)
+    scheme.set_train(text, False)
+    if scheme.calibrates:
+        with torch.no_grad():
+            for pixels, ids in calibration_batches(data.train, tokenizer):
+                image(pixels)
+                text(ids)
+    return Quantized(scheme.convert(image.cpu()), scheme.convert(text.cpu()), scheme.config())
+
+
+def quantize(state, data: RunData, model: DualEncoder, tokenizer: BilingualTokenizer) -> dict[str, Quantized]:
+    """The recipe's quantization schemes (`qat.scheme` first, then `qat.compare`), on the main process alone (a
+    captured graph is not wrapped for data parallelism). {} when QAT is off or no quantized export is asked for."""
     recipe = state.recipe
     if not recipe.qat.enabled or "int8" not in recipe.export.quant:
-        return None
-    from compress.train import qat
-
-    with state.stage("qat"):
-        model = model.cpu().eval()
-        ctx = loop_context(state, 2, distributed=False)
-        ex_img, ex_txt = example_inputs(model, 2)
-        image = qat.prepare_qat(copy.deepcopy(model.image), ex_img)
-        text = qat.prepare_qat(copy.deepcopy(model.text), ex_txt)
-        if recipe.qat.epochs > 0:
-            qat.set_train(image, True)
-            qat.set_train(text, True)
-            logit_scale = nn.Parameter(model.logit_scale.detach().clone())
-            cfg = recipe.align.model_copy(update={
-                "epochs": recipe.qat.epochs, "batch_size": recipe.qat.batch_size, "lr": recipe.qat.lr,
-                "weight_decay": recipe.qat.weight_decay, "warmup": recipe.qat.warmup, "grad_accum": recipe.qat.grad_accum,
-                "clip_grad_norm": recipe.qat.clip_grad_norm, "image_lr_scale": 1.0, "affinity_weight": 0.0,
-            })
-            stage = AlignStage(image, text, logit_scale, cfg, trim_text=False, name="qat",
-                               description="QAT (int8 fake-quant)")
-            hist = loop.train(stage, data.train, tokenizer, cfg, ctx)
-            state.history["qat"] = hist.as_dict()
-            loop.clear_checkpoints(state.out, "qat")
-        image, text = qat.convert_qat(image.cpu()), qat.convert_qat(text.cpu())
-    return Quantized(image, text, qat.describe_qat_config())
+        return {}
+    result: dict[str, Quantized] = {}
+    model = model.cpu().eval()
+    for i, name in enumerate(recipe.qat.schemes):
+        with state.stage("qat" if i == 0 else f"qat-{name}"):
+            result[name] = _quantize_scheme(state, data, model, tokenizer, name, headline=i == 0)
+    return result
 
 
-def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: Quantized | None) -> Exported:
+def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: dict[str, Quantized]) -> Exported:
     recipe, out = state.recipe, state.out
     result = Exported()
     if not recipe.export.enabled:
@@ -203,12 +237,12 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
         model = model.cpu().eval()
         ex_img, ex_txt = example_inputs(model, 1)
         metadata = pte_metadata(model, tokenizer)
-        for quant in recipe.export.quant:
-            if quant == "int8" and quantized is None:
-                continue
+        # export.quant "int8" stands for every quantized scheme the run built (qat.scheme, then qat.compare)
+        precisions = [q for p in recipe.export.quant for q in (["fp32"] if p == "fp32" else list(quantized))]
+        for quant in precisions:
             towers = {"image": (model.image, ex_img), "text": (model.text, ex_txt)}
-            if quant == "int8":
-                towers = {"image": (quantized.image, ex_img), "text": (quantized.text, ex_txt)}
+            if quant in quantized:
+                towers = {"image": (quantized[quant].image, ex_img), "text": (quantized[quant].text, ex_txt)}
             for tower, (module, ex) in towers.items():
                 program = lower_to_pte(module, ex, target=recipe.export.target, metadata=metadata)
                 path = folder / f"{tower}_{quant}.pte"
@@ -254,9 +288,11 @@ def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exporte
         models["teacher"] = teacher_encoders(teacher)
     models["student_fp32"] = eager_encoders("student_fp32", model, tokenizer)
     params = model.tower_params()
-    if quantized is not None:
-        models["student_int8"] = Encoders("student_int8", quantized.image, lambda t: quantized.text(tokenizer(t)), params,
-                                          model.spec.image_size)
+    headline = next(iter(quantized), None)  # the trained scheme is also evaluated eagerly (converted graph)
+    if headline is not None:
+        q = quantized[headline]
+        models[f"student_{headline}"] = Encoders(f"student_{headline}", q.image, lambda t: q.text(tokenizer(t)), params,
+                                                 model.spec.image_size)
     for quant, files in exported.files.items():
         models[f"student_{quant}_pte"] = pte_encoders(f"student_{quant}_pte", files, tokenizer, params, model.spec.image_size)
     results: dict[str, dict] = {}
@@ -283,6 +319,9 @@ def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exporte
             entry["delegation"] = exported.delegation.get(quant, {})
             if quant == "int8" and exported.vela:
                 entry["vela"] = exported.vela
-    if quantized is not None:
-        results.setdefault("student_int8", {})["quantization"] = quantized.config
+    for name, q in quantized.items():  # the exact config of every scheme, beside its numbers
+        results.setdefault(f"student_{name}_pte" if f"student_{name}_pte" in results else f"student_{name}", {})[
+            "quantization"] = q.config
+    if headline is not None and f"student_{headline}" in results:
+        results[f"student_{headline}"]["quantization"] = quantized[headline].config
     return results

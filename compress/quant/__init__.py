@@ -1,0 +1,1 @@
+"""Quantization schemes (registry + verbs) shared by runs and `dcclip-compress export --quant`."""
