@@ -72,7 +72,7 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
             check_pte(qat_dir / f"{t}_{quant}.pte")  # a damaged run export must not be copied into a bundle
             shutil.copyfile(qat_dir / f"{t}_{quant}.pte", out / f"{t}_{quant}.pte")
             files[t] = f"{t}_{quant}.pte"
-            yield f"{t}: reused the run's {quant} export -> {out / files[t]}"
+            yield f"{t}: reused the run's {'QAT ' if scheme.trains else ''}{quant} export -> {out / files[t]}"
     else:
         image, text = model.image, model.text
         ex_img, ex_txt = example_inputs(model, 1)
