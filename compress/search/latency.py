@@ -99,11 +99,14 @@ def lower_candidate(tower: torch.nn.Module, cand, quant: str, vocab_size: int, t
     return lower_to_pte(module, ex, target=target)
 
 
-def set_threads(threads: int) -> None:
-    """XNNPACK's thread pool size in this process's ExecuTorch runtime (what `threads` in the table means)."""
+def set_threads(threads: int) -> int:
+    """Set XNNPACK's thread pool size in this process's ExecuTorch runtime (what `threads` in the table means);
+    returns the previous size, so a caller can put it back for whatever runs later in the process (a run's eval)."""
     from executorch.extension.pybindings import portable_lib
 
+    before = int(portable_lib._threadpool_get_thread_count())
     portable_lib._unsafe_reset_threadpool(threads)
+    return before
 
 
 @dataclass
@@ -154,8 +157,11 @@ class Measurer:
         if self.device == "host":
             from mobile_export.bench import host_latency
 
-            set_threads(self.threads)
-            return host_latency(path, inputs, runs=self.runs)
+            before = set_threads(self.threads)
+            try:
+                return host_latency(path, inputs, runs=self.runs)
+            finally:
+                set_threads(before)
         if self._device_obj is None:
             from mobile_export.device import AdbDevice
 
