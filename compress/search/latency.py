@@ -36,9 +36,19 @@ def runtime_version() -> str:
     return f"executorch-{executorch.version.__version__}"
 
 
+def quantizer_fingerprint() -> str:
+    """Hash of the int8 quantization recipe (compress.train.qat): a changed quantizer is a different int8 program."""
+    import hashlib
+
+    from compress.train import qat
+
+    return hashlib.sha256(canonical(qat.describe_qat_config()).encode()).hexdigest()[:12]
+
+
 def table_key(spec_key: str, quant: str, device: str, threads: int, runtime: str | None = None) -> str:
     return canonical({"spec": json.loads(spec_key), "quant": quant, "device": device, "threads": threads,
-                      "runtime": runtime or runtime_version(), "version": LATENCY_VERSION})
+                      "runtime": runtime or runtime_version(), "version": LATENCY_VERSION,
+                      **({"quantizer": quantizer_fingerprint()} if quant == "int8" else {})})
 
 
 class LatencyTable:
