@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RECIPE ?= recipes/mobilevit_int8.yaml
 RUN    ?= runs/$(basename $(notdir $(RECIPE)))
+# one pytest-xdist worker per core (at most 4); a test file stays in one worker, so its fixtures are built once
+PYTEST_WORKERS ?= -n $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n) --dist loadfile
 
 .PHONY: install java-tools run test bench ablation clean android
 
@@ -37,7 +39,7 @@ run: install
 	    --suite all --out $(RUN)/eval
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_WORKERS)
 
 # A signed debug APK of android_demo/ with Debian's tools (android_demo/build-apk.sh). BUNDLE: an export folder;
 # default: $(RUN)/export when `make run` has written one, else a tiny random-weight bundle built here (~1-2 min).
