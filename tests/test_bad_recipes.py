@@ -167,7 +167,8 @@ def _scalar(v) -> str:
     if v is None:
         return "null"
     if isinstance(v, float):
-        return repr(v)  # exact round trip; 1e-05 is a number for the recipe loader (YAML 1.2)
+        text = repr(v)  # exact round trip; PyYAML (YAML 1.1) reads 1e-05 as text, 1.0e-05 as a number
+        return text.replace("e", ".0e", 1) if "e" in text and "." not in text else text
     if isinstance(v, (list, dict)) and v:
         return "[" + ", ".join(_scalar(x) for x in v) + "]" if isinstance(v, list) else \
                "{" + ", ".join(f"{_key(k)}: {_scalar(x)}" for k, x in v.items()) + "}"
