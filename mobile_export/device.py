@@ -159,16 +159,11 @@ def parse_minibench_results(raw: str) -> dict[str, Any]:
     return metrics
 
 
-class HostDevice:
-    """This machine's ExecuTorch runtime behind the same interface (CI, and phone-less comparisons)."""
+class LocalDevice:
+    """A device whose "phone filesystem" is a local folder (or the real paths): the host runtime and Vela's estimate."""
 
-    name = "host"
-
-    def __init__(self, root: str | os.PathLike | None = None, inputs: tuple[torch.Tensor, ...] | None = None) -> None:
-        """`root`: folder that plays the phone's filesystem (None: remote paths are local paths). `inputs`: what to
-        time with; by default all-ones inputs of the exported shapes, as minibench does."""
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else None
-        self.inputs = inputs
 
     def _path(self, remote: str) -> Path:
         return self.root / remote.lstrip("/") if self.root is not None else Path(remote)
@@ -178,6 +173,18 @@ class HostDevice:
         if target.resolve() != Path(local).resolve():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, target)
+
+
+class HostDevice(LocalDevice):
+    """This machine's ExecuTorch runtime behind the same interface (CI, and phone-less comparisons)."""
+
+    name = "host"
+
+    def __init__(self, root: str | os.PathLike | None = None, inputs: tuple[torch.Tensor, ...] | None = None) -> None:
+        """`root`: folder that plays the phone's filesystem (None: remote paths are local paths). `inputs`: what to
+        time with; by default all-ones inputs of the exported shapes, as minibench does."""
+        super().__init__(root)
+        self.inputs = inputs
 
     def run_benchmark(self, pte_remote: str, runs: int) -> dict[str, Any]:
         from mobile_export.bench import host_latency

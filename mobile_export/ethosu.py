@@ -28,6 +28,7 @@ import torch
 from torch.fx import GraphModule
 
 from compress.errors import UserError
+from mobile_export.device import LocalDevice
 
 # Target name (CLI / recipe) -> Vela accelerator configuration (MAC units per cycle in the suffix).
 ACCELERATORS: dict[str, str] = {"ethos-u55": "ethos-u55-128", "ethos-u85": "ethos-u85-256"}
@@ -350,23 +351,11 @@ def estimate_metrics(estimate: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class VelaDevice:
+class VelaDevice(LocalDevice):
     """Arm's Vela compiler as a `mobile_export.device.Device`: nothing runs, `run_benchmark` returns the estimate
     Vela made when the `.pte` was exported (cycles at the accelerator's clock), with its top ops."""
 
     name = "vela"
-
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = Path(root) if root is not None else None
-
-    def _path(self, remote: str) -> Path:
-        return self.root / remote.lstrip("/") if self.root is not None else Path(remote)
-
-    def push(self, local: str | os.PathLike, remote: str) -> None:
-        target = self._path(remote)
-        if target.resolve() != Path(local).resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, target)
 
     def run_benchmark(self, pte_remote: str, runs: int = 1) -> dict[str, Any]:
         estimate = read_estimate(self._path(pte_remote))
