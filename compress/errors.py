@@ -11,3 +11,15 @@ def one_line(text: object) -> str:
     Messages quote the user's input (YAML problem text, key names, pydantic messages), which can hold line breaks.
     """
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def find_cause(err: BaseException | None, kind) -> BaseException | None:
+    """The first exception of `kind` (a type or tuple of types) in `err`'s cause/context chain: libraries re-wrap
+    errors, so the one that says what the user must fix is often a few links down."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

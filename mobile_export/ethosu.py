@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch.fx import GraphModule
 
-from compress.errors import UserError
+from compress.errors import UserError, find_cause
 from mobile_export.device import LocalDevice
 
 # Target name (CLI / recipe) -> Vela accelerator configuration (MAC units per cycle in the suffix).
@@ -162,15 +162,6 @@ def vela_in_subprocess(root: Path) -> Iterator[VelaRuns]:
         arm_vela.vela = original
 
 
-def find_cause(err: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """The first exception of `kind` in `err`'s cause/context chain (backends re-wrap errors)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kind):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def vela_user_error(err: BaseException, what: str, accelerator: str) -> UserError | None:

@@ -33,7 +33,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from compress.errors import UserError
+from compress.errors import UserError, find_cause
 from compress.teachers.base import ImageFeatures, TextFeatures
 
 log = logging.getLogger(__name__)
@@ -538,7 +538,7 @@ def _load_error(spec: str, local: bool, offline: bool, exc: BaseException) -> Us
             f"could not load teacher from folder {spec!r} ({cause}); expected a Hugging Face checkpoint folder "
             f"(config.json, weights, tokenizer) of a supported model type: {_TYPES}"
         )
-    if not offline and _caused_by(exc, (RepositoryNotFoundError, GatedRepoError)):
+    if not offline and find_cause(exc, (RepositoryNotFoundError, GatedRepoError)) is not None:
         return UserError(
             f"teacher {spec!r} was not found on the Hugging Face hub or is gated ({cause}); pass the hub id or "
             f"local checkpoint folder of a supported model type ({_TYPES})"
@@ -550,14 +550,6 @@ def _load_error(spec: str, local: bool, offline: bool, exc: BaseException) -> Us
     )
 
 
-def _caused_by(exc: BaseException | None, types: tuple[type[BaseException], ...]) -> bool:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, types):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _first_line(exc: BaseException) -> str:
