@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 RECIPE ?= recipes/mobilevit_int8.yaml
 RUN    ?= runs/$(basename $(notdir $(RECIPE)))
+# a fresh .venv is ~6.6 GB (torch 2.14.1's only wheel here is the CUDA build: nvidia-* 3.2 GB, triton 0.9 GB) plus pip's unpacking room
+VENV_NEED_KB ?= 8000000
 # one pytest-xdist worker per core (at most 4); a test file stays in one worker, so its fixtures are built once
 PYTEST_WORKERS ?= -n $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n) --dist loadfile
 
@@ -12,6 +14,8 @@ PYTEST_WORKERS ?= -n $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n) --dist
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or pass PYTHON=/path/to/python3.11"; exit 2; }
+	@test -x $(BIN)/python || { kb=$$(df -Pk . | awk 'NR==2 {print $$4}'); [ "$$kb" -ge $(VENV_NEED_KB) ] || { \
+	    echo "error: only $$((kb / 1048576)) GB free on this disk; the venv needs about 8 GB (torch 2.14.1 brings its CUDA wheels): free some space and rerun"; exit 2; }; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
