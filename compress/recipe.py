@@ -188,6 +188,10 @@ class QATConfig(StageConfig):
     # these settings, or calibration) and exported beside it, so the report compares sizes, latency and accuracy.
     scheme: str = "int8"
     compare: list[str] = Field(default_factory=list, max_length=8)
+    # Weight of a self-distillation term: cosine distance between each fake-quantised tower's embeddings and the
+    # frozen fp32 student's on the same inputs. It pulls the int8 model toward the model it approximates, which
+    # is what post-training calibration cannot do; 0 = contrastive loss only.
+    self_distill: float = Field(0.0, ge=0, le=1e6)
 
     @field_validator("scheme")
     @classmethod
@@ -358,6 +362,8 @@ class Recipe(Strict):
                                             "training": {"checkpoint_every", "keep_last", "tensorboard"}})
         if payload["qat"]["scheme"] == "int8":
             del payload["qat"]["scheme"]
+        if payload["qat"]["self_distill"] == 0:  # recipes from before self_distill keep their hash
+            del payload["qat"]["self_distill"]
         for tower in ("image", "text"):  # unset specs stay out, so recipes from before `spec` keep their hash
             if payload["students"][tower].get("spec") is None:
                 payload["students"][tower].pop("spec", None)

@@ -74,3 +74,14 @@ def test_logit_distill_is_zero_when_student_matches_teacher_and_positive_otherwi
     scale = torch.tensor(math.log(20.0))
     assert crit(img, txt, scale, img * 3, txt * 2, 20.0).item() < 1e-5  # same directions, same temperature
     assert crit(img, txt, scale, torch.randn(6, 8), torch.randn(6, 8), 20.0).item() > 0.01
+
+
+def test_embedding_distill_ignores_norm_and_grows_with_angle():
+    from compress.train.losses import EmbeddingDistillLoss
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 8)
+    crit = EmbeddingDistillLoss()
+    assert crit(x, 3 * x).item() < 1e-6
+    assert abs(crit(x, -x).item() - 2.0) < 1e-5
+    assert 0 < crit(x, x + 0.1 * torch.randn(5, 8)).item() < crit(x, x + torch.randn(5, 8)).item()

@@ -126,6 +126,8 @@ def test_recipe_qat_scheme_and_compare():
     plain = parse_recipe(base).fingerprint()
     assert parse_recipe({**base, "qat": {"scheme": "int8", "compare": ["8da4w"]}}).fingerprint() == plain
     assert parse_recipe({**base, "qat": {"scheme": "8da4w"}}).fingerprint() != plain
+    assert parse_recipe({**base, "qat": {"self_distill": 0.0}}).fingerprint() == plain  # recipes before the key
+    assert parse_recipe({**base, "qat": {"self_distill": 1.0}}).fingerprint() != plain
 
 
 def test_report_compares_schemes():

@@ -12,7 +12,7 @@ from torch import nn
 
 from compress.recipe import AlignConfig
 from compress.train.data import Batch, trim_padding
-from compress.train.losses import ClipLoss, LogitDistillLoss, MarginRegularizer
+from compress.train.losses import ClipLoss, EmbeddingDistillLoss, LogitDistillLoss, MarginRegularizer
 from compress.train.loop import gather, param_groups
 
 MAX_LOGIT_SCALE = 4.6052  # temperature >= 0.01, as in CLIP
@@ -31,13 +31,18 @@ class AlignStage(nn.Module):
     def __init__(
         self, image: nn.Module, text: nn.Module, logit_scale: nn.Parameter, cfg: AlignConfig, *, teacher=None,
         trim_text: bool = True, name: str = "align", description: str = "stage 2: align",
+        reference: tuple[nn.Module, nn.Module] | None = None, reference_weight: float = 0.0,
     ) -> None:
-        """`trim_text=False` for captured graphs (QAT), which are specialised to the full context length."""
+        """`trim_text=False` for captured graphs (QAT), which are specialised to the full context length.
+        `reference`: frozen (image, text) towers whose embeddings of the same inputs the trained towers are pulled
+        toward with weight `reference_weight` (QAT: the fp32 student its fake-quantised copy approximates)."""
         super().__init__()
         self.image, self.text, self.logit_scale = image, text, logit_scale
         self.cfg, self.teacher, self.trim_text = cfg, teacher, trim_text
         self.name, self.description = name, description
         self.clip, self.reg, self.kd = ClipLoss(), MarginRegularizer(cfg.margin), LogitDistillLoss()
+        self.reference = reference if reference_weight > 0 else None  # a plain tuple: not trained, not saved
+        self.reference_weight, self.self_distill = reference_weight, EmbeddingDistillLoss()
 
     def param_groups(self) -> list[dict]:
         cfg = self.cfg
@@ -55,7 +60,8 @@ class AlignStage(nn.Module):
         ids = torch.cat([batch.en_ids[batch.has_en], batch.zh_ids[batch.has_zh]])
         txt = self.text(trim_padding(ids) if self.trim_text else ids)
         n_en = int(batch.has_en.sum())
-        img = gather(self.image(batch.pixels))
+        local_img = self.image(batch.pixels)
+        img = gather(local_img)
         texts = {"en": gather(_full(txt[:n_en], has["en"])), "zh": gather(_full(txt[n_en:], has["zh"]))}
         masks = {lang: gather(m) for lang, m in has.items()}
         teacher = self._teacher_embeddings(batch, has) if self.teacher is not None and cfg.affinity_weight > 0 else None
@@ -77,6 +83,13 @@ class AlignStage(nn.Module):
                 term = term + cfg.affinity_weight * kd
                 parts[f"affinity_{lang}"] = kd.detach()
             loss = loss + term / len(langs)
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_image, ref_text = (m.to(batch.pixels.device) for m in self.reference)  # no-op once moved
+                ref_img, ref_txt = ref_image(batch.pixels), ref_text(ids)
+            sd = 0.5 * (self.self_distill(local_img, ref_img) + self.self_distill(txt, ref_txt))
+            loss = loss + self.reference_weight * sd
+            parts["self_distill"] = sd.detach()
         for key in ("margin_reg", "affinity"):  # one number per term for the history, like the clip parts
             per_lang = [parts[f"{key}_{lang}"] for lang in langs if f"{key}_{lang}" in parts]
             if per_lang:

@@ -67,3 +67,12 @@ class LogitDistillLoss(nn.Module):
             t = t_scale * F.normalize(t_img, dim=-1) @ F.normalize(t_txt, dim=-1).t()
         kl = lambda a, b: F.kl_div(F.log_softmax(a, dim=1), F.softmax(b, dim=1), reduction="batchmean")
         return 0.5 * (kl(s, t) + kl(s.t(), t.t()))
+
+
+class EmbeddingDistillLoss(nn.Module):
+    """Mean cosine distance between a student's embeddings and a frozen reference's for the same inputs.
+
+    Cosine, not MSE: zero-shot scores only see directions, so a quantised tower may keep a different norm."""
+
+    def forward(self, student: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        return (1.0 - F.cosine_similarity(student, reference.detach(), dim=-1)).mean()
