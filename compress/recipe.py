@@ -192,6 +192,9 @@ class QATConfig(StageConfig):
     # frozen fp32 student's on the same inputs. It pulls the int8 model toward the model it approximates, which
     # is what post-training calibration cannot do; 0 = contrastive loss only.
     self_distill: float = Field(0.0, ge=0, le=1e6)
+    # true: before QAT, run the ptq-int8 calibration batches through the fake-quant graph and freeze the activation
+    # ranges there (static int8 only), so QAT starts from the post-training model and trains the weights alone.
+    calibrate: bool = False
 
     @field_validator("scheme")
     @classmethod
@@ -362,8 +365,9 @@ class Recipe(Strict):
                                             "training": {"checkpoint_every", "keep_last", "tensorboard"}})
         if payload["qat"]["scheme"] == "int8":
             del payload["qat"]["scheme"]
-        if payload["qat"]["self_distill"] == 0:  # recipes from before self_distill keep their hash
-            del payload["qat"]["self_distill"]
+        for key, off in (("self_distill", 0), ("calibrate", False)):  # recipes from before these keys keep their hash
+            if payload["qat"][key] == off:
+                del payload["qat"][key]
         for tower in ("image", "text"):  # unset specs stay out, so recipes from before `spec` keep their hash
             if payload["students"][tower].get("spec") is None:
                 payload["students"][tower].pop("spec", None)

@@ -175,6 +175,16 @@ def calibration_batches(train, tokenizer: BilingualTokenizer, batches: int = 4, 
         yield to_float(train.images[rows]), tokenizer(texts)
 
 
+def _calibrate(scheme, image: nn.Module, text: nn.Module, data: RunData, tokenizer: BilingualTokenizer) -> None:
+    """The calibration batches through both prepared towers in eval form (observers record, nothing trains)."""
+    scheme.set_train(image, False)
+    scheme.set_train(text, False)
+    with torch.no_grad():
+        for pixels, ids in calibration_batches(data.train, tokenizer):
+            image(pixels)
+            text(ids)
+
+
 def _quantize_scheme(state, data: RunData, model: DualEncoder, tokenizer: BilingualTokenizer, name: str,
                      headline: bool) -> Quantized:
     """prepare -> QAT (the recipe's qat settings) or calibration -> convert, for one scheme, on copies of the towers."""
@@ -187,6 +197,10 @@ def _quantize_scheme(state, data: RunData, model: DualEncoder, tokenizer: Biling
     image = scheme.prepare(copy.deepcopy(model.image), ex_img)
     text = scheme.prepare(copy.deepcopy(model.text), ex_txt)
     if scheme.trains and recipe.qat.epochs > 0:
+        if recipe.qat.calibrate:
+            _calibrate(scheme, image, text, data, tokenizer)
+            frozen = scheme.freeze_activation_ranges(image) + scheme.freeze_activation_ranges(text)
+            log(f"{stage_name}: started from calibrated ranges ({frozen} activation observers frozen)")
         scheme.set_train(image, True)
         scheme.set_train(text, True)
         logit_scale = nn.Parameter(model.logit_scale.detach().clone())
@@ -202,13 +216,10 @@ def _quantize_scheme(state, data: RunData, model: DualEncoder, tokenizer: Biling
         hist = loop.train(stage, data.train, tokenizer, cfg, ctx)
         state.history[stage_name] = hist.as_dict()
         loop.clear_checkpoints(state.out, stage_name)
+    if scheme.calibrates:
+        _calibrate(scheme, image, text, data, tokenizer)
     scheme.set_train(image, False)
     scheme.set_train(text, False)
-    if scheme.calibrates:
-        with torch.no_grad():
-            for pixels, ids in calibration_batches(data.train, tokenizer):
-                image(pixels)
-                text(ids)
     return Quantized(scheme.convert(image.cpu()), scheme.convert(text.cpu()), scheme.config())
 
 

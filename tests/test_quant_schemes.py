@@ -128,6 +128,8 @@ def test_recipe_qat_scheme_and_compare():
     assert parse_recipe({**base, "qat": {"scheme": "8da4w"}}).fingerprint() != plain
     assert parse_recipe({**base, "qat": {"self_distill": 0.0}}).fingerprint() == plain  # recipes before the key
     assert parse_recipe({**base, "qat": {"self_distill": 1.0}}).fingerprint() != plain
+    assert parse_recipe({**base, "qat": {"calibrate": False}}).fingerprint() == plain
+    assert parse_recipe({**base, "qat": {"calibrate": True}}).fingerprint() != plain
 
 
 def test_report_compares_schemes():
@@ -141,3 +143,43 @@ def test_report_compares_schemes():
     assert set(rows) == {"fp32", "int8", "8da4w"} and rows["int8"]["image_mb"] == pytest.approx(1.2)
     table = "\n".join(render_schemes(report))
     assert "| `int8` | 1.200 (0.300) |" in table and "-0.5 / -1.0" in table
+
+
+def test_qat_from_calibrated_ranges_freezes_activation_scales_only():
+    """qat.calibrate: after calibration the activation observers stop (inputs 5x larger leave their scales alone,
+    unlike an unfrozen copy); the weight observers keep following the trained weights."""
+    import copy
+
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    from compress.train.qat import freeze_activation_ranges, prepare_qat, set_train
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    gm = prepare_qat(model, (torch.randn(2, 8),))
+    set_train(gm, False)
+    with torch.no_grad():
+        gm(torch.randn(32, 8))
+    control = copy.deepcopy(gm)
+    assert freeze_activation_ranges(gm) == 3  # the inputs of both linears and the output: per-tensor affine
+
+    def fake_quants(g):
+        return {n: m for n, m in g.named_modules() if isinstance(m, FakeQuantizeBase)}
+
+    def scales(g):
+        return {n: m.scale.clone() for n, m in fake_quants(g).items()}
+
+    before = scales(gm)
+    for g in (gm, control):
+        set_train(g, True)
+        opt = torch.optim.SGD(g.parameters(), lr=0.5)
+        for _ in range(3):
+            g(5 * torch.randn(32, 8)).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+    after, moved = scales(gm), scales(control)
+    for name, fq in fake_quants(gm).items():
+        if fq.qscheme == torch.per_tensor_affine:  # activations: frozen here, moving in the unfrozen copy
+            assert torch.equal(after[name], before[name]) and not torch.equal(moved[name], before[name]), name
+        else:  # weights: still observed
+            assert not torch.equal(after[name], before[name]), name

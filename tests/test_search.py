@@ -167,3 +167,16 @@ def test_search_without_a_budget_is_a_user_error(tmp_path):
     recipe.write_text("name: r\n")
     res = CliRunner().invoke(main, ["search", str(recipe)])
     assert res.exit_code == 2 and "search.budget_ms" in res.output
+
+
+def test_setting_search_threads_keeps_the_runtime_log_off_the_terminal():
+    """Each threadpool reset makes the runtime print "[threadpool.cpp:66] Resetting threadpool ..." on fd 2. A child
+    process, because pytest's own fd capture changes what the runtime's log reaches (it leaks there, not in a shell)."""
+    import subprocess
+    import sys
+
+    code = ("from compress.search.latency import set_threads\n"
+            "from executorch.extension.pybindings import portable_lib\n"
+            "b = set_threads(1); set_threads(b); portable_lib._unsafe_reset_threadpool(b)  # the last one unguarded\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert err.count("[threadpool.cpp:") == 1, err  # only the unguarded reset reaches the terminal

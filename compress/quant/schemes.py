@@ -47,6 +47,11 @@ class Scheme:
     def convert(self, module: nn.Module) -> nn.Module:
         return module
 
+    def freeze_activation_ranges(self, module: nn.Module) -> int:
+        """Stop static activation observers after calibration (QAT from post-training ranges); how many it froze.
+        Schemes with dynamic or no activation quantization have none."""
+        return 0
+
     def config(self) -> dict[str, Any]:
         return {"scheme": self.name, "summary": self.summary}
 
@@ -83,6 +88,11 @@ class PT2EInt8(Scheme):
         from compress.train import qat
 
         return qat.convert_qat(module)
+
+    def freeze_activation_ranges(self, module: nn.Module) -> int:
+        from compress.train import qat
+
+        return qat.freeze_activation_ranges(module) if self.trains else 0
 
     def config(self) -> dict[str, Any]:
         from compress.train import qat

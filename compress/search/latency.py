@@ -114,8 +114,11 @@ def set_threads(threads: int) -> int:
     returns the previous size, so a caller can put it back for whatever runs later in the process (a run's eval)."""
     from executorch.extension.pybindings import portable_lib
 
-    before = int(portable_lib._threadpool_get_thread_count())
-    portable_lib._unsafe_reset_threadpool(threads)
+    from mobile_export.runtime import runtime_stderr
+
+    with runtime_stderr():  # the pool logs "[threadpool.cpp:66] Resetting threadpool ..." on every reset
+        before = int(portable_lib._threadpool_get_thread_count())
+        portable_lib._unsafe_reset_threadpool(threads)
     return before
 
 

@@ -123,6 +123,22 @@ def set_train(gm: GraphModule, flag: bool) -> GraphModule:
     return move_exported_model_to_train(gm) if flag else move_exported_model_to_eval(gm)
 
 
+def freeze_activation_ranges(gm: GraphModule) -> int:
+    """Stop the activation fake-quant observers of a prepared QAT graph; weight observers keep following the
+    weights. Called after calibration batches, QAT then starts from the post-training ranges and only moves the
+    weights, so at a small enough lr it cannot end worse than `ptq-int8`. Returns how many observers it froze.
+
+    Activations are the per-tensor *affine* specs of the XNNPACK config; weights are symmetric."""
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+
+    frozen = 0
+    for m in gm.modules():
+        if isinstance(m, FakeQuantizeBase) and getattr(m, "qscheme", None) == torch.per_tensor_affine:
+            m.disable_observer()
+            frozen += 1
+    return frozen
+
+
 def convert_qat(gm: GraphModule) -> GraphModule:
     """Freeze observers and replace fake-quant with int8 q/dq ops; the result runs eagerly ("int8 eager")."""
     move_exported_model_to_eval(gm)
