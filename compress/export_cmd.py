@@ -96,11 +96,14 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
 def _export_ethos_u(path: Path, target: str, out: Path | None) -> Iterator[str]:
     """Arm Ethos-U: int8 through the Arm backend's own quantizer (calibrated on emoji-zh-en), Vela compiles each tower
     in a child process; the `.pte` carries Vela's estimate (`bench --device vela`), vela/<tower>/ keeps its CSVs.
-    No BundledProgram or label embeddings: nothing on this host can run an Ethos-U program."""
+    No BundledProgram or label embeddings: nothing on this host can run an Ethos-U program; manifest.json hashes
+    every file, so `verify` and the loaders still catch a damaged copy."""
     from compress.model import load_checkpoint
     from compress.stages import example_inputs, pte_metadata, write_bundle
     from mobile_export import ethosu
     from mobile_export.delegation import write_delegation
+    from compress.atomic import write_json
+    from mobile_export.bundle import preprocess_spec, write_npu_manifest
     from mobile_export.lower import save_pte
 
     ckpt, run = _checkpoint_folder(path)
@@ -127,5 +130,9 @@ def _export_ethos_u(path: Path, target: str, out: Path | None) -> Iterator[str]:
                f"{program.estimate['accelerator']}: {program.estimate['inference_time_ms']:.3f} ms, "
                f"{program.estimate['cycles']:.0f} cycles)")
     write_bundle(out, model, tokenizer, target, {"int8": files})
+    write_json(out / "preprocess.json", preprocess_spec(model, tokenizer))
     yield f"delegation: {write_delegation(out, reports)}"
-    yield f"bundle: {out / 'bundle.json'} (no BundledProgram or label embeddings: an Ethos-U program cannot run here)"
+    info = {**vars(model.spec), "params": int(model.tower_params())}
+    manifest = write_npu_manifest(out, info, target, files, {t: reports[f]["estimate"] for t, f in files.items()})
+    yield (f"bundle: {out / 'bundle.json'}, {manifest} (no BundledProgram or label embeddings: an Ethos-U program "
+           "cannot run here; `verify` checks its structure and hashes)")

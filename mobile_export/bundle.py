@@ -327,6 +327,30 @@ def write_export_bundle(
     yield f"manifest: {folder / MANIFEST}"
 
 
+def write_npu_manifest(folder: Path, model_info: dict[str, Any], target: str, files: dict[str, str],
+                       estimates: dict[str, dict[str, Any]]) -> Path:
+    """manifest.json of an NPU export (`files`: tower -> .pte name): versions, shapes and every file's sha256, as
+    for a host bundle, so `verify` and the `.pte` loaders catch a truncated or altered copy. No BundledProgram: an
+    Ethos-U program runs only on the NPU, so `verify` checks its structure and hashes but not its samples."""
+    folder = Path(folder)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    programs = {}
+    for tower, name in files.items():
+        check_pte(folder / name)
+        est = estimates.get(tower) or {}
+        programs[name] = {"tower": tower, "quant": "int8", "runs_on": target, "bundled_program": None,
+                          "vela_estimate": {k: est.get(k) for k in ("accelerator", "cycles", "inference_time_ms")}}
+    write_json(folder / MANIFEST, {
+        "format": BUNDLE_FORMAT, "versions": _versions(), "target": target, "quant": ["int8"], "model": model_info,
+        "programs": programs, "files": _files(folder),
+    })
+    return folder / MANIFEST
+
+
+def _is_npu(manifest: dict[str, Any]) -> bool:
+    return str(manifest.get("target", "")).startswith("ethos-u")
+
+
 # --------------------------------------------------------------------------------------------------- verify
 def _load_manifest(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
@@ -340,8 +364,7 @@ def _load_manifest(folder: Path) -> dict[str, Any]:
                 target = str(json.loads((folder / "bundle.json").read_text(encoding="utf-8")).get("target", ""))
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 target = ""
-            why = ("an Ethos-U export has none: nothing on this host can run its programs" if target.startswith("ethos")
-                   else "an export folder from before bundles; re-export it")
+            why = "an export folder from before bundles; re-export it"
         raise UserError(f"verify: {str(folder)!r} has no {MANIFEST} ({why}); verify a bundle written by "
                         "`dcclip-compress export --target xnnpack` or `dcclip-compress run`")
     try:
@@ -366,7 +389,8 @@ def check_files(folder: Path, manifest: dict[str, Any]) -> int:
         if sha256_file(path) != entry.get("sha256"):
             raise UserError(f"verify: {str(path)!r} does not match its sha256 in {MANIFEST} (altered after export); "
                             "re-export the bundle or copy it again")
-    for required in ("bundle.json", "tokenizer.json", "preprocess.json", "labels.json"):
+    required = ("bundle.json", "tokenizer.json", "preprocess.json")
+    for required in required if _is_npu(manifest) else (*required, "labels.json"):
         if required not in manifest["files"]:
             raise UserError(f"verify: {MANIFEST} of {str(folder)!r} lists no {required}; re-export the bundle")
     return len(manifest["files"])
@@ -446,6 +470,11 @@ def verify_bundle(folder: str | Path) -> Iterator[str]:
     programs = manifest.get("programs") or {}
     if not programs:
         raise UserError(f"verify: {MANIFEST} of {str(folder)!r} lists no programs; re-export the bundle")
+    if _is_npu(manifest):  # nothing here runs an Ethos-U program: structure and hashes only
+        for name in programs:
+            check_pte(folder / name)
+            yield f"{name}: a well-formed {manifest['target']} program (its samples need the NPU; not run here)"
+        return
     for name, info in programs.items():
         n = run_bundled_samples(folder, name, info)
         yield f"{name}: {n} bundled samples reproduce their expected outputs"

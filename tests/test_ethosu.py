@@ -102,3 +102,30 @@ def test_vela_dying_by_a_signal_is_an_error_not_a_dead_process(tmp_path, monkeyp
     assert isinstance(err, UserError)
     msg = str(err)
     assert "\n" not in msg and "SIGSEGV" in msg and "mobilevit_xxs" in msg and "ethos-u85" in msg
+
+
+def test_u85_export_manifest_lets_verify_catch_a_damaged_copy(u85_export, tmp_path):
+    """An NPU export gets manifest.json like a host bundle: `verify` passes on it (structure and hashes; the samples
+    need the NPU) and fails with a one-line error once a program is altered."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from compress.cli import main
+    from mobile_export.bundle import write_npu_manifest
+
+    folder, programs = u85_export
+    bundle = tmp_path / "bundle"
+    shutil.copytree(folder, bundle)
+    for name in ("bundle.json", "tokenizer.json", "preprocess.json"):  # what export writes beside the programs
+        (bundle / name).write_text("{}")
+    files = {tower: f"{tower}_int8.pte" for tower in programs}
+    write_npu_manifest(bundle, {"image_size": SIZE}, "ethos-u85", files, {t: p.estimate for t, p in programs.items()})
+    res = CliRunner().invoke(main, ["verify", str(bundle)])
+    assert res.exit_code == 0, res.output
+    assert "image_int8.pte: a well-formed ethos-u85 program" in res.output and "text_int8.pte" in res.output
+    data = bytearray((bundle / "image_int8.pte").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "image_int8.pte").write_bytes(bytes(data))
+    res = CliRunner().invoke(main, ["verify", str(bundle)])
+    assert res.exit_code == 2 and "sha256" in res.output and len(res.output.strip().splitlines()) == 1, res.output
