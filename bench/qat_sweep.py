@@ -1,6 +1,7 @@
 """QAT against post-training quantization on one trained fp32 student: which QAT settings beat `ptq-int8`?
 
-    python -m bench.qat_sweep [--run runs/mobilevit_int8] [--recipe recipes/mobilevit_int8.yaml] [--out bench/out/qat_sweep]
+    python -m bench.qat_sweep [--run runs/mobilevit_int8] [--recipe recipes/mobilevit_int8.yaml] [--only SUBSTR,...]
+                              [--out bench/out/qat_sweep]
         ->  bench/out/qat_sweep.json, bench/out/qat_sweep.md
 
 Needs a finished run of the recipe (`make run`). Each variant copies that run's trained students (not its export)
@@ -60,6 +61,8 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=Path("runs/mobilevit_int8"))
     ap.add_argument("--recipe", default="recipes/mobilevit_int8.yaml")
     ap.add_argument("--out", type=Path, default=Path("bench/out/qat_sweep"))
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only the variants whose name has one "
+                    "(ptq-int8 always runs: the rows are counted against it)")
     args = ap.parse_args()
     if not (args.run / "student_fp32").is_dir():
         raise SystemExit(f"error: {args.run}/student_fp32 not found; run `make run` (or pass --run RUN) first")
@@ -69,7 +72,9 @@ def main() -> None:
     n_eval = base["data"]["splits"]["eval"]["images"]
     fp32 = base["models"]["student_fp32_pte"]["zero_shot"]["eval"]
     rows = [{"variant": "fp32 .pte", "overrides": [], "en": fp32["en"]["top1"], "zh": fp32["zh"]["top1"]}]
-    for name, overrides in VARIANTS.items():
+    wanted = [w for w in args.only.split(",") if w]
+    variants = {n: o for i, (n, o) in enumerate(VARIANTS.items()) if i == 0 or not wanted or any(w in n for w in wanted)}
+    for name, overrides in variants.items():
         report = run_variant(args.recipe, args.run, name, overrides, args.out)
         key = "student_ptq-int8_pte" if "qat.scheme=ptq-int8" in overrides else "student_int8_pte"
         z = report["models"][key]["zero_shot"]["eval"]
