@@ -209,7 +209,8 @@ def _quantize_scheme(state, data: RunData, model: DualEncoder, tokenizer: Biling
             "weight_decay": recipe.qat.weight_decay, "warmup": recipe.qat.warmup, "grad_accum": recipe.qat.grad_accum,
             "clip_grad_norm": recipe.qat.clip_grad_norm, "image_lr_scale": 1.0, "affinity_weight": 0.0,
         })
-        reference = tuple(copy.deepcopy(m).eval().requires_grad_(False) for m in (model.image, model.text))
+        reference = (tuple(copy.deepcopy(m).eval().requires_grad_(False) for m in (model.image, model.text))
+                     if recipe.qat.self_distill > 0 else None)
         stage = AlignStage(image, text, logit_scale, cfg, trim_text=False, name=stage_name,
                            description=f"QAT ({name} fake-quant)", reference=reference,
                            reference_weight=recipe.qat.self_distill)
