@@ -399,11 +399,11 @@ def build_pte(spec: RowSpec, cache_dir: Path = CACHE_DIR) -> tuple[Path, dict[st
 # ------------------------------------------------------------------------------------------------ timing
 def set_threads(threads: int) -> int:
     """One thread count for eager work and for ExecuTorch's threadpool (which XNNPACK runs on)."""
-    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+    from mobile_export.runtime import set_threadpool, threadpool_size
 
     torch.set_num_threads(threads)
-    _unsafe_reset_threadpool(threads)
-    return _threadpool_get_thread_count()
+    set_threadpool(threads)
+    return threadpool_size()
 
 
 def time_pte(path: Path, inputs: tuple[torch.Tensor, ...], target_s: float, min_runs: int, max_runs: int,

@@ -98,12 +98,12 @@ def _export_ethos_u(path: Path, target: str, out: Path | None) -> Iterator[str]:
     in a child process; the `.pte` carries Vela's estimate (`bench --device vela`), vela/<tower>/ keeps its CSVs.
     No BundledProgram or label embeddings: nothing on this host can run an Ethos-U program; manifest.json hashes
     every file, so `verify` and the loaders still catch a damaged copy."""
+    from compress.atomic import write_json
     from compress.model import load_checkpoint
     from compress.stages import example_inputs, pte_metadata, write_bundle
     from mobile_export import ethosu
+    from mobile_export.bundle import model_info, preprocess_spec, write_npu_manifest
     from mobile_export.delegation import write_delegation
-    from compress.atomic import write_json
-    from mobile_export.bundle import preprocess_spec, write_npu_manifest
     from mobile_export.lower import save_pte
 
     ckpt, run = _checkpoint_folder(path)
@@ -132,7 +132,6 @@ def _export_ethos_u(path: Path, target: str, out: Path | None) -> Iterator[str]:
     write_bundle(out, model, tokenizer, target, {"int8": files})
     write_json(out / "preprocess.json", preprocess_spec(model, tokenizer))
     yield f"delegation: {write_delegation(out, reports)}"
-    info = {**vars(model.spec), "params": int(model.tower_params())}
-    manifest = write_npu_manifest(out, info, target, files, {t: reports[f]["estimate"] for t, f in files.items()})
+    manifest = write_npu_manifest(out, model_info(model), target, files, {t: reports[f]["estimate"] for t, f in files.items()})
     yield (f"bundle: {out / 'bundle.json'}, {manifest} (no BundledProgram or label embeddings: an Ethos-U program "
            "cannot run here; `verify` checks its structure and hashes)")

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from compress.errors import UserError
 from mobile_export.pte_check import check_pte, sha256_file
-from mobile_export.runtime import PteModule, _runtime
+from mobile_export.runtime import PteModule, _runtime, set_threadpool, threadpool_size
 
 SCHEMA_VERSION = "dcclip-compress/bench/1"
 TOP_OPS = 12
@@ -330,19 +330,6 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def _set_threads(threads: int | None) -> int | None:
-    """The runtime's threadpool size (XNNPACK runs on it); None keeps the default (one per core)."""
-    from executorch.extension.pybindings import portable_lib
-
-    from mobile_export.runtime import runtime_stderr
-
-    _runtime()
-    with runtime_stderr():  # creating the pool probes the CPU (cpuinfo lines) and logs the reset
-        if threads is not None:
-            portable_lib._unsafe_reset_threadpool(threads)
-        return int(portable_lib._threadpool_get_thread_count())
-
-
 def bench_on_host(path: Path, settings: BenchSettings) -> ModelResult:
     """Every input-taking method of one program: load time, latencies, peak RSS, and the ETDump top ops."""
     notes = []
@@ -381,7 +368,8 @@ def _host(arg: str | None, programs: list[Path], settings: BenchSettings) -> Ben
     """This machine's ExecuTorch runtime (the same kernels and XNNPACK delegate a phone uses, x86 micro-kernels)."""
     if arg:
         raise UserError(f"bench: the host device takes no argument (got 'host:{arg}')")
-    threads = _set_threads(settings.threads)
+    set_threadpool(settings.threads)
+    threads = threadpool_size()
     models = [bench_on_host(p, settings) for p in programs]
     device = DeviceInfo(
         name="host", kind="host", model=_cpu_model(), os=f"{platform.system()} {platform.release()}",

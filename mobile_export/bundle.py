@@ -319,15 +319,24 @@ def write_export_bundle(
     # -- the Android helper's parity fixtures go here, before the manifest so it hashes them too --------------------
     _write_parity(folder)
 
-    write_json(folder / MANIFEST, {
-        "format": BUNDLE_FORMAT, "versions": _versions(), "target": target, "quant": list(files),
-        "model": {**{k: v for k, v in vars(model.spec).items()}, "params": int(model.tower_params())},
-        "programs": programs, "files": _files(folder),
-    })
-    yield f"manifest: {folder / MANIFEST}"
+    yield f"manifest: {write_manifest(folder, target, list(files), model_info(model), programs)}"
 
 
-def write_npu_manifest(folder: Path, model_info: dict[str, Any], target: str, files: dict[str, str],
+def model_info(model) -> dict[str, Any]:
+    """The manifest's `model`: the student's spec and its parameter count."""
+    return {**vars(model.spec), "params": int(model.tower_params())}
+
+
+def write_manifest(folder: Path, target: str, quant: list[str], model: dict[str, Any],
+                   programs: dict[str, dict[str, Any]]) -> Path:
+    """manifest.json, written last: format, versions, target, model, programs and every other file's size and sha256."""
+    path = folder / MANIFEST
+    write_json(path, {"format": BUNDLE_FORMAT, "versions": _versions(), "target": target, "quant": quant,
+                      "model": model, "programs": programs, "files": _files(folder)})
+    return path
+
+
+def write_npu_manifest(folder: Path, model: dict[str, Any], target: str, files: dict[str, str],
                        estimates: dict[str, dict[str, Any]]) -> Path:
     """manifest.json of an NPU export (`files`: tower -> .pte name): versions, shapes and every file's sha256, as
     for a host bundle, so `verify` and the `.pte` loaders catch a truncated or altered copy. No BundledProgram: an
@@ -340,11 +349,7 @@ def write_npu_manifest(folder: Path, model_info: dict[str, Any], target: str, fi
         est = estimates.get(tower) or {}
         programs[name] = {"tower": tower, "quant": "int8", "runs_on": target, "bundled_program": None,
                           "vela_estimate": {k: est.get(k) for k in ("accelerator", "cycles", "inference_time_ms")}}
-    write_json(folder / MANIFEST, {
-        "format": BUNDLE_FORMAT, "versions": _versions(), "target": target, "quant": ["int8"], "model": model_info,
-        "programs": programs, "files": _files(folder),
-    })
-    return folder / MANIFEST
+    return write_manifest(folder, target, ["int8"], model, programs)
 
 
 def _is_npu(manifest: dict[str, Any]) -> bool:
@@ -358,13 +363,8 @@ def _load_manifest(folder: Path) -> dict[str, Any]:
                         "`dcclip-compress export`")
     path = folder / MANIFEST
     if not path.is_file():
-        why = "it is not an export bundle"
-        if (folder / "bundle.json").is_file():
-            try:
-                target = str(json.loads((folder / "bundle.json").read_text(encoding="utf-8")).get("target", ""))
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                target = ""
-            why = "an export folder from before bundles; re-export it"
+        why = ("an export folder from before bundles; re-export it" if (folder / "bundle.json").is_file()
+               else "it is not an export bundle")
         raise UserError(f"verify: {str(folder)!r} has no {MANIFEST} ({why}); verify a bundle written by "
                         "`dcclip-compress export --target xnnpack` or `dcclip-compress run`")
     try:
@@ -389,10 +389,10 @@ def check_files(folder: Path, manifest: dict[str, Any]) -> int:
         if sha256_file(path) != entry.get("sha256"):
             raise UserError(f"verify: {str(path)!r} does not match its sha256 in {MANIFEST} (altered after export); "
                             "re-export the bundle or copy it again")
-    required = ("bundle.json", "tokenizer.json", "preprocess.json")
-    for required in required if _is_npu(manifest) else (*required, "labels.json"):
-        if required not in manifest["files"]:
-            raise UserError(f"verify: {MANIFEST} of {str(folder)!r} lists no {required}; re-export the bundle")
+    required = ("bundle.json", "tokenizer.json", "preprocess.json") + (() if _is_npu(manifest) else ("labels.json",))
+    for name in required:  # an NPU export has no label embeddings (its text program cannot run here)
+        if name not in manifest["files"]:
+            raise UserError(f"verify: {MANIFEST} of {str(folder)!r} lists no {name}; re-export the bundle")
     return len(manifest["files"])
 
 

@@ -71,6 +71,28 @@ def runtime_stderr() -> Iterator[RuntimeLog]:
                 sys.stderr.write("\n".join(log) + "\n")
 
 
+def threadpool_size() -> int:
+    """The runtime's threadpool size (XNNPACK runs on it)."""
+    from executorch.extension.pybindings import portable_lib
+
+    _runtime()
+    with runtime_stderr():  # creating the pool probes the CPU (cpuinfo lines)
+        return int(portable_lib._threadpool_get_thread_count())
+
+
+def set_threadpool(threads: int | None) -> int:
+    """Resize the runtime's threadpool (None leaves it) and return the previous size, so a caller can put it back.
+    The one place the pool is resized: each reset logs "[threadpool.cpp:66] Resetting threadpool ...", kept off the
+    terminal here."""
+    from executorch.extension.pybindings import portable_lib
+
+    before = threadpool_size()
+    if threads is not None:
+        with runtime_stderr():
+            portable_lib._unsafe_reset_threadpool(threads)
+    return before
+
+
 def _runtime_error(path: Path, what: str, err: Exception, log: RuntimeLog) -> UserError:
     message = str(err).strip().splitlines()
     detail = log.last or (message[-1] if message else type(err).__name__)

@@ -175,8 +175,8 @@ def test_setting_search_threads_keeps_the_runtime_log_off_the_terminal():
     import subprocess
     import sys
 
-    code = ("from compress.search.latency import set_threads\n"
+    code = ("from mobile_export.runtime import set_threadpool\n"
             "from executorch.extension.pybindings import portable_lib\n"
-            "b = set_threads(1); set_threads(b); portable_lib._unsafe_reset_threadpool(b)  # the last one unguarded\n")
+            "b = set_threadpool(1); set_threadpool(b); portable_lib._unsafe_reset_threadpool(b)  # the last one unguarded\n")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     assert err.count("[threadpool.cpp:") == 1, err  # only the unguarded reset reaches the terminal

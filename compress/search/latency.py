@@ -109,19 +109,6 @@ def lower_candidate(tower: torch.nn.Module, cand, quant: str, vocab_size: int, t
     return lower_to_pte(module, ex, target=target)
 
 
-def set_threads(threads: int) -> int:
-    """Set XNNPACK's thread pool size in this process's ExecuTorch runtime (what `threads` in the table means);
-    returns the previous size, so a caller can put it back for whatever runs later in the process (a run's eval)."""
-    from executorch.extension.pybindings import portable_lib
-
-    from mobile_export.runtime import runtime_stderr
-
-    with runtime_stderr():  # the pool logs "[threadpool.cpp:66] Resetting threadpool ..." on every reset
-        before = int(portable_lib._threadpool_get_thread_count())
-        portable_lib._unsafe_reset_threadpool(threads)
-    return before
-
-
 @dataclass
 class Measurer:
     """Lower + time candidates on `device` ("host", or "adb[:SERIAL]") with a table in front of it."""
@@ -169,12 +156,13 @@ class Measurer:
     def _time(self, path: Path, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
         if self.device == "host":
             from mobile_export.bench import host_latency
+            from mobile_export.runtime import set_threadpool
 
-            before = set_threads(self.threads)
+            before = set_threadpool(self.threads)  # `threads` of the table key; put back for what runs next
             try:
                 return host_latency(path, inputs, runs=self.runs)
             finally:
-                set_threads(before)
+                set_threadpool(before)
         if self._device_obj is None:
             from mobile_export.device import AdbDevice
 
