@@ -14,6 +14,7 @@ already there is read, so an interrupted sweep continues.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 from pathlib import Path
@@ -38,8 +39,6 @@ KEEP = ("student_fp32", "student_distill", "recipe.json", "logs")  # what a resu
 
 def run_variant(recipe_path: str, run: Path, name: str, overrides: list[str], out: Path) -> dict:
     from compress.pipeline import run_recipe
-
-    import json
 
     folder = out / "runs" / re.sub(r"[^\w.-]+", "_", name)
     if not (folder / "report.json").is_file():
@@ -66,8 +65,6 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.run / "student_fp32").is_dir():
         raise SystemExit(f"error: {args.run}/student_fp32 not found; run `make run` (or pass --run RUN) first")
-    import json
-
     base = json.loads((args.run / "report.json").read_text(encoding="utf-8"))
     n_eval = base["data"]["splits"]["eval"]["images"]
     fp32 = base["models"]["student_fp32_pte"]["zero_shot"]["eval"]
