@@ -192,9 +192,19 @@ class QATConfig(StageConfig):
     # frozen fp32 student's on the same inputs. It pulls the int8 model toward the model it approximates, which
     # is what post-training calibration cannot do; 0 = contrastive loss only.
     self_distill: float = Field(0.0, ge=0, le=1e6)
-    # true: before QAT, run the ptq-int8 calibration batches through the fake-quant graph and freeze the activation
-    # ranges there (static int8 only), so QAT starts from the post-training model and trains the weights alone.
+    # Weight of the contrastive (+ margin) loss in QAT; 0 with self_distill > 0: QAT learns only to reproduce the
+    # fp32 student (its eval is what int8 should match), not the training captions again.
+    contrastive: float = Field(1.0, ge=0, le=1e6)
+    # true: QAT starts from ptq-int8 itself: the ptq-int8 calibration (histogram observers) sets the activation
+    # ranges, which stay frozen (static int8 only), so QAT at lr 0 is ptq-int8 and training moves the weights alone.
     calibrate: bool = False
+
+    @model_validator(mode="after")
+    def _has_a_loss(self) -> "QATConfig":
+        if self.contrastive == 0 and self.self_distill == 0:
+            raise ValueError("qat.contrastive 0 with qat.self_distill 0 leaves QAT no loss; set qat.self_distill > 0 "
+                             "(or qat.contrastive > 0)")
+        return self
 
     @field_validator("scheme")
     @classmethod
@@ -365,7 +375,7 @@ class Recipe(Strict):
                                             "training": {"checkpoint_every", "keep_last", "tensorboard"}})
         if payload["qat"]["scheme"] == "int8":
             del payload["qat"]["scheme"]
-        for key, off in (("self_distill", 0), ("calibrate", False)):  # recipes from before these keys keep their hash
+        for key, off in (("self_distill", 0), ("calibrate", False), ("contrastive", 1.0)):  # recipes from before these keys keep their hash
             if payload["qat"][key] == off:
                 del payload["qat"][key]
         for tower in ("image", "text"):  # unset specs stay out, so recipes from before `spec` keep their hash

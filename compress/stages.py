@@ -197,10 +197,12 @@ def _quantize_scheme(state, data: RunData, model: DualEncoder, tokenizer: Biling
     image = scheme.prepare(copy.deepcopy(model.image), ex_img)
     text = scheme.prepare(copy.deepcopy(model.text), ex_txt)
     if scheme.trains and recipe.qat.epochs > 0:
-        if recipe.qat.calibrate:
-            _calibrate(scheme, image, text, data, tokenizer)
-            frozen = scheme.freeze_activation_ranges(image) + scheme.freeze_activation_ranges(text)
-            log(f"{stage_name}: started from calibrated ranges ({frozen} activation observers frozen)")
+        if recipe.qat.calibrate and scheme.calibrated_by:
+            ptq = get_scheme(scheme.calibrated_by)
+            c_img, c_txt = ptq.prepare(copy.deepcopy(model.image), ex_img), ptq.prepare(copy.deepcopy(model.text), ex_txt)
+            _calibrate(ptq, c_img, c_txt, data, tokenizer)
+            frozen = scheme.seed_activation_ranges(image, c_img) + scheme.seed_activation_ranges(text, c_txt)
+            log(f"{stage_name}: started from {scheme.calibrated_by}'s activation ranges ({frozen} frozen)")
         scheme.set_train(image, True)
         scheme.set_train(text, True)
         logit_scale = nn.Parameter(model.logit_scale.detach().clone())
@@ -213,7 +215,7 @@ def _quantize_scheme(state, data: RunData, model: DualEncoder, tokenizer: Biling
                      if recipe.qat.self_distill > 0 else None)
         stage = AlignStage(image, text, logit_scale, cfg, trim_text=False, name=stage_name,
                            description=f"QAT ({name} fake-quant)", reference=reference,
-                           reference_weight=recipe.qat.self_distill)
+                           reference_weight=recipe.qat.self_distill, contrastive_weight=recipe.qat.contrastive)
         hist = loop.train(stage, data.train, tokenizer, cfg, ctx)
         state.history[stage_name] = hist.as_dict()
         loop.clear_checkpoints(state.out, stage_name)

@@ -145,23 +145,28 @@ def test_report_compares_schemes():
     assert "| `int8` | 1.200 (0.300) |" in table and "-0.5 / -1.0" in table
 
 
-def test_qat_from_calibrated_ranges_freezes_activation_scales_only():
-    """qat.calibrate: after calibration the activation observers stop (inputs 5x larger leave their scales alone,
-    unlike an unfrozen copy); the weight observers keep following the trained weights."""
+def test_qat_from_ptq_ranges_starts_at_ptq_and_trains_only_the_weights():
+    """qat.calibrate: the QAT graph takes ptq-int8's calibrated (histogram) activation ranges, so untrained it
+    converts to exactly the ptq-int8 graph; training then leaves those ranges alone (inputs 5x larger do not move
+    them, unlike an unseeded copy) while the weight observers follow the trained weights."""
     import copy
 
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
-    from compress.train.qat import freeze_activation_ranges, prepare_qat, set_train
+    from compress.train.qat import convert_qat, prepare_ptq, prepare_qat, seed_activation_ranges, set_train
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
-    gm = prepare_qat(model, (torch.randn(2, 8),))
-    set_train(gm, False)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+    ex, calib, probe = (torch.randn(2, 8),), torch.randn(64, 8), torch.randn(16, 8)
+    calib[0, 0] = 30.0  # an outlier: the histogram observer clips it, a min/max observer would not
+    ptq = prepare_ptq(copy.deepcopy(model), ex)
     with torch.no_grad():
-        gm(torch.randn(32, 8))
-    control = copy.deepcopy(gm)
-    assert freeze_activation_ranges(gm) == 3  # the inputs of both linears and the output: per-tensor affine
+        ptq(calib)
+    gm, control = prepare_qat(copy.deepcopy(model), ex), prepare_qat(copy.deepcopy(model), ex)
+    assert seed_activation_ranges(gm, ptq) == 3  # the inputs of both linears and the output: per-tensor affine
+    with torch.no_grad():
+        gm(calib)  # what a QAT step does first: the weight observers see the weights; seeded ranges stay
+        assert torch.equal(convert_qat(copy.deepcopy(gm))(probe), convert_qat(ptq)(probe))  # lr 0 is ptq-int8
 
     def fake_quants(g):
         return {n: m for n, m in g.named_modules() if isinstance(m, FakeQuantizeBase)}
@@ -169,7 +174,10 @@ def test_qat_from_calibrated_ranges_freezes_activation_scales_only():
     def scales(g):
         return {n: m.scale.clone() for n, m in fake_quants(g).items()}
 
-    before = scales(gm)
+    with torch.no_grad():
+        control(calib)  # its own moving min/max: wider than the histogram's range, which clipped the outlier
+    before, unseeded = scales(gm), scales(control)
+    assert unseeded["activation_post_process_0"] > before["activation_post_process_0"]
     for g in (gm, control):
         set_train(g, True)
         opt = torch.optim.SGD(g.parameters(), lr=0.5)
@@ -179,7 +187,26 @@ def test_qat_from_calibrated_ranges_freezes_activation_scales_only():
             opt.zero_grad()
     after, moved = scales(gm), scales(control)
     for name, fq in fake_quants(gm).items():
-        if fq.qscheme == torch.per_tensor_affine:  # activations: frozen here, moving in the unfrozen copy
-            assert torch.equal(after[name], before[name]) and not torch.equal(moved[name], before[name]), name
+        if fq.qscheme == torch.per_tensor_affine:  # activations: frozen here, moving in the unseeded copy
+            assert torch.equal(after[name], before[name]) and not torch.equal(moved[name], unseeded[name]), name
         else:  # weights: still observed
             assert not torch.equal(after[name], before[name]), name
+
+
+def test_qat_graph_in_train_form_computes_what_inference_does():
+    """torchao's train/eval switch turns every dropout into p=0.5 (it matches the pattern ignoring literals), so
+    `prepare_qat` strips them: a Dropout(p=0.0), as timm's MobileViT has 37 of, must not zero activations in QAT."""
+    from compress.train.qat import prepare_qat, set_train
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.0), torch.nn.Linear(16, 4)).eval()
+    gm = prepare_qat(model, (torch.randn(2, 8),))
+    assert not [n for n in gm.graph.nodes if "dropout" in str(n.target)]
+    x = torch.randn(32, 8)
+    set_train(gm, False)
+    with torch.no_grad():
+        evaluated = gm(x)
+    set_train(gm, True)
+    with torch.no_grad():
+        trained = gm(x)
+    torch.testing.assert_close(trained, evaluated, rtol=0, atol=1e-6)

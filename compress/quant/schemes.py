@@ -37,6 +37,7 @@ class Scheme:
     summary: str
     trains: bool  # True: QAT (fake-quant fine-tuning); False: calibration batches or nothing
     calibrates: bool = False  # True: run a few batches through the prepared model before convert
+    calibrated_by: str | None = None  # the post-training scheme whose activation ranges `qat.calibrate` starts from
 
     def prepare(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
         return module
@@ -47,9 +48,10 @@ class Scheme:
     def convert(self, module: nn.Module) -> nn.Module:
         return module
 
-    def freeze_activation_ranges(self, module: nn.Module) -> int:
-        """Stop static activation observers after calibration (QAT from post-training ranges); how many it froze.
-        Schemes with dynamic or no activation quantization have none."""
+    def seed_activation_ranges(self, module: nn.Module, calibrated: nn.Module) -> int:
+        """Copy the static activation ranges of `calibrated` (this tower through `calibrated_by`) into the prepared
+        QAT `module` and freeze them (QAT from post-training ranges); how many it froze. Schemes with dynamic or no
+        activation quantization have none."""
         return 0
 
     def config(self) -> dict[str, Any]:
@@ -89,10 +91,10 @@ class PT2EInt8(Scheme):
 
         return qat.convert_qat(module)
 
-    def freeze_activation_ranges(self, module: nn.Module) -> int:
+    def seed_activation_ranges(self, module: nn.Module, calibrated: nn.Module) -> int:
         from compress.train import qat
 
-        return qat.freeze_activation_ranges(module) if self.trains else 0
+        return qat.seed_activation_ranges(module, calibrated) if self.trains else 0
 
     def config(self) -> dict[str, Any]:
         from compress.train import qat
@@ -204,7 +206,8 @@ class TorchaoDynamic(Scheme):
 
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (
-    PT2EInt8("int8", "static int8 conv+linear (per-channel weights, per-tensor activations), PT2E QAT", trains=True),
+    PT2EInt8("int8", "static int8 conv+linear (per-channel weights, per-tensor activations), PT2E QAT", trains=True,
+             calibrated_by="ptq-int8"),
     PT2EInt8("ptq-int8", "the int8 graph calibrated only (PT2E prepare_pt2e observers, no training)",
              trains=False, calibrates=True),
     TorchaoDynamic("8da8w", "torchao QAT: dynamic int8 activations, int8 per-channel linear weights, int8 embedding",

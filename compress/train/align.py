@@ -32,10 +32,12 @@ class AlignStage(nn.Module):
         self, image: nn.Module, text: nn.Module, logit_scale: nn.Parameter, cfg: AlignConfig, *, teacher=None,
         trim_text: bool = True, name: str = "align", description: str = "stage 2: align",
         reference: tuple[nn.Module, nn.Module] | None = None, reference_weight: float = 0.0,
+        contrastive_weight: float = 1.0,
     ) -> None:
         """`trim_text=False` for captured graphs (QAT), which are specialised to the full context length.
         `reference`: frozen (image, text) towers whose embeddings of the same inputs the trained towers are pulled
-        toward with weight `reference_weight` (QAT: the fp32 student its fake-quantised copy approximates)."""
+        toward with weight `reference_weight` (QAT: the fp32 student its fake-quantised copy approximates).
+        `contrastive_weight` scales the contrastive terms (clip, margin, affinity); 0 leaves the reference alone."""
         super().__init__()
         self.image, self.text, self.logit_scale = image, text, logit_scale
         self.cfg, self.teacher, self.trim_text = cfg, teacher, trim_text
@@ -43,6 +45,7 @@ class AlignStage(nn.Module):
         self.clip, self.reg, self.kd = ClipLoss(), MarginRegularizer(cfg.margin), LogitDistillLoss()
         self.reference = reference if reference_weight > 0 else None  # a plain tuple: not trained, not saved
         self.reference_weight, self.self_distill = reference_weight, EmbeddingDistillLoss()
+        self.contrastive_weight = contrastive_weight
 
     def param_groups(self) -> list[dict]:
         cfg = self.cfg
@@ -82,7 +85,7 @@ class AlignStage(nn.Module):
                 kd = self.kd(i, t, self.logit_scale, t_img, t_txt, teacher[2])
                 term = term + cfg.affinity_weight * kd
                 parts[f"affinity_{lang}"] = kd.detach()
-            loss = loss + term / len(langs)
+            loss = loss + self.contrastive_weight * term / len(langs)
         if self.reference is not None:
             with torch.no_grad():
                 ref_image, ref_text = (m.to(batch.pixels.device) for m in self.reference)  # no-op once moved
