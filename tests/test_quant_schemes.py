@@ -118,7 +118,8 @@ def test_recipe_qat_scheme_and_compare():
     assert recipe.qat.schemes == ["8da4w", "int8", "ptq-int8"]
     for bad, message in [({"scheme": "in8"}, "did you mean 'int8'"), ({"scheme": "fp32"}, "qat.enabled: false"),
                          ({"compare": ["8da8"]}, "did you mean '8da8w'"), ({"compare": ["int8"]}, "already qat.scheme"),
-                         ({"compare": ["8da8w", "8da8w"]}, "once")]:
+                         ({"compare": ["8da8w", "8da8w"]}, "once"),
+                         ({"contrastive": 0}, "leaves QAT no loss; set qat.self_distill > 0")]:
         with pytest.raises(UserError, match=message) as err:
             parse_recipe({**base, "qat": bad})
         assert "\n" not in str(err.value)
@@ -130,6 +131,9 @@ def test_recipe_qat_scheme_and_compare():
     assert parse_recipe({**base, "qat": {"self_distill": 1.0}}).fingerprint() != plain
     assert parse_recipe({**base, "qat": {"calibrate": False}}).fingerprint() == plain
     assert parse_recipe({**base, "qat": {"calibrate": True}}).fingerprint() != plain
+    assert parse_recipe({**base, "qat": {"contrastive": 1.0}}).fingerprint() == plain
+    assert parse_recipe({**base, "qat": {"contrastive": 0.0, "self_distill": 1.0}}).fingerprint() != \
+        parse_recipe({**base, "qat": {"self_distill": 1.0}}).fingerprint()
 
 
 def test_report_compares_schemes():

@@ -116,3 +116,9 @@ def test_qat_self_distill_pulls_fake_quant_towers_toward_the_fp32_student(tiny):
     assert sd[0] > 0 and sum(sd[-3:]) / 3 < 0.8 * sum(sd[:2]) / 2, sd
     off = AlignStage(image, text, model.logit_scale, cfg, reference=reference, reference_weight=0.0)
     assert off.reference is None  # weight 0: the reference is not even run
+    # qat.contrastive 0: the loss is the self-distillation term alone
+    only = AlignStage(image, text, torch.nn.Parameter(model.logit_scale.detach().clone()),
+                      cfg.model_copy(update={"epochs": 1}), trim_text=False, reference=reference, reference_weight=5.0,
+                      contrastive_weight=0.0)
+    one = loop.train(only, data.train, tok, only.cfg, loop.LoopContext())
+    assert one.parts[0]["clip_en"] > 0 and one.losses[0] == pytest.approx(5.0 * one.parts[0]["self_distill"], rel=1e-5)
