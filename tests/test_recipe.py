@@ -92,7 +92,7 @@ def test_numbers_are_numbers_and_finite():
 def test_yaml_exponents_without_a_dot_are_numbers(tmp_path):
     """YAML 1.1 (PyYAML) reads 1e-3 as text; the recipe loader reads it as YAML 1.2 does, so 1e400 is infinity."""
     path = tmp_path / "r.yaml"
-    path.write_text(BASE_TEXT.replace("  lr: 2.0e-3", "  lr: 1e-3").replace("  lr: 3.0e-6", "  lr: 5E-5"))
+    path.write_text(BASE_TEXT.replace("  lr: 2.0e-3", "  lr: 1e-3").replace("  lr: 1.0e-5", "  lr: 5E-5"))
     r = load_recipe(path)
     assert (r.distill.lr, r.qat.lr) == (1e-3, 5e-5)
     assert "distill.lr: input should be a finite number (got inf)" in _load_error(tmp_path, BASE_TEXT.replace("  lr: 2.0e-3", "  lr: 1e400"))
@@ -143,9 +143,10 @@ def test_yaml_structure_problems(tmp_path):
 
 def test_anchors_and_merge_keys_still_work(tmp_path):
     text = BASE_TEXT.replace("distill:\n  epochs: 30\n", "distill: &stage\n  epochs: 30\n")
-    text = text.replace("qat:\n  epochs: 3\n", "qat:\n  <<: *stage\n  epochs: 3\n")  # merged keys may be overridden
+    assert text.count("  epochs: 12\n") == 1  # the qat block's
+    text = text.replace("  epochs: 12\n", "  <<: *stage\n  epochs: 12\n")  # merged keys may be overridden
     r = load_recipe(_write(tmp_path, text.encode()), ["distill.epochs=7"])
-    assert (r.distill.epochs, r.qat.epochs, r.qat.lr, r.qat.batch_size) == (7, 3, 3e-6, 128)
+    assert (r.distill.epochs, r.qat.epochs, r.qat.lr, r.qat.batch_size) == (7, 12, 1e-5, 128)
     shared = load_recipe(_write(tmp_path, (BASE_TEXT + "").replace("distill:\n", "distill: &s\n").split("align:")[0].encode()
                                 + b"align: *s\n"), ["align.epochs=2"])
     assert (shared.distill.epochs, shared.align.epochs) == (30, 2)  # --set only changes the section it names
