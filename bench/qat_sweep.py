@@ -52,7 +52,7 @@ VARIANTS: dict[str, list[str]] = {
     "QAT lr 1e-4 from ptq-int8 ranges, self-distill only": ["qat.lr=1e-4", "qat.calibrate=true", "qat.contrastive=0",
                                                             "qat.self_distill=1"],
 }
-KEEP = ("student_fp32", "student_distill", "recipe.json", "logs")  # what a resumed run reads instead of retraining
+KEEP = ("student_fp32", "student_distill", "recipe.json", "logs", "search")  # what a resumed run reads instead of retraining
 
 
 def variant_folder(out: Path, name: str) -> Path:

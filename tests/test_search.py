@@ -180,3 +180,23 @@ def test_setting_search_threads_keeps_the_runtime_log_off_the_terminal():
             "b = set_threadpool(1); set_threadpool(b); portable_lib._unsafe_reset_threadpool(b)  # the last one unguarded\n")
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
     assert err.count("[threadpool.cpp:") == 1, err  # only the unguarded reset reaches the terminal
+
+
+def test_resumed_run_takes_the_winners_but_keeps_its_own_settings(searched, tmp_path):
+    """`run --resume` reuses search/best.yaml for the winning towers only: a `--set` (here qat.lr) given on resume must
+    not be replaced by the settings the search ran with."""
+    import shutil
+
+    from compress.search_cmd import resolve_search
+
+    folder, _ = searched
+    run = tmp_path / "run"
+    shutil.copytree(folder, run / "search")
+    best = load_recipe(folder / "best.yaml")
+    root = next(p for p in folder.parents if (p / "search.yaml").is_file())
+    recipe = load_recipe(root / "search.yaml", ["qat.lr=0.123"])
+    assert recipe.students.image.arch == "search" and best.qat.lr != 0.123
+    resumed = resolve_search(recipe, run, resume=True)
+    assert resumed.qat.lr == 0.123
+    assert resumed.students.image == best.students.image and resumed.data.image_size == best.data.image_size
+    assert resumed.students.text == recipe.students.text  # not searched: as the recipe names it
