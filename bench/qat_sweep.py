@@ -77,23 +77,15 @@ def run_variant(recipe_path: str, run: Path, name: str, overrides: list[str], ou
     return json.loads((folder / "report.json").read_text(encoding="utf-8"))
 
 
-def eval_predictions(pte: Path, split, names: dict[str, dict[int, str]]) -> dict[str, list[int]]:
-    """Top-1 class (index into `split.class_ids`) of every `split` image, per language, from an exported `.pte` and
-    its bundle's tokenizer: what the flip counts compare."""
-    import torch
-
-    from compress.data.augment import to_float
+def top1(pte: Path, split, names: dict[str, dict[int, str]]) -> tuple[list[int], dict[str, list[int]]]:
+    """(targets, per language the predicted class) of every `split` image, both as rows of `split.class_ids`, from an
+    exported `.pte` and its bundle's tokenizer: what the flip counts compare."""
     from compress.eval_cmd import pte_bundle_encoders
-    from compress.evaluate import embed_in_batches
-    from compress.prompts import eval_prompts
+    from compress.evaluate import zero_shot_scores
 
-    enc = pte_bundle_encoders(pte)
-    img = embed_in_batches(lambda x: enc.encode_image(to_float(x)), split.images, 256)
-    out = {}
-    for lang in ("en", "zh"):
-        txt = embed_in_batches(enc.encode_text, eval_prompts([names[lang][c] for c in split.class_ids], lang), 256)
-        out[lang] = torch.argmax(img @ txt.t(), dim=1).tolist()  # first maximum: the tie rule of compress.metrics
-    return out
+    targets, scores = zero_shot_scores(pte_bundle_encoders(pte), split.images, split.labels, split.class_ids, names)
+    # argmax takes the first maximum: compress.metrics' tie rule, so the counts equal the reports' top-1
+    return targets.tolist(), {lang: s.argmax(dim=1).tolist() for lang, s in scores.items()}
 
 
 VAL_RENDERS = 8  # eval-stream draws per class for the validation set; draw 0 is the eval split itself
@@ -144,27 +136,28 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     data = load_run_data(recipe.data, recipe.seed)
     splits = {"val": validation_split(recipe, data.eval_splits["eval"]), "eval": data.eval_splits["eval"]}
-    targets = {k: [{c: i for i, c in enumerate(sp.class_ids)}[int(label)] for label in sp.labels]
-               for k, sp in splits.items()}
 
     def score(pte: Path) -> dict:
-        preds = {k: eval_predictions(pte, sp, data.names) for k, sp in splits.items()}
-        return {k: {lang: sum(a == t for a, t in zip(preds[k][lang], targets[k])) for lang in ("en", "zh")}
-                for k in splits} | {"preds": preds}
+        out = {}
+        for k, sp in splits.items():
+            targets, preds = top1(pte, sp, data.names)
+            out[k] = {"targets": targets, "preds": preds,
+                      "correct": {lang: sum(a == t for a, t in zip(p, targets)) for lang, p in preds.items()}}
+        return out
 
     ref = score(args.run / "export" / "image_fp32.pte")
-    rows = [{"variant": "fp32 .pte", "overrides": [], "correct": {k: ref[k] for k in splits}}]
+    rows = [{"variant": "fp32 .pte", "overrides": [], "correct": {k: ref[k]["correct"] for k in splits}}]
     wanted = [w for w in args.only.split(",") if w]
     variants = {n: o for i, (n, o) in enumerate(VARIANTS.items()) if i == 0 or not wanted or any(w in n for w in wanted)}
     for name, overrides in variants.items():
         report = run_variant(args.recipe, args.run, name, overrides, args.out)
-        key = "student_ptq-int8_pte" if "qat.scheme=ptq-int8" in overrides else "student_int8_pte"
-        z = report["models"][key]["zero_shot"]["eval"]
-        s = score(variant_folder(args.out, name) / "export" / f"image_{key.split('_')[1]}.pte")
-        assert all(s["eval"][lang] == round(z[lang]["top1"] * len(splits["eval"])) for lang in ("en", "zh")), name
-        rows.append({"variant": name, "overrides": overrides, "correct": {k: s[k] for k in splits},
-                     "eval_vs_fp32": {lang: flips(s["preds"]["eval"], ref["preds"]["eval"], targets["eval"])[lang]
-                                      for lang in ("en", "zh")}})
+        quant = "ptq-int8" if "qat.scheme=ptq-int8" in overrides else "int8"
+        z = report["models"][f"student_{quant}_pte"]["zero_shot"]["eval"]
+        s = score(variant_folder(args.out, name) / "export" / f"image_{quant}.pte")
+        correct = {k: s[k]["correct"] for k in splits}
+        assert all(correct["eval"][lang] == round(z[lang]["top1"] * len(splits["eval"])) for lang in ("en", "zh")), name
+        rows.append({"variant": name, "overrides": overrides, "correct": correct,
+                     "eval_vs_fp32": flips(s["eval"]["preds"], ref["eval"]["preds"], ref["eval"]["targets"])})
     ptq = rows[1]["correct"]
     for r in rows:
         r["vs_ptq"] = {k: {lang: r["correct"][k][lang] - ptq[k][lang] for lang in ("en", "zh")} for k in splits}

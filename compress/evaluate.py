@@ -48,9 +48,20 @@ def embed_image_batches(enc: Encoders, batches: Iterable[torch.Tensor], steps: i
     return F.normalize(torch.cat(outs), dim=-1)
 
 
-def topk_accuracy(image_emb: torch.Tensor, class_emb: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """targets index rows of class_emb."""
-    return metrics.topk_accuracy(image_emb @ class_emb.t(), targets, ks)
+def zero_shot_scores(
+    enc: Encoders, images: torch.Tensor, labels: torch.Tensor, class_ids: Sequence[int],
+    names: dict[str, Sequence[str]], batch_size: int = 256, langs: Sequence[str] = LANGS,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(targets as rows of `class_ids`, per language the (N, classes) image-prompt cosines): what zero-shot top-k
+    is computed from, for callers that compare predictions image by image."""
+    pos = {c: i for i, c in enumerate(class_ids)}
+    targets = torch.tensor([pos[int(l)] for l in labels])
+    img = embed_in_batches(lambda x: enc.encode_image(to_float(x)), images, batch_size)
+    scores = {}
+    for lang in langs:
+        prompts = eval_prompts([names[lang][c] for c in class_ids], lang)
+        scores[lang] = img @ embed_in_batches(enc.encode_text, prompts, batch_size).t()
+    return targets, scores
 
 
 def zero_shot(
@@ -60,15 +71,8 @@ def zero_shot(
     """images uint8 (N,3,H,W); labels are global class ids; names[lang][class_id] is the class name."""
     if len(images) == 0 or len(class_ids) == 0:
         return {}
-    pos = {c: i for i, c in enumerate(class_ids)}
-    targets = torch.tensor([pos[int(l)] for l in labels])
-    img = embed_in_batches(lambda x: enc.encode_image(to_float(x)), images, batch_size)
-    out = {}
-    for lang in langs:
-        prompts = eval_prompts([names[lang][c] for c in class_ids], lang)
-        txt = embed_in_batches(enc.encode_text, prompts, batch_size)
-        out[lang] = topk_accuracy(img, txt, targets)
-    return out
+    targets, scores = zero_shot_scores(enc, images, labels, class_ids, names, batch_size, langs)
+    return {lang: metrics.topk_accuracy(s, targets) for lang, s in scores.items()}
 
 
 def eager_encoders(name: str, model, tokenizer) -> Encoders:
