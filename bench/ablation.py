@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from compress.atomic import write_json, write_text
-from compress.recipe import load_recipe
+from compress.recipe.schema import load_recipe
 
 SPLITS = ("eval", "transfer", "unseen")
 README_START, README_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
@@ -52,7 +52,7 @@ def row_overrides(base, lrs: list[float]) -> dict[str, list[str]]:
 
 
 def run_row(recipe_path: str, name: str, overrides: list[str], out: Path) -> dict:
-    from compress.pipeline import run_recipe
+    from compress.pipeline.run import run_recipe
 
     folder = out / "runs" / re.sub(r"[^\w.-]+", "_", name)
     if not (folder / "report.json").is_file():

@@ -23,8 +23,8 @@ from PIL import Image
 from compress.atomic import write_json
 from compress.data.augment import to_float
 from compress.data.labelled import clip_preprocess, from_image_folder
-from compress.elevater import class_embeddings
-from compress.evaluate import eager_encoders
+from compress.eval.elevater import class_embeddings
+from compress.eval.zero_shot import eager_encoders
 
 
 def _make_folder(root: Path, n: int, classes: int = 10) -> list[str]:

@@ -4,7 +4,7 @@
         ->  bench/out/latency_table.json, bench/out/latency_table.md (and the table into README.md with --readme)
 
 One command, one process, one thread count for every row. Each row is an eager model lowered with
-`mobile_export.lower.lower_to_pte` and timed with `mobile_export.bench.host_latency` (median over the runs) through
+`mobile_export.lower.capture.lower_to_pte` and timed with `mobile_export.bench.run.host_latency` (median over the runs) through
 the ExecuTorch runtime:
 
   * teachers: AltCLIP (ViT-L/14 @224 image tower, XLM-R large text tower at 77 tokens) and Chinese-CLIP (ViT-B/16,
@@ -12,7 +12,7 @@ the ExecuTorch runtime:
     OFA-Sys/chinese-clip-vit-base-patch16 sizes and random weights (architecture decides latency);
   * peer: MobileCLIP-S0's image tower, timm `fastvit_mci0` reparameterised, at its native 256 px and at 224 px;
   * students (registry names of the recipes' towers) in fp32, int8 (the project's PT2E XNNPACK flow:
-    `compress.train.qat.prepare_qat`, a few calibration batches, `convert_qat`) and 8da4w (the project's
+    `compress.quant.pt2e.prepare_qat`, a few calibration batches, `convert_qat`) and 8da4w (the project's
     `compress.quant.schemes` "8da4w" when importable, else torchao `Int8DynamicActivationIntxWeightConfig` applied
     here: int8 dynamic activations, int4 weights in groups of 32, on linear layers), at their trained input size and at 224 px (text: at 77 tokens, the AltCLIP tower's length).
 
@@ -123,7 +123,7 @@ def peer_specs() -> list[RowSpec]:
 def student_specs(recipes: tuple[str, ...] = STUDENT_RECIPES) -> list[RowSpec]:
     """Every image/text tower the recipes name (first recipe wins for a tower two recipes share), each precision,
     at its trained size and at the comparison size (224 px / 77 tokens)."""
-    from compress.recipe import load_recipe
+    from compress.recipe.schema import load_recipe
 
     rows: list[RowSpec] = []
     seen: set[tuple[str, str]] = set()
@@ -246,7 +246,7 @@ def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
     """Multiply-accumulates of one batch-1 forward: FlopCounterMode's FLOPs / 2."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from mobile_export.lower import explicit_attention
+    from mobile_export.lower.capture import explicit_attention
 
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), explicit_attention(module), counter:
@@ -258,7 +258,7 @@ def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
 def quantize_int8(module: nn.Module, spec: RowSpec) -> nn.Module:
     """The project's int8 flow (PT2E, XNNPACK quantizer, per-channel weights): prepare, calibrate on a few random
     batches (observers only; no training), convert."""
-    from compress.train.qat import convert_qat, prepare_qat, set_train
+    from compress.quant.pt2e import convert_qat, prepare_qat, set_train
 
     gm = prepare_qat(module, example_inputs(spec, batch=CALIBRATION_BATCH))
     set_train(gm, False)
@@ -327,13 +327,13 @@ def _shared_fingerprint() -> str:
 
 
 def quant_source(precision: str) -> str:
-    return {"fp32": "none", "int8": "compress.train.qat"}.get(precision) or (
+    return {"fp32": "none", "int8": "compress.quant.pt2e"}.get(precision) or (
         "compress.quant.schemes" if shared_scheme(precision) is not None else "bench")
 
 
 QUANTIZERS: dict[str, Callable[[nn.Module, RowSpec], nn.Module]] = {
     "none": lambda module, spec: module,
-    "compress.train.qat": quantize_int8,
+    "compress.quant.pt2e": quantize_int8,
     "compress.quant.schemes": shared_8da4w,
     "bench": bench_8da4w,
 }
@@ -365,7 +365,7 @@ def _peak_rss_mb() -> float:
 
 def build_pte(spec: RowSpec, cache_dir: Path = CACHE_DIR) -> tuple[Path, dict[str, Any]]:
     """Lower the row's model to a cached `.pte` (or reuse it); returns the path and its sidecar facts."""
-    from mobile_export.lower import lower_to_pte, save_pte
+    from mobile_export.lower.capture import lower_to_pte, save_pte
 
     pte, sidecar = cache_paths(spec, Path(cache_dir))
     if pte.is_file() and sidecar.is_file():
@@ -409,7 +409,7 @@ def set_threads(threads: int) -> int:
 def time_pte(path: Path, inputs: tuple[torch.Tensor, ...], target_s: float, min_runs: int, max_runs: int,
              warmup: int) -> dict[str, Any]:
     """`host_latency` with as many runs as fit in about `target_s` (one probe run sizes it), clamped."""
-    from mobile_export.bench import host_latency
+    from mobile_export.bench.run import host_latency
 
     probe = host_latency(path, inputs, runs=1, warmup=1)["median_inference_latency(ms)"]
     runs = max(min_runs, min(max_runs, int(target_s * 1e3 / max(probe, 1e-3))))
@@ -460,7 +460,7 @@ def _ratio(slow: dict | None, fast: dict | None, threshold: float, strict: bool 
 
 
 def headline_students() -> tuple[str, str]:
-    from compress.recipe import load_recipe
+    from compress.recipe.schema import load_recipe
 
     r = load_recipe(HEADLINE_RECIPE)
     return r.students.image.arch, r.students.text.arch

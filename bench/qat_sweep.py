@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from compress.atomic import write_json, write_text
-from compress.recipe import load_recipe
+from compress.recipe.schema import load_recipe
 
 FAST = ["qat.compare=[]", "export.quant=[int8]", "eval.splits=[eval]", "eval.latency_runs=3"]
 # QAT keys at their defaults and 3 epochs (the recipe before the sweep), so a variant means the same whatever the
@@ -60,7 +60,7 @@ def variant_folder(out: Path, name: str) -> Path:
 
 
 def run_variant(recipe_path: str, run: Path, name: str, overrides: list[str], out: Path) -> dict:
-    from compress.pipeline import run_recipe
+    from compress.pipeline.run import run_recipe
 
     folder = variant_folder(out, name)
     if not (folder / "report.json").is_file():
@@ -80,11 +80,11 @@ def run_variant(recipe_path: str, run: Path, name: str, overrides: list[str], ou
 def top1(pte: Path, split, names: dict[str, dict[int, str]]) -> tuple[list[int], dict[str, list[int]]]:
     """(targets, per language the predicted class) of every `split` image, both as rows of `split.class_ids`, from an
     exported `.pte` and its bundle's tokenizer: what the flip counts compare."""
-    from compress.eval_cmd import pte_bundle_encoders
-    from compress.evaluate import zero_shot_scores
+    from compress.pipeline.compare import pte_bundle_encoders
+    from compress.eval.zero_shot import zero_shot_scores
 
     targets, scores = zero_shot_scores(pte_bundle_encoders(pte), split.images, split.labels, split.class_ids, names)
-    # argmax takes the first maximum: compress.metrics' tie rule, so the counts equal the reports' top-1
+    # argmax takes the first maximum: compress.eval.metrics' tie rule, so the counts equal the reports' top-1
     return targets.tolist(), {lang: s.argmax(dim=1).tolist() for lang, s in scores.items()}
 
 
@@ -98,7 +98,7 @@ def validation_split(recipe, eval_split):
     import torch
 
     from compress.data.emoji import Split
-    from compress.data.sources import load_run_data
+    from compress.pipeline.data import load_run_data
 
     more = load_run_data(recipe.data.model_copy(update={"eval_renders": VAL_RENDERS}), recipe.seed).eval_splits["eval"]
     first = more.renders == 0
@@ -131,7 +131,7 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.run / "student_fp32").is_dir():
         raise SystemExit(f"error: {args.run}/student_fp32 not found; run `make run` (or pass --run RUN) first")
-    from compress.data.sources import load_run_data
+    from compress.pipeline.data import load_run_data
 
     recipe = load_recipe(args.recipe)
     data = load_run_data(recipe.data, recipe.seed)

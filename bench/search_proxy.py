@@ -70,11 +70,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/out/search_proxy"))
     args = ap.parse_args()
 
-    from compress.data.sources import load_run_data
-    from compress.pipeline import load_teacher, run_recipe
-    from compress.recipe import load_recipe
+    from compress.pipeline.data import load_run_data
+    from compress.pipeline.run import load_teacher, run_recipe
+    from compress.recipe.schema import load_recipe
     from compress.search.proxy import ProxyTrainer, mean_top1, split_holdout
-    from compress.stages import tokenizer_corpus
+    from compress.pipeline.stages import tokenizer_corpus
     from compress.tokenizer import BilingualTokenizer, train_tokenizer
     from compress.train.distill import OnlineTargets
     from tokenizers import Tokenizer

@@ -39,10 +39,10 @@ from pathlib import Path
 import torch
 
 from compress.atomic import write_json
-from compress.data.sources import load_run_data
+from compress.pipeline.data import load_run_data
 from compress.model import DualEncoder, DualEncoderSpec
-from compress.recipe import DistillConfig, load_recipe
-from compress.stages import build_student, tokenizer_corpus
+from compress.recipe.schema import DistillConfig, load_recipe
+from compress.pipeline.stages import build_student, tokenizer_corpus
 from compress.teachers.cache import CachedTargets, cache_fingerprint, write_cache
 from compress.teachers.reference import ReferenceTeacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer

@@ -59,10 +59,10 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
     Writes runs/<name>/report.md, report.json, zero_shot.png, the fp32 checkpoint (student_fp32/, safetensors)
     and the .pte files (export/). The reference teacher is trained once and cached in .cache/teachers/.
     """
-    from compress.recipe import load_recipe
+    from compress.recipe.schema import load_recipe
 
     r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) pipeline import
-    from compress.pipeline import run_recipe
+    from compress.pipeline.run import run_recipe
 
     report = run_recipe(r, out, resume=resume)
     click.echo(f"report: {report}")
@@ -88,7 +88,7 @@ def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None, l
     One .pte per tower (an app that only classifies images ships the image tower and the label embeddings).
     Check the folder later, or after copying it to a phone, with `dcclip-compress verify BUNDLE`.
     """
-    from compress.export_cmd import export_checkpoint
+    from compress.pipeline.export import export_checkpoint
 
     for line in export_checkpoint(checkpoint_or_run, target, quant, out, labels=labels):
         click.echo(line)
@@ -100,7 +100,7 @@ def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None, l
 def verify(bundle: Path) -> None:
     """Check an export BUNDLE: every file against manifest.json (size, sha256), each BundledProgram's samples
     through the ExecuTorch runtime, and the label embeddings against the text program. Exit 2 on any mismatch."""
-    from mobile_export.bundle import verify_bundle
+    from mobile_export.bundle.write import verify_bundle
 
     for line in verify_bundle(bundle):
         click.echo(line)
@@ -141,8 +141,8 @@ def eval_(models: tuple[str, ...], suite: str, lang: str, datasets: str | None, 
 
     Example: dcclip-compress eval teacher=reference fp32=runs/mobilevit_int8 int8=runs/mobilevit_int8/export --suite all
     """
-    from compress.eval_cmd import evaluate_models, parse_list, parse_suites
-    from compress.eval_report import markdown, write_report
+    from compress.pipeline.compare import evaluate_models, parse_list, parse_suites
+    from compress.eval.report import markdown, write_report
 
     result = evaluate_models(
         list(models), parse_suites(suite), parse_list(lang, "--lang"), datasets=parse_list(datasets, "--datasets") or None,
@@ -174,7 +174,7 @@ def bench(bundle_or_pte: Path, device: str, runs: int, warmup: int, threads: int
 
     Inputs are all-ones tensors of the shapes and dtypes the program declares, as the benchmark app feeds them.
     """
-    from mobile_export.bench import markdown, run_bench, write_report
+    from mobile_export.bench.run import markdown, run_bench, write_report
 
     report = run_bench(bundle_or_pte, device, runs=runs, warmup=warmup, threads=threads)
     name = bundle_or_pte.stem if bundle_or_pte.suffix == ".pte" else bundle_or_pte.resolve().name
@@ -186,7 +186,7 @@ def bench(bundle_or_pte: Path, device: str, runs: int, warmup: int, threads: int
 @main.command()
 def targets() -> None:
     """List export targets and whether their backends are installed."""
-    from mobile_export.targets import list_targets
+    from mobile_export.lower.targets import list_targets
 
     for name, status in list_targets().items():
         click.echo(f"{name}: {status}")
@@ -206,10 +206,10 @@ def search(recipe: Path, overrides: tuple[str, ...], out: Path | None) -> None:
     Writes candidates.jsonl, pareto.md, pareto.png, summary.json and best.yaml (the recipe with the winners filled
     in: train it with `dcclip-compress run .../best.yaml`). Latency measurements are cached in .cache/latency/.
     """
-    from compress.recipe import load_recipe
+    from compress.recipe.schema import load_recipe
 
     r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) imports
-    from compress.search_cmd import search_recipe
+    from compress.search.resolve import search_recipe
 
     paths, _ = search_recipe(r, out)
     click.echo("search: " + ", ".join(str(p) for p in paths.values()))
@@ -230,7 +230,7 @@ def cache_teacher(recipe: Path, overrides: tuple[str, ...], out: Path | None, vi
     fp16 features in sharded safetensors files plus manifest.json; a partial cache resumes where it stopped, a complete
     one is checked (sha256) and kept. Stage 1 then trains from it with teacher.cache=FOLDER and no teacher in memory.
     """
-    from compress.recipe import load_recipe
+    from compress.recipe.schema import load_recipe
 
     r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) imports
     from compress.teachers.cache import build_recipe_cache, human_size

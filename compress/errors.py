@@ -23,3 +23,14 @@ def find_cause(err: BaseException | None, kind) -> BaseException | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def did_you_mean(value: object, known, cutoff: float = 0.6) -> str:
+    """The hint every "unknown name" error ends with: the closest known name, else the whole list.
+
+    One helper so that recipes, the CLI and the registries (targets, schemes, archs, devices) all read alike."""
+    import difflib
+
+    names = sorted(str(k) for k in known)
+    close = difflib.get_close_matches(str(value), names, n=1, cutoff=cutoff)
+    return f"did you mean {close[0]!r}?" if close else f"known: {', '.join(names)}"

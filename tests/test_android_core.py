@@ -82,9 +82,9 @@ def golden(tmp_path_factory) -> Path:
     from compress.data.emoji import emoji_classes
     from compress.model import DualEncoder, DualEncoderSpec
     from compress.prompts import TEMPLATES
-    from compress.stages import write_bundle
-    from mobile_export.bench import summarize_latencies
-    from mobile_export.parity import build_parity
+    from compress.pipeline.stages import write_bundle
+    from mobile_export.bench.run import summarize_latencies
+    from mobile_export.bundle.parity import build_parity
 
     root = tmp_path_factory.mktemp("android-golden")
     classes = emoji_classes()
@@ -115,7 +115,7 @@ def golden(tmp_path_factory) -> Path:
     write_bundle(bundle, model, tok, "xnnpack", {"fp32": {"image": "image_fp32.pte", "text": "text_fp32.pte"}})
     build_parity(bundle, model.image, model.text, label_limit=128, quant="fp32")
     # The export's own preprocess.json and labels.json layout (mobile_export/bundle.py), with parity's label rows.
-    from mobile_export.bundle import preprocess_spec
+    from mobile_export.bundle.write import preprocess_spec
 
     (bundle / "preprocess.json").write_text(json.dumps(preprocess_spec(model, tok)))
     parity = json.loads((bundle / "parity/parity.json").read_text(encoding="utf-8"))
@@ -168,7 +168,7 @@ def test_hard_strings_cover_what_the_issue_lists():
 
 
 def test_java_bench_json_reads_with_the_adb_parser(junit, golden):
-    from mobile_export.device import parse_minibench_results
+    from mobile_export.bench.adb import parse_minibench_results
 
     metrics = parse_minibench_results((golden / "java_bench.json").read_text(encoding="utf-8"))
     want = json.loads((golden / "latency.json").read_text())["summary"]

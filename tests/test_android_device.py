@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compress.errors import UserError
-from mobile_export.device import DEMO_ACTIVITY, AdbDevice, parse_demo_results
+from mobile_export.bench.adb import DEMO_ACTIVITY, AdbDevice, parse_demo_results
 
 # What the app writes: minibench's entries for both towers in one list (Latency.minibenchJson, MainActivity.benchmark).
 APP_RESULTS = [

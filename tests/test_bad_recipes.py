@@ -3,7 +3,7 @@
 Each generated case is the valid recipes/mobilevit_int8.yaml with exactly one injected defect (raw bytes, another
 encoding, broken YAML, a key given twice, a wrong type, a number out of range or not finite, an unknown key at any
 level, a top level that is not a mapping, odd YAML tags, or the same through `--set`), and states what the error
-must be about. `compress.pipeline` is replaced by a stub that fails the test, so a case that slipped through
+must be about. `compress.pipeline.run` is replaced by a stub that fails the test, so a case that slipped through
 validation can never start training.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from compress.cli import main
-from compress.recipe import Recipe, parse_recipe
+from compress.recipe.schema import Recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_PATH = ROOT / "recipes" / "mobilevit_int8.yaml"
@@ -38,17 +38,17 @@ class _Reached(Exception):
 
 @pytest.fixture(scope="module", autouse=True)
 def pipeline_stub():
-    """`run` imports compress.pipeline only after the recipe validated; this stub stands in for it."""
+    """`run` imports compress.pipeline.run only after the recipe validated; this stub stands in for it."""
     calls = []
 
     def run_recipe(recipe, out, resume=False):
         calls.append(recipe)
         raise _Reached(recipe.name)
 
-    stub = types.ModuleType("compress.pipeline")
+    stub = types.ModuleType("compress.pipeline.run")
     stub.run_recipe = run_recipe
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "compress.pipeline", stub)
+        mp.setitem(sys.modules, "compress.pipeline.run", stub)
         yield calls
 
 

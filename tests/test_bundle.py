@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from compress.cli import main
 from compress.errors import UserError
-from mobile_export.bench import BenchReport
-from mobile_export.bundle import read_labels
+from mobile_export.bench.run import BenchReport
+from mobile_export.bundle.write import read_labels
 from mobile_export.pte_check import sha256_file
 
 

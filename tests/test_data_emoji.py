@@ -308,7 +308,7 @@ def test_unseen_classes_are_in_no_train_style(styled: dict[str, E.EmojiData]) ->
 
 
 def test_pairs_group_both_styles_of_a_class_together(styled: dict[str, E.EmojiData]) -> None:
-    from compress.data.sources import emoji_pairs
+    from compress.pipeline.data import emoji_pairs
 
     data = styled["teacher"]
     pairs = emoji_pairs(data)
@@ -325,7 +325,7 @@ def test_pairs_group_both_styles_of_a_class_together(styled: dict[str, E.EmojiDa
 
 def test_cache_key_and_config_carry_train_styles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from compress.errors import UserError
-    from compress.recipe import DataConfig
+    from compress.recipe.schema import DataConfig
 
     base = dict(image_size=32, train_renders=2, eval_renders=1, unseen_fraction=0.1, seed=0, limit=20)
     one, two = ({**base, "train_styles": styles} for styles in (["openmoji"], ["openmoji", "noto"]))

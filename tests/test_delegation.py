@@ -6,8 +6,8 @@ import json
 
 import torch
 
-from mobile_export.delegation import time_shares, write_delegation, xnnpack_report
-from mobile_export.lower import lower_to_pte, save_pte
+from mobile_export.bundle.delegation import time_shares, write_delegation, xnnpack_report
+from mobile_export.lower.capture import lower_to_pte, save_pte
 from students.text import TextTower
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from compress.elevater import DATA_DIR, METRICS, elevater_datasets, fill
+from compress.eval.elevater import DATA_DIR, METRICS, elevater_datasets, fill
 
 EXPECTED_KEYS = {
     "caltech-101", "cifar-10", "cifar-100", "country211", "dtd", "eurosat_clip", "fer-2013",

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from compress.errors import UserError
-from mobile_export import ethosu
-from mobile_export.bench import BenchReport, run_bench
-from mobile_export.lower import save_pte
-from mobile_export.targets import list_targets
+from mobile_export.lower import ethosu
+from mobile_export.bench.run import BenchReport, run_bench
+from mobile_export.lower.capture import save_pte
+from mobile_export.lower.targets import list_targets
 from students.image import ImageTower
 from students.text import TextTower
 
@@ -81,7 +81,7 @@ def test_bench_device_vela_reports_the_estimate_in_the_bench_schema(u85_export):
 
 
 def test_vela_on_a_non_ethos_pte_is_a_one_line_error(tmp_path):
-    from mobile_export.lower import lower_to_pte
+    from mobile_export.lower.capture import lower_to_pte
 
     save_pte(lower_to_pte(torch.nn.Linear(4, 4), (torch.rand(1, 4),)), tmp_path / "x.pte")
     with pytest.raises(UserError, match="no Vela estimate"):
@@ -112,7 +112,7 @@ def test_u85_export_manifest_lets_verify_catch_a_damaged_copy(u85_export, tmp_pa
     from click.testing import CliRunner
 
     from compress.cli import main
-    from mobile_export.bundle import write_npu_manifest
+    from mobile_export.bundle.write import write_npu_manifest
 
     folder, programs = u85_export
     bundle = tmp_path / "bundle"

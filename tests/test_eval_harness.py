@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from compress.cli import main
-from compress.elevater import elevater_datasets, evaluate_elevater, fill
-from compress.evaluate import Encoders
-from compress.retrieval import evaluate_retrieval, load_manifest
+from compress.eval.elevater import elevater_datasets, evaluate_elevater, fill
+from compress.eval.zero_shot import Encoders
+from compress.eval.retrieval import evaluate_retrieval, load_manifest
 from tests.test_metrics import ref_ap11, ref_auc, ref_mean_per_class, ref_recalls, ref_topk
 
 SIZE = 24

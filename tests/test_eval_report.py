@@ -1,6 +1,6 @@
 """The eval report is a pure function of the result dict: en/zh side by side, deltas vs the first model, ELEVATER
 mean row, skipped datasets, torchvision caveats."""
-from compress.eval_report import markdown, result_rows, write_report
+from compress.eval.report import markdown, result_rows, write_report
 
 
 def result():

@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from compress.data.pairs import PairSet
-from compress.data.sources import load_run_data
-from compress.recipe import AlignConfig, TrainingConfig, parse_recipe
-from compress.stages import build_student, tokenizer_corpus
+from compress.pipeline.data import load_run_data
+from compress.recipe.schema import AlignConfig, TrainingConfig, parse_recipe
+from compress.pipeline.stages import build_student, tokenizer_corpus
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
 from compress.train import checkpoint, loop
 from compress.train.align import AlignStage

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compress import metrics
+from compress.eval import metrics
 
 
 def stable_order(row):

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from compress.errors import UserError
-from compress.train.qat import convert_qat, describe_qat_config, prepare_qat, set_train
-from mobile_export.bench import host_latency
-from mobile_export.device import Device, HostDevice
-from mobile_export.lower import LoweredProgram, lower_to_pte, save_pte
+from compress.quant.pt2e import convert_qat, describe_qat_config, prepare_qat, set_train
+from mobile_export.bench.run import host_latency
+from mobile_export.bench.adb import Device, HostDevice
+from mobile_export.lower.capture import LoweredProgram, lower_to_pte, save_pte
 from mobile_export.runtime import PteModule
-from mobile_export.targets import list_targets
+from mobile_export.lower.targets import list_targets
 from students.registry import create_image_tower, create_text_tower
 
 IMAGE_SIZE, EMBED_DIM, CONTEXT, VOCAB = 64, 128, 32, 3500

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from compress.errors import UserError
 from compress.quant.schemes import SCHEMES, get_scheme, quantize_tower
-from compress.recipe import parse_recipe
-from compress.report import render_schemes, scheme_rows
-from mobile_export.lower import lower_to_pte, save_pte
+from compress.recipe.schema import parse_recipe
+from compress.pipeline.report import render_schemes, scheme_rows
+from mobile_export.lower.capture import lower_to_pte, save_pte
 from mobile_export.runtime import PteModule
 from students.registry import create_image_tower, create_text_tower
 from tests.test_qat_export import CONTEXT, EMBED_DIM, IMAGE_SIZE, VOCAB, images, like_trained, tokens
@@ -157,7 +157,7 @@ def test_qat_from_ptq_ranges_starts_at_ptq_and_trains_only_the_weights():
 
     from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
 
-    from compress.train.qat import convert_qat, prepare_ptq, prepare_qat, seed_activation_ranges, set_train
+    from compress.quant.pt2e import convert_qat, prepare_ptq, prepare_qat, seed_activation_ranges, set_train
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
@@ -200,7 +200,7 @@ def test_qat_from_ptq_ranges_starts_at_ptq_and_trains_only_the_weights():
 def test_qat_graph_in_train_form_computes_what_inference_does():
     """torchao's train/eval switch turns every dropout into p=0.5 (it matches the pattern ignoring literals), so
     `prepare_qat` strips them: a Dropout(p=0.0), as timm's MobileViT has 37 of, must not zero activations in QAT."""
-    from compress.train.qat import prepare_qat, set_train
+    from compress.quant.pt2e import prepare_qat, set_train
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.0), torch.nn.Linear(16, 4)).eval()

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from compress.errors import UserError
-from compress.recipe import load_recipe, parse_recipe
+from compress.recipe.schema import load_recipe, parse_recipe
 
 RECIPES = sorted(Path(__file__).resolve().parent.parent.glob("recipes/*.yaml"))
 

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from compress.data.sources import load_run_data
+from compress.pipeline.data import load_run_data
 from compress.train import loop
 from compress.train.align import AlignStage
 from compress.train.distill import DistillStage, OnlineTargets
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
-from compress.stages import build_student, tokenizer_corpus
-from compress.recipe import AlignConfig, DistillConfig, parse_recipe
+from compress.pipeline.stages import build_student, tokenizer_corpus
+from compress.recipe.schema import AlignConfig, DistillConfig, parse_recipe
 from compress.teachers.reference import ReferenceTeacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
 from tests.hf_fixtures import make_tiny_altclip, make_tiny_chinese_clip
@@ -94,8 +94,8 @@ def test_qat_self_distill_pulls_fake_quant_towers_toward_the_fp32_student(tiny):
     quantization error), and it goes down when training starts from a perturbed copy."""
     import copy
 
-    from compress.train.qat import prepare_qat, set_train
-    from compress.stages import example_inputs
+    from compress.quant.pt2e import prepare_qat, set_train
+    from compress.pipeline.stages import example_inputs
 
     recipe, data, tok = tiny
     torch.manual_seed(0)

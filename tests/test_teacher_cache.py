@@ -13,10 +13,10 @@ from safetensors.numpy import load_file
 
 from compress.cli import main
 from compress.data.pairs import PairSet
-from compress.data.sources import load_run_data
+from compress.pipeline.data import load_run_data
 from compress.errors import UserError
-from compress.recipe import DistillConfig, parse_recipe
-from compress.stages import build_student, tokenizer_corpus
+from compress.recipe.schema import DistillConfig, parse_recipe
+from compress.pipeline.stages import build_student, tokenizer_corpus
 from compress.teachers.cache import CachedTargets, cache_fingerprint, verify_cache, write_cache
 from compress.teachers.hf import HFTeacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
@@ -256,8 +256,8 @@ def test_cli_cache_teacher(env, tmp_path, monkeypatch):
 
 
 def test_the_run_reads_stage1_targets_from_the_recipes_cache(env):
-    from compress.data.sources import RunData
-    from compress.stages import stage1_targets
+    from compress.pipeline.data import RunData
+    from compress.pipeline.stages import stage1_targets
 
     recipe = env["recipes"]["chinese_clip"]
     data = RunData(env["pairs"], {}, {})

@@ -50,7 +50,7 @@ try:  # the training loop is moving into compress/train/
     from compress.train.losses import FeatureDistillLoss
 except ImportError:  # pragma: no cover
     from compress.losses import FeatureDistillLoss
-from compress.recipe import load_recipe
+from compress.recipe.schema import load_recipe
 from compress.teachers import hf as hf_module
 from compress.teachers.base import Teacher
 from compress.teachers.hf import HFTeacher, resolve_device, resolve_dtype, resolve_map_layers, resolve_text_layer

@@ -16,10 +16,10 @@ def main(out: Path) -> Path:
     from compress.data.emoji import emoji_classes
     from compress.model import DualEncoder, DualEncoderSpec
     from compress.prompts import TEMPLATES
-    from compress.stages import example_inputs, pte_metadata, write_bundle
+    from compress.pipeline.stages import example_inputs, pte_metadata, write_bundle
     from compress.tokenizer import BilingualTokenizer, train_tokenizer
-    from mobile_export.lower import lower_to_pte, save_pte
-    from mobile_export.parity import write_parity
+    from mobile_export.lower.capture import lower_to_pte, save_pte
+    from mobile_export.bundle.parity import write_parity
 
     out.mkdir(parents=True, exist_ok=True)
     texts = [t.format(getattr(c, lang)) for c in emoji_classes() for lang in ("en", "zh") for t in TEMPLATES[lang]]

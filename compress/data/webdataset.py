@@ -96,7 +96,7 @@ def expand_shards(pattern: str) -> list[Path]:
 
 
 def _caption_lang(text: str) -> str:
-    from compress.retrieval import caption_lang
+    from compress.eval.retrieval import caption_lang
 
     return caption_lang(text)
 

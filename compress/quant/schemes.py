@@ -1,7 +1,7 @@
 """Quantization schemes: one registry of config objects, one set of verbs (torchao style).
 
 A scheme takes an eager fp32 tower through `prepare` -> (QAT steps, or calibration batches) -> `convert`, and the
-result goes to `mobile_export.lower.lower_to_pte` like any module. Which scheme a run trains is the recipe's
+result goes to `mobile_export.lower.capture.lower_to_pte` like any module. Which scheme a run trains is the recipe's
 `qat.scheme` (plus `qat.compare` for the report's side-by-side); `dcclip-compress export --quant` takes the same names.
 
 - `int8`: static int8 for conv + linear (per-channel weights, per-tensor activations), PT2E XNNPACK quantizer,
@@ -77,27 +77,27 @@ class PT2EInt8(Scheme):
     """Static int8 through torchao PT2E and ExecuTorch's XNNPACK quantizer (QAT or calibration only)."""
 
     def prepare(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
-        from compress.train import qat
+        from compress.quant import pt2e as qat
 
         return qat.prepare_qat(module, example_inputs) if self.trains else qat.prepare_ptq(module, example_inputs)
 
     def set_train(self, module: nn.Module, flag: bool) -> nn.Module:
-        from compress.train import qat
+        from compress.quant import pt2e as qat
 
         return qat.set_train(module, flag and self.trains)  # a calibrated graph stays in eval (observers still see)
 
     def convert(self, module: nn.Module) -> nn.Module:
-        from compress.train import qat
+        from compress.quant import pt2e as qat
 
         return qat.convert_qat(module)
 
     def seed_activation_ranges(self, module: nn.Module, calibrated: nn.Module) -> int:
-        from compress.train import qat
+        from compress.quant import pt2e as qat
 
         return qat.seed_activation_ranges(module, calibrated) if self.trains else 0
 
     def config(self) -> dict[str, Any]:
-        from compress.train import qat
+        from compress.quant import pt2e as qat
 
         return {"scheme": self.name, "summary": self.summary, **qat.describe_qat_config(is_qat=self.trains)}
 

@@ -1,9 +1,9 @@
 """Measured latency of a candidate tower, a persistent table of measurements, and a cheap predictor that prunes.
 
-A candidate is lowered exactly as a run exports it (mobile_export.lower.lower_to_pte, XNNPACK), fp32 and int8 (int8
-through compress.train.qat's prepare/convert, the quantizer the recipe's QAT uses, calibrated on a couple of random
-batches: good enough for timing, not for accuracy), and timed batch-1 with mobile_export.bench.host_latency on the
-host at a fixed XNNPACK thread count, or on a phone through mobile_export.device's `Device`.
+A candidate is lowered exactly as a run exports it (mobile_export.lower.capture.lower_to_pte, XNNPACK), fp32 and int8 (int8
+through compress.quant.pt2e's prepare/convert, the quantizer the recipe's QAT uses, calibrated on a couple of random
+batches: good enough for timing, not for accuracy), and timed batch-1 with mobile_export.bench.run.host_latency on the
+host at a fixed XNNPACK thread count, or on a phone through mobile_export.bench.adb's `Device`.
 
 Lowering costs tens of seconds per tower, so every measurement lands in `.cache/latency/table.jsonl`, keyed by the
 spec, quant, device, thread count and the ExecuTorch version: a repeated search measures nothing twice. Before a
@@ -37,10 +37,10 @@ def runtime_version() -> str:
 
 
 def quantizer_fingerprint() -> str:
-    """Hash of the int8 quantization recipe (compress.train.qat): a changed quantizer is a different int8 program."""
+    """Hash of the int8 quantization recipe (compress.quant.pt2e): a changed quantizer is a different int8 program."""
     import hashlib
 
-    from compress.train import qat
+    from compress.quant import pt2e as qat
 
     return hashlib.sha256(canonical(qat.describe_qat_config()).encode()).hexdigest()[:12]
 
@@ -83,7 +83,7 @@ def build_tower(cand: ImageCandidate | TextCandidate, embed_dim: int, vocab_size
 
 
 def example_input(cand: ImageCandidate | TextCandidate, batch: int, vocab_size: int, seed: int = 0) -> tuple[torch.Tensor]:
-    """Pixels, or ids that are half padding (the mask path is traced), as compress.stages.example_inputs makes them."""
+    """Pixels, or ids that are half padding (the mask path is traced), as compress.pipeline.stages.example_inputs makes them."""
     gen = torch.Generator().manual_seed(seed)
     if isinstance(cand, ImageCandidate):
         return (torch.rand(batch, 3, cand.image_size, cand.image_size, generator=gen),)
@@ -93,13 +93,13 @@ def example_input(cand: ImageCandidate | TextCandidate, batch: int, vocab_size: 
 
 
 def lower_candidate(tower: torch.nn.Module, cand, quant: str, vocab_size: int, target: str = "xnnpack"):
-    """fp32: the eager tower; int8: QAT-prepared, calibrated on two random batches, converted (compress.train.qat)."""
-    from mobile_export.lower import lower_to_pte
+    """fp32: the eager tower; int8: QAT-prepared, calibrated on two random batches, converted (compress.quant.pt2e)."""
+    from mobile_export.lower.capture import lower_to_pte
 
     ex = example_input(cand, 2, vocab_size)
     module = tower.eval()
     if quant == "int8":
-        from compress.train import qat
+        from compress.quant import pt2e as qat
 
         module = qat.prepare_qat(copy.deepcopy(tower), ex)
         with torch.no_grad():
@@ -155,7 +155,7 @@ class Measurer:
 
     def _time(self, path: Path, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
         if self.device == "host":
-            from mobile_export.bench import host_latency
+            from mobile_export.bench.run import host_latency
             from mobile_export.runtime import set_threadpool
 
             before = set_threadpool(self.threads)  # `threads` of the table key; put back for what runs next
@@ -164,7 +164,7 @@ class Measurer:
             finally:
                 set_threadpool(before)
         if self._device_obj is None:
-            from mobile_export.device import AdbDevice
+            from mobile_export.bench.adb import AdbDevice
 
             serial = self.device.split(":", 1)[1] if ":" in self.device else None
             self._device_obj = AdbDevice(serial)

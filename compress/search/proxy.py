@@ -20,7 +20,7 @@ from compress.data.augment import to_float
 from compress.data.pairs import PairSet
 from compress.model import DualEncoder, DualEncoderSpec
 from compress.prompts import eval_prompts
-from compress.recipe import Recipe
+from compress.recipe.schema import Recipe
 from compress.tokenizer import BilingualTokenizer
 from compress.train import loop
 from compress.train.distill import DistillStage, OnlineTargets

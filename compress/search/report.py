@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from compress.atomic import atomic_path, write_json, write_text
-from compress.recipe import Recipe
+from compress.recipe.schema import Recipe
 from compress.search.proxy import mean_top1
 from compress.search.runner import Row, TowerResult
 from students.spaces import ImageCandidate

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from compress.progress import console, log
-from compress.recipe import Recipe
+from compress.recipe.schema import Recipe
 from compress.search.latency import LatencyTable, Measurer, Predictor, build_tower, example_input, prediction_error
 from compress.search.proxy import ProxyTrainer, halving_rungs, mean_top1
 from students.spaces import (
@@ -296,11 +296,11 @@ def _halving(tower: str, pool: list[Row], recipe: Recipe, trainer: ProxyTrainer,
 # ------------------------------------------------------------------------------------------------ both towers
 def run_search(recipe: Recipe, out: Path, table_path: Path | None = None) -> dict[str, TowerResult]:
     """Search the towers that have a budget (search.budget_ms); image first, then text paired with the image winner."""
-    from compress.data.sources import load_run_data
+    from compress.pipeline.data import load_run_data
     from compress.errors import UserError
-    from compress.pipeline import load_teacher
+    from compress.pipeline.run import load_teacher
     from compress.search.proxy import split_holdout
-    from compress.stages import tokenizer_corpus
+    from compress.pipeline.stages import tokenizer_corpus
     from compress.tokenizer import BilingualTokenizer, train_tokenizer
     from compress.train.distill import OnlineTargets
     from tokenizers import Tokenizer

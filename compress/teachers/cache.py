@@ -37,7 +37,7 @@ from compress.atomic import atomic_path, write_json
 from compress.data.pairs import PairSet
 from compress.errors import UserError
 from compress.progress import log, progress_bar
-from compress.recipe import TRAINING_VERSION, Recipe
+from compress.recipe.schema import TRAINING_VERSION, Recipe
 from compress.teachers.base import ImageFeatures, Teacher, TextFeatures
 from compress.train.data import Batch, KeyCollate, view_augment_params, view_caption
 from compress.train.distill import OnlineTargets, TargetShapes
@@ -46,7 +46,7 @@ FORMAT = "dcclip-teacher-cache"
 VERSION = 1
 MANIFEST = "manifest.json"
 DEFAULT_ROOT = Path(".cache/teacher-features")
-STAGE1_SEED_OFFSET = 0  # stage 1 trains with seed recipe.seed + 0 (compress.stages.loop_context)
+STAGE1_SEED_OFFSET = 0  # stage 1 trains with seed recipe.seed + 0 (compress.pipeline.stages.loop_context)
 SHARD_BYTES = 256 << 20  # default shard size: about this many bytes of features per file
 LANGS = ("en", "zh")
 REBUILD = "rebuild it with `dcclip-compress cache-teacher RECIPE`"
@@ -96,9 +96,9 @@ def teacher_identity(recipe: Recipe) -> dict:
     if cfg.kind == "none":
         raise UserError("teacher.kind is 'none': there is no teacher whose features could be cached")
     if cfg.kind == "reference":
-        from compress.recipe import load_recipe
+        from compress.recipe.schema import load_recipe
 
-        # As compress.pipeline.load_teacher / ensure_reference_teacher build it: the student run's class subset,
+        # As compress.pipeline.run.load_teacher / ensure_reference_teacher build it: the student run's class subset,
         # held-out split and seed; the reference teacher's own cache is keyed by this recipe's fingerprint too.
         t = load_recipe(cfg.recipe)
         same_data = {k: getattr(recipe.data, k) for k in ("unseen_fraction", "limit", "cache_dir")}
@@ -677,7 +677,7 @@ def build_recipe_cache(recipe: Recipe, out: str | os.PathLike | None = None, vie
                        batch_size: int = 64, shard_size: int | None = None) -> tuple[Path, dict]:
     """`dcclip-compress cache-teacher`: load the recipe's data (and its teacher, when something must be computed),
     write or finish the cache; returns (folder, manifest)."""
-    from compress.data.sources import load_run_data
+    from compress.pipeline.data import load_run_data
 
     if recipe.teacher.kind == "none":
         raise UserError("teacher.kind is 'none': there is no teacher whose features could be cached")
@@ -692,7 +692,7 @@ def build_recipe_cache(recipe: Recipe, out: str | os.PathLike | None = None, vie
 
     def load() -> Teacher:
         if not loaded:
-            from compress.pipeline import load_teacher
+            from compress.pipeline.run import load_teacher
 
             loaded.append(load_teacher(recipe))
         return loaded[0]

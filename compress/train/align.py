@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.recipe import AlignConfig
+from compress.recipe.schema import AlignConfig
 from compress.train.data import Batch, trim_padding
 from compress.train.losses import ClipLoss, EmbeddingDistillLoss, LogitDistillLoss, MarginRegularizer
 from compress.train.loop import gather, param_groups

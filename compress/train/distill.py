@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from compress.model import DualEncoder
-from compress.recipe import DistillConfig
+from compress.recipe.schema import DistillConfig
 from compress.teachers.base import ImageFeatures, Teacher, TextFeatures
 from compress.train.data import Batch, trim_padding
 from compress.train.losses import FeatureDistillLoss

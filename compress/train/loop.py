@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from compress.progress import log, log_epoch, progress_bar
-from compress.recipe import StageConfig, TrainingConfig
+from compress.recipe.schema import StageConfig, TrainingConfig
 from compress.train import checkpoint
 from compress.train.data import EpochPlan, KeyCollate, KeyDataset, micro_batch_size
 

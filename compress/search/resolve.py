@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from compress.recipe import Recipe, load_recipe
+from compress.recipe.schema import Recipe, load_recipe
 
 
 def search_recipe(recipe: Recipe, out: Path | None = None, table: Path | None = None) -> tuple[dict[str, Path], Recipe]:

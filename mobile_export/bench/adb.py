@@ -187,7 +187,7 @@ class HostDevice(LocalDevice):
         self.inputs = inputs
 
     def run_benchmark(self, pte_remote: str, runs: int) -> dict[str, Any]:
-        from mobile_export.bench import host_latency
+        from mobile_export.bench.run import host_latency
         from mobile_export.runtime import PteModule
 
         path = self._path(pte_remote)

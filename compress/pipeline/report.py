@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.atomic import atomic_path, write_json, write_text
-from compress.data.sources import RunData
+from compress.pipeline.data import RunData
 from compress.progress import log
 
 ORDER = ["teacher", "student_fp32", "student_int8", "student_fp32_pte", "student_int8_pte"]

@@ -3,7 +3,7 @@
 Class names, prompt templates and each dataset's metric are data (`compress/eval_data/elevater/`, sources in its
 SOURCES.md), not code. The protocol follows ELEVATER's `clip_zeroshot_evaluator`: per class, the prompt embeddings of
 all templates are L2-normalised, averaged and re-normalised (CLIP prompt ensembling); images are scored by cosine; the
-metric is the one ELEVATER names per dataset (see `compress.metrics` for the tie rule and the softmax detail).
+metric is the one ELEVATER names per dataset (see `compress.eval.metrics` for the tie rule and the softmax detail).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from compress import metrics
+from compress.eval import metrics
 from compress.data.labelled import LabelledImages, find_labelled_images
 from compress.errors import UserError
-from compress.evaluate import Encoders, embed_image_batches, embed_in_batches
+from compress.eval.zero_shot import Encoders, embed_image_batches, embed_in_batches
 
-DATA_DIR = Path(__file__).parent / "eval_data" / "elevater"
+DATA_DIR = Path(__file__).parent.parent / "eval_data" / "elevater"
 METRICS = ("accuracy", "mean_per_class", "roc_auc", "11point_mAP")
 
 

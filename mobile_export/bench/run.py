@@ -380,8 +380,8 @@ def _host(arg: str | None, programs: list[Path], settings: BenchSettings) -> Ben
 
 @register_device("adb")
 def _adb(arg: str | None, programs: list[Path], settings: BenchSettings) -> BenchRun:
-    """An Android phone timed by ExecuTorch's minibench app, through `mobile_export.device.AdbDevice`."""
-    from mobile_export.device import AdbDevice
+    """An Android phone timed by ExecuTorch's minibench app, through `mobile_export.bench.adb.AdbDevice`."""
+    from mobile_export.bench.adb import AdbDevice
 
     device = AdbDevice(arg)
     models = []
@@ -408,7 +408,7 @@ def _adb(arg: str | None, programs: list[Path], settings: BenchSettings) -> Benc
 @register_device("vela")
 def _vela(arg: str | None, programs: list[Path], settings: BenchSettings) -> BenchRun:
     """Arm Ethos-U: Vela's cycle estimate stored in the `.pte` at export (`source: estimate`; see mobile_export/ethosu.py)."""
-    from mobile_export.ethosu import bench_vela
+    from mobile_export.lower.ethosu import bench_vela
 
     return bench_vela(arg, programs, settings)
 

@@ -2,7 +2,7 @@
 
 XNNPACK (CPU, every phone) is always there. NPU backends need vendor SDKs that are rarely installed, so they are
 registered with the Python modules they need: listing shows them as "not installed" instead of crashing, and asking
-for one gives a one-line `UserError`. The int8 QAT path (`compress.train.qat`) targets XNNPACK's quantizer; NPU targets
+for one gives a one-line `UserError`. The int8 QAT path (`compress.quant.pt2e`) targets XNNPACK's quantizer; NPU targets
 here lower whatever program they are given (fp32, or one quantized with their own quantizer).
 """
 from __future__ import annotations
@@ -169,7 +169,7 @@ def _ethos_u(target: str) -> PartitionerFactory:
     def make() -> list[Any]:
         from executorch.backends.arm.ethosu import EthosUPartitioner
 
-        from mobile_export.ethosu import compile_spec
+        from mobile_export.lower.ethosu import compile_spec
 
         return [EthosUPartitioner(compile_spec(target))]
 
@@ -177,7 +177,7 @@ def _ethos_u(target: str) -> PartitionerFactory:
 
 
 # Ethos-U programs are int8 through the Arm backend's own quantizer and compiled by Vela (in a child process):
-# lowering goes through mobile_export.ethosu.lower, not lower_to_pte's XNNPACK path. The toolchain comes from PyPI
+# lowering goes through mobile_export.lower.ethosu.lower, not lower_to_pte's XNNPACK path. The toolchain comes from PyPI
 # (executorch[ethos-u]: ethos-u-vela, tosa-tools), so `make install` brings it.
 register_target("ethos-u55", requires=_ETHOS_U_REQUIRES, description=(
     "Arm Ethos-U55-128 microNPU (int8, Cortex-M systems); Vela estimates cycles and time per op"))(_ethos_u("ethos-u55"))

@@ -42,14 +42,14 @@ def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
     """Lower both towers to `image_<quant>.pte` / `text_<quant>.pte` in `out` and complete the folder into an app
     bundle (mobile_export/bundle.py). `labels`: a user's label file (JSONL/TSV, en + zh); default the emoji classes."""
     from compress.model import load_checkpoint
-    from compress.stages import example_inputs, pte_metadata
-    from mobile_export.bundle import read_labels, write_export_bundle
-    from mobile_export.lower import lower_to_pte, save_pte
+    from compress.pipeline.stages import example_inputs, pte_metadata
+    from mobile_export.bundle.write import read_labels, write_export_bundle
+    from mobile_export.lower.capture import lower_to_pte, save_pte
     from mobile_export.pte_check import check_pte
-    from mobile_export.targets import get_target
+    from mobile_export.lower.targets import get_target
 
     get_target(target)  # fail fast on an unknown target
-    from mobile_export.ethosu import is_ethos_u
+    from mobile_export.lower.ethosu import is_ethos_u
 
     if is_ethos_u(target):
         if quant != "int8":
@@ -100,11 +100,11 @@ def _export_ethos_u(path: Path, target: str, out: Path | None) -> Iterator[str]:
     every file, so `verify` and the loaders still catch a damaged copy."""
     from compress.atomic import write_json
     from compress.model import load_checkpoint
-    from compress.stages import example_inputs, pte_metadata, write_bundle
-    from mobile_export import ethosu
-    from mobile_export.bundle import model_info, preprocess_spec, write_npu_manifest
-    from mobile_export.delegation import write_delegation
-    from mobile_export.lower import save_pte
+    from compress.pipeline.stages import example_inputs, pte_metadata, write_bundle
+    from mobile_export.lower import ethosu
+    from mobile_export.bundle.write import model_info, preprocess_spec, write_npu_manifest
+    from mobile_export.bundle.delegation import write_delegation
+    from mobile_export.lower.capture import save_pte
 
     ckpt, run = _checkpoint_folder(path)
     out = out or ((run or ckpt.parent) / f"export-{target}")

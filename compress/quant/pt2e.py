@@ -2,7 +2,7 @@
 
 Flow: `prepare_qat` (export with a dynamic batch, fold BatchNorm, insert fake-quant) -> train the returned graph
 module as usual (`set_train(gm, True)`) -> `convert_qat` (int8 q/dq graph that runs eagerly on the host) ->
-`mobile_export.lower.lower_to_pte`.
+`mobile_export.lower.capture.lower_to_pte`.
 
 Why BatchNorm is folded before prepare: PT2E's QAT conv+BN simulation computes `conv(x, w * g) / g` with
 `g = gamma / sqrt(running_var + eps)`. timm zero-initialises the last BN gamma of every residual bottleneck
@@ -33,7 +33,7 @@ from torchao.quantization.pt2e.quantizer.embedding_quantizer import (
 )
 from torchao.quantization.pt2e.utils import _fuse_conv_bn_  # what torchao's own prepare_pt2e (PTQ) folds BN with
 
-from mobile_export.lower import explicit_attention
+from mobile_export.lower.capture import explicit_attention
 
 # Ops whose weights and input activations become int8. Only conv and linear: XNNPACK's other patterns (add, mul, cat,
 # pool) would also quantize the text tower's additive attention mask (-1e4, whose range swamps the logits), and on

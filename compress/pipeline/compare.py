@@ -16,7 +16,7 @@ from typing import Sequence
 
 from compress.data.augment import resize_uint8
 from compress.errors import UserError
-from compress.evaluate import Encoders, eager_encoders, teacher_encoders, zero_shot
+from compress.eval.zero_shot import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.prompts import LANGS
 
 SUITES = ("elevater", "emoji", "retrieval")
@@ -33,7 +33,7 @@ class EvalModel:
 
 def resolve_encoders(spec: str) -> Encoders:
     """A student checkpoint/run, an export folder or .pte, `reference`, or an HF CLIP-family id/folder."""
-    from compress.pipeline import ensure_reference_teacher
+    from compress.pipeline.run import ensure_reference_teacher
 
     path = Path(spec)
     if path.name == "teacher" and not path.exists() and (path.parent / "recipe.json").is_file():
@@ -61,8 +61,8 @@ def resolve_encoders(spec: str) -> Encoders:
 def run_teacher_encoders(run: Path) -> Encoders:
     """`RUN/teacher`: the teacher that run distilled from (the cached reference teacher trained on that run's classes,
     or its HF teacher), without retraining or re-downloading anything."""
-    from compress.pipeline import load_teacher
-    from compress.recipe import Recipe
+    from compress.pipeline.run import load_teacher
+    from compress.recipe.schema import Recipe
 
     recipe = Recipe.model_validate(json.loads((run / "recipe.json").read_text(encoding="utf-8")))
     teacher = load_teacher(recipe)
@@ -72,7 +72,7 @@ def run_teacher_encoders(run: Path) -> Encoders:
 
 
 def pte_bundle_encoders(path: Path) -> Encoders:
-    from compress.stages import pte_encoders
+    from compress.pipeline.stages import pte_encoders
     from compress.tokenizer import BilingualTokenizer
 
     folder = path.parent if path.suffix == ".pte" else path
@@ -147,12 +147,12 @@ def evaluate_models(
     bad = [s for s in splits if s not in KNOWN_SPLITS]
     if bad:
         raise UserError(f"--splits: {bad[0]!r} is not a split; choose from {', '.join(KNOWN_SPLITS)}")
-    from compress.elevater import select_datasets
+    from compress.eval.elevater import select_datasets
 
     chosen = select_datasets(datasets) if "elevater" in suites else []
     manifest_sets = []
     if "retrieval" in suites:
-        from compress.retrieval import load_manifest
+        from compress.eval.retrieval import load_manifest
 
         manifest_sets = [load_manifest(Path(m), langs) for m in manifests]
     labels = [split_label(s) for s in specs]
@@ -181,7 +181,7 @@ def evaluate_models(
 
 
 def _elevater(models: Sequence[EvalModel], chosen, root: Path, langs, batch_size) -> tuple[dict, dict]:
-    from compress.elevater import open_elevater, score_elevater
+    from compress.eval.elevater import open_elevater, score_elevater
 
     opened, skipped = open_elevater(chosen, root)
     return {m.label: score_elevater(m.enc, opened, langs, batch_size) for m in models}, skipped
@@ -200,7 +200,7 @@ def _emoji(models: Sequence[EvalModel], emoji, splits, langs, batch_size) -> dic
 
 
 def _retrieval(models: Sequence[EvalModel], emoji, manifest_sets, langs, batch_size) -> dict:
-    from compress.retrieval import emoji_retrieval_set, evaluate_retrieval
+    from compress.eval.retrieval import emoji_retrieval_set, evaluate_retrieval
 
     sp = emoji.splits["eval"]
     sets = [emoji_retrieval_set(sp.images, sp.labels, emoji.names, langs)] + list(manifest_sets)

@@ -264,9 +264,9 @@ def _files(folder: Path) -> dict[str, dict[str, Any]]:
 
 def _write_parity(folder: Path) -> None:
     """The Android helper's parity fixtures (`parity/`), when that module is installed in this checkout."""
-    if importlib.util.find_spec("mobile_export.parity") is None:
+    if importlib.util.find_spec("mobile_export.bundle.parity") is None:
         return
-    from mobile_export.parity import write_parity
+    from mobile_export.bundle.parity import write_parity
 
     write_parity(folder)
 
@@ -276,8 +276,8 @@ def write_export_bundle(
     labels: Sequence[Label] | None = None, label_source: str = "emoji",
 ) -> Iterator[str]:
     """Complete an export folder that already holds the `.pte` files (`files`: quant -> tower -> file name) into a
-    bundle; yields one line per artefact. `write_bundle` (compress.stages) writes bundle.json + tokenizer.json."""
-    from compress.stages import write_bundle
+    bundle; yields one line per artefact. `write_bundle` (compress.pipeline.stages) writes bundle.json + tokenizer.json."""
+    from compress.pipeline.stages import write_bundle
     from mobile_export.runtime import PteModule
 
     folder = Path(folder)

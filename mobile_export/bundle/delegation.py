@@ -19,7 +19,7 @@ _WRAPPERS = ("Method::execute", "OPERATOR_CALL", "DELEGATE_CALL")
 
 
 def time_shares(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """`mobile_export.bench.profile_ops` rows -> total, delegate and portable-op time of one execution, and the
+    """`mobile_export.bench.run.profile_ops` rows -> total, delegate and portable-op time of one execution, and the
     portable ops' time by op (`native_call_<op>` events; `OPERATOR_CALL` only wraps them)."""
     total = sum(r["median_ms"] for r in rows if r["event"] == "Method::execute")
     delegate = sum(r["median_ms"] for r in rows if r["event"] == "DELEGATE_CALL")
@@ -43,7 +43,7 @@ def time_shares(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def xnnpack_report(summary: dict[str, Any], pte: str | os.PathLike, inputs: tuple[torch.Tensor, ...] | None = None,
                    runs: int = 5) -> dict[str, Any]:
     """Counts from `lower.delegation_summary` plus the ETDump time share of the left-out ops, measured on `pte`."""
-    from mobile_export.bench import profile_ops
+    from mobile_export.bench.run import profile_ops
     from mobile_export.runtime import PteModule
 
     inputs = inputs if inputs is not None else PteModule(pte).default_inputs()

@@ -1,7 +1,7 @@
 """Zero-shot classification, the same way for every model kind (teacher, eager student, int8 eager, `.pte`).
 
 Class text embeddings are computed once per (class set, language); images are embedded in batches. Ties in top-k
-follow the rule in `compress.metrics` (exactly equal scores: the lower class index ranks first).
+follow the rule in `compress.eval.metrics` (exactly equal scores: the lower class index ranks first).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from compress import metrics
+from compress.eval import metrics
 from compress.data.augment import to_float
 from compress.prompts import LANGS, eval_prompts
 

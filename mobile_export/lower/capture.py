@@ -17,7 +17,7 @@ from torch.fx import GraphModule
 
 from compress.atomic import atomic_path
 from compress.errors import UserError
-from mobile_export.targets import resolve_target
+from mobile_export.lower.targets import resolve_target
 
 MetadataValue = int | float | str | bool
 
@@ -153,10 +153,10 @@ def lower_to_pte(
     from executorch.exir.passes.quant_fusion_pass import QuantFusionPass, _get_node_value_dict
 
     partitioners, passes = resolve_target(target)  # unknown/unavailable target fails before the slow export
-    from mobile_export.ethosu import is_ethos_u
+    from mobile_export.lower.ethosu import is_ethos_u
 
     if is_ethos_u(target):  # int8-only NPU: its own quantizer, TOSA and Vela (see mobile_export/ethosu.py)
-        from mobile_export.ethosu import lower as lower_ethos_u
+        from mobile_export.lower.ethosu import lower as lower_ethos_u
 
         return lower_ethos_u(module, example_inputs, target, metadata)
     metadata = _check_metadata(metadata)

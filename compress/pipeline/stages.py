@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compress.data.sources import RunData
-from compress.evaluate import Encoders, eager_encoders, teacher_encoders, zero_shot
+from compress.pipeline.data import RunData
+from compress.eval.zero_shot import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.atomic import write_json
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
 from compress.prompts import EVAL_TEMPLATE, TEMPLATES
 from compress.progress import log
-from compress.recipe import Recipe
+from compress.recipe.schema import Recipe
 from compress.teachers.base import Teacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
 from compress.train import loop
@@ -245,7 +245,7 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
     result = Exported()
     if not recipe.export.enabled:
         return result
-    from mobile_export.lower import lower_to_pte, save_pte
+    from mobile_export.lower.capture import lower_to_pte, save_pte
 
     folder = out / "export"
     (folder / "manifest.json").unlink(missing_ok=True)  # a previous bundle's hashes must not vet the new .pte files
@@ -266,22 +266,22 @@ def export(state, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: 
                 result.files.setdefault(quant, {})[tower] = path
                 delegation = program.delegation
                 if program.estimate is None:  # ETDump time share of the left-out ops (mobile_export/delegation.py)
-                    from mobile_export.delegation import xnnpack_report
+                    from mobile_export.bundle.delegation import xnnpack_report
 
                     delegation = xnnpack_report(program.delegation, path, ex)
                 result.delegation.setdefault(quant, {})[tower] = delegation
                 log(f"export: {path} ({path.stat().st_size / 1e6:.2f} MB)")
         files = {q: {t: p.name for t, p in d.items()} for q, d in result.files.items()}
-        from mobile_export.delegation import write_delegation
+        from mobile_export.bundle.delegation import write_delegation
 
         write_delegation(folder, {f"{t}_{q}.pte": d for q, towers in result.delegation.items() for t, d in towers.items()})
-        from mobile_export.bundle import write_export_bundle
+        from mobile_export.bundle.write import write_export_bundle
 
         for line in write_export_bundle(folder, model, tokenizer, recipe.export.target, files):  # app-ready bundle
             log(f"export: {line}")
         for npu in recipe.export.npu:  # Arm Ethos-U: int8 with the Arm quantizer, Vela's estimate per tower
-            from compress.export_cmd import _export_ethos_u
-            from mobile_export.ethosu import estimate_metrics, read_estimate
+            from compress.pipeline.export import _export_ethos_u
+            from mobile_export.lower.ethosu import estimate_metrics, read_estimate
 
             for line in _export_ethos_u(out, npu, out / f"export-{npu}"):
                 log(f"export {npu}: {line}")
@@ -323,7 +323,7 @@ def evaluate(state, data: RunData, teacher, model, tokenizer, quantized, exporte
             f"{s} en {r['en']['top1']:.3f} zh {r['zh']['top1']:.3f}" for s, r in entry["zero_shot"].items()))
         results[key] = entry
     if exported.files:
-        from mobile_export.bench import host_latency
+        from mobile_export.bench.run import host_latency
 
         ex_img, ex_txt = example_inputs(model.cpu(), 1)
         for quant, files in exported.files.items():

@@ -24,12 +24,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from compress import metrics
+from compress.eval import metrics
 from compress.data.augment import resize_uint8
 from compress.data.labelled import open_image, preprocessed_batches, read_jsonl
 from compress.data.manifest import _safe_path
 from compress.errors import UserError
-from compress.evaluate import Encoders, embed_image_batches, embed_in_batches
+from compress.eval.zero_shot import Encoders, embed_image_batches, embed_in_batches
 from compress.prompts import EVAL_TEMPLATE
 
 

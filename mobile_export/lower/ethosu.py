@@ -28,7 +28,7 @@ import torch
 from torch.fx import GraphModule
 
 from compress.errors import UserError, find_cause
-from mobile_export.device import LocalDevice
+from mobile_export.bench.adb import LocalDevice
 
 # Target name (CLI / recipe) -> Vela accelerator configuration (MAC units per cycle in the suffix).
 ACCELERATORS: dict[str, str] = {"ethos-u55": "ethos-u55-128", "ethos-u85": "ethos-u85-256"}
@@ -84,7 +84,7 @@ def quantize(
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from mobile_export.lower import explicit_attention
+    from mobile_export.lower.capture import explicit_attention
 
     quantizer = EthosUQuantizer(compile_spec(target)).set_global(get_symmetric_quantization_config())
     example = tuple(x[:1].contiguous() for x in example_inputs)
@@ -253,7 +253,7 @@ def lower(
     from executorch.backends.arm import EthosUPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    from mobile_export.lower import LoweredProgram, _check_metadata, delegation_summary, export_batch_one
+    from mobile_export.lower.capture import LoweredProgram, _check_metadata, delegation_summary, export_batch_one
 
     accelerator = accelerator_of(target)
     metadata = _check_metadata(metadata)
@@ -343,7 +343,7 @@ def estimate_metrics(estimate: dict[str, Any]) -> dict[str, Any]:
 
 
 class VelaDevice(LocalDevice):
-    """Arm's Vela compiler as a `mobile_export.device.Device`: nothing runs, `run_benchmark` returns the estimate
+    """Arm's Vela compiler as a `mobile_export.bench.adb.Device`: nothing runs, `run_benchmark` returns the estimate
     Vela made when the `.pte` was exported (cycles at the accelerator's clock), with its top ops."""
 
     name = "vela"
@@ -376,7 +376,7 @@ def bench_vela(arg: str | None, programs: list[Path], settings: Any):
     phone runs, `source: estimate`, top ops from Vela's per-op cycles)."""
     from importlib.metadata import version
 
-    from mobile_export.bench import BenchRun, DeviceInfo, MethodLatency, ModelResult, OpTime, TensorSpec
+    from mobile_export.bench.run import BenchRun, DeviceInfo, MethodLatency, ModelResult, OpTime, TensorSpec
     from mobile_export.pte_check import sha256_file
 
     if arg:

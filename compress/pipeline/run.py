@@ -14,11 +14,11 @@ from typing import Iterator
 
 
 from compress.atomic import write_json
-from compress import stages
-from compress.data.sources import load_run_data
+from compress.pipeline import stages
+from compress.pipeline.data import load_run_data
 from compress.errors import UserError
 from compress.progress import log
-from compress.recipe import Recipe, load_recipe
+from compress.recipe.schema import Recipe, load_recipe
 from compress.teachers.base import Teacher
 
 TEACHER_CACHE = Path(".cache/teachers")
@@ -114,7 +114,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
     if not resume and started:
         raise UserError(f"run folder {str(out)!r} already holds a run; pass --resume to continue it or --out NEW_DIR")
     if "search" in (recipe.students.image.arch, recipe.students.text.arch):
-        from compress.search_cmd import resolve_search
+        from compress.search.resolve import resolve_search
 
         recipe = resolve_search(recipe, out, resume)  # students.*.arch: search -> the winners (arch: custom)
     main = is_main_process() or not distributed
@@ -147,6 +147,6 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
     exported = stages.export(state, model, tokenizer, quantized)
     with state.stage("eval"):
         results = stages.evaluate(state, data, teacher, model, tokenizer, quantized, exported)
-    from compress.report import write_report
+    from compress.pipeline.report import write_report
 
     return write_report(state, data, results, exported)

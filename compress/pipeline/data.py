@@ -11,7 +11,7 @@ import torch
 
 from compress.data.emoji import EmojiData, Split, build_emoji_dataset
 from compress.data.pairs import PairSet
-from compress.recipe import DataConfig
+from compress.recipe.schema import DataConfig
 
 
 @dataclass
