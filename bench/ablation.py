@@ -1,7 +1,7 @@
 """The DC-CLIP ablation on the headline student, at equal optimisation steps, as one command.
 
     python -m bench.ablation [--recipe recipes/mobilevit_int8.yaml] [--lrs 2.5e-4,5e-4,1e-3,2e-3,4e-3] [--readme]
-        ->  bench/out/ablation.json, bench/out/ablation.md (and the table into README.md with --readme)
+        ->  bench/out/ablation.json, bench/out/ablation.md (and the table into docs/ablation.md with --readme)
 
 Rows (every student row gets the same number of optimizer steps: the recipe's stage-1 + stage-2 epochs at the same
 batch size, so steps per epoch are equal):
@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 
 from compress.atomic import write_json, write_text
-from compress.recipe.schema import load_recipe
+from compress.recipe import load_recipe
 
 SPLITS = ("eval", "transfer", "unseen")
 README_START, README_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="recipes/mobilevit_int8.yaml")
     ap.add_argument("--lrs", default="2.5e-4,5e-4,1e-3,2e-3,4e-3", help="stage-2 learning rates swept for the stage-2-only row")
     ap.add_argument("--out", type=Path, default=Path("bench/out/ablation"))
-    ap.add_argument("--readme", action="store_true", help="write the table into README.md between the ablation markers")
+    ap.add_argument("--readme", action="store_true", help="write the table into docs/ablation.md between the ablation markers")
     args = ap.parse_args()
     base = load_recipe(args.recipe)
     lrs = [float(x) for x in args.lrs.split(",")]
@@ -117,11 +117,11 @@ def main() -> None:
     write_text(args.out.parent / "ablation.md", table + "\n")
     print(table)
     if args.readme:
-        readme = Path("README.md").read_text(encoding="utf-8")
+        readme = Path("docs/ablation.md").read_text(encoding="utf-8")
         if README_START in readme and README_END in readme:
             head, rest = readme.split(README_START, 1)
             readme = head + README_START + "\n" + table + "\n" + README_END + rest.split(README_END, 1)[1]
-            write_text("README.md", readme)
+            write_text("docs/ablation.md", readme)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,18 @@
         ->  bench/out/latency_table.json, bench/out/latency_table.md (and the table into README.md with --readme)
 
 One command, one process, one thread count for every row. Each row is an eager model lowered with
-`mobile_export.lower.capture.lower_to_pte` and timed with `mobile_export.bench.run.host_latency` (median over the runs) through
-the ExecuTorch runtime:
+`get_target("xnnpack").lower` (mobile_export.lower.targets) and timed with `mobile_export.timing.host_latency` (median
+over the runs) through the ExecuTorch runtime:
 
   * teachers: AltCLIP (ViT-L/14 @224 image tower, XLM-R large text tower at 77 tokens) and Chinese-CLIP (ViT-B/16,
     RoBERTa-base at its trained 52 tokens), built from configs with the real BAAI/AltCLIP and
     OFA-Sys/chinese-clip-vit-base-patch16 sizes and random weights (architecture decides latency);
   * peer: MobileCLIP-S0's image tower, timm `fastvit_mci0` reparameterised, at its native 256 px and at 224 px;
-  * students (registry names of the recipes' towers) in fp32, int8 (the project's PT2E XNNPACK flow:
-    `compress.quant.pt2e.prepare_qat`, a few calibration batches, `convert_qat`) and 8da4w (the project's
-    `compress.quant.schemes` "8da4w" when importable, else torchao `Int8DynamicActivationIntxWeightConfig` applied
-    here: int8 dynamic activations, int4 weights in groups of 32, on linear layers), at their trained input size and at 224 px (text: at 77 tokens, the AltCLIP tower's length).
+  * students (registry names of the recipes' towers) in fp32, int8 and 8da4w, each through the project's own
+    scheme of that name (`compress.quant.schemes.get_scheme` + `quantize_tower`: int8 is the PT2E XNNPACK graph,
+    observed on a few random calibration batches; 8da4w is torchao's int8 dynamic activations with int4 weights in
+    groups of 32 on linear layers), at their trained input size and at 224 px (text: at 77 tokens, the AltCLIP
+    tower's length).
 
 MACs are counted on the eager fp32 model at batch 1 with `torch.utils.flop_counter.FlopCounterMode` (FLOPs / 2): the
 matmuls, convolutions and attention it has formulas for; elementwise ops, norms and softmax are not counted.
@@ -40,7 +41,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +65,6 @@ COMPARE_IMAGE_SIZE = 224
 COMPARE_TEXT_LEN = 77  # AltCLIP's trained text length
 CALIBRATION_BATCHES = 4
 CALIBRATION_BATCH = 4
-GROUP_SIZE = 32  # 8da4w weight group; XNNPACK takes groups that are multiples of 32
 
 # Real sizes (config.json of the hub checkpoints; tests/hf_fixtures.py REAL_CHECKPOINTS lists the same shapes).
 ALTCLIP_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -123,7 +123,7 @@ def peer_specs() -> list[RowSpec]:
 def student_specs(recipes: tuple[str, ...] = STUDENT_RECIPES) -> list[RowSpec]:
     """Every image/text tower the recipes name (first recipe wins for a tower two recipes share), each precision,
     at its trained size and at the comparison size (224 px / 77 tokens)."""
-    from compress.recipe.schema import load_recipe
+    from compress.recipe import load_recipe
 
     rows: list[RowSpec] = []
     seen: set[tuple[str, str]] = set()
@@ -255,88 +255,40 @@ def count_macs(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ quantization
-def quantize_int8(module: nn.Module, spec: RowSpec) -> nn.Module:
-    """The project's int8 flow (PT2E, XNNPACK quantizer, per-channel weights): prepare, calibrate on a few random
-    batches (observers only; no training), convert."""
-    from compress.quant.pt2e import convert_qat, prepare_qat, set_train
-
-    gm = prepare_qat(module, example_inputs(spec, batch=CALIBRATION_BATCH))
-    set_train(gm, False)
-    with torch.no_grad():
-        for i in range(CALIBRATION_BATCHES):
-            gm(*example_inputs(spec, batch=CALIBRATION_BATCH, seed=1 + i))
-    return convert_qat(gm)
+# Random calibration batches each precision's project scheme observes before convert (observers only; no training):
+# the static int8 graph needs activation ranges, 8da4w's activations are dynamic.
+CALIBRATED = {"int8": CALIBRATION_BATCHES, "8da4w": 0}
+QUANT_CODE = ("compress/quant/schemes.py", "compress/quant/pt2e.py", "mobile_export/lower/capture.py",
+              "mobile_export/lower/xnnpack.py")
 
 
-def _linear_8da4w(mod: nn.Module, fqn: str) -> bool:
-    return isinstance(mod, nn.Linear) and mod.in_features % GROUP_SIZE == 0
+def quantize(module: nn.Module, spec: RowSpec) -> nn.Module:
+    """The project's own scheme of the row's precision (`compress.quant.schemes`, the flow runs and `export` use):
+    prepare, run `CALIBRATED[precision]` random batches through it, convert. int8: the PT2E XNNPACK graph
+    (per-channel weights); 8da4w: torchao dynamic int8 activations, int4 group-32 linear weights."""
+    if spec.precision == "fp32":
+        return module
+    from compress.quant.schemes import get_scheme, quantize_tower
+
+    batches = CALIBRATED[spec.precision]
+    example = example_inputs(spec, batch=CALIBRATION_BATCH) if batches else example_inputs(spec)
+    calibration = [example_inputs(spec, batch=CALIBRATION_BATCH, seed=1 + i) for i in range(batches)]
+    return quantize_tower(get_scheme(spec.precision), module, example, calibration)
 
 
-def bench_8da4w(module: nn.Module, spec: RowSpec) -> nn.Module:
-    """torchao 8da4w done here (the fallback while the project's scheme is not importable): int8 dynamic per-token
-    activations, int4 symmetric weights in groups of 32, on every linear layer whose input width is a multiple of 32
-    (XNNPACK rejects other group sizes; MobileViT's width-80 linears stay fp32). Embedding tables stay fp32:
-    lower_to_pte's QuantFusionPass could not fuse torchao's quantized embedding when this was written."""
-    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
-    from torchao.quantization.granularity import PerGroup
-
-    config = Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4, weight_granularity=PerGroup(GROUP_SIZE))
-    quantize_(module, config, filter_fn=_linear_8da4w)
-    return module
-
-
-def _landed(rel: str) -> bool:
-    """Committed (tracked by git), not another helper's work in progress in the shared checkout."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        done = subprocess.run(["git", "ls-files", "--error-unmatch", rel], cwd=root, capture_output=True, check=False)
-    except OSError:  # no git (an unpacked release): what is there is what landed
-        return (root / rel).is_file()
-    return done.returncode == 0 or not (root / ".git").exists()
-
-
-def shared_scheme(precision: str) -> Any | None:
-    """The project's own 8da4w scheme (compress/quant/schemes.py) once it has landed, else None."""
-    if precision != "8da4w" or not _landed("compress/quant/schemes.py"):
-        return None
-    try:
-        from compress.quant.schemes import get_scheme
-    except ImportError:
-        return None
-    return get_scheme(precision)
-
-
-def shared_8da4w(module: nn.Module, spec: RowSpec) -> nn.Module:
-    """The project's 8da4w scheme: prepare -> convert with no training (random weights; latency only)."""
-    from compress.quant.schemes import quantize_tower
-
-    return quantize_tower(shared_scheme("8da4w"), module, example_inputs(spec))
-
-
-def _shared_fingerprint() -> str:
-    """Content hash of the shared scheme and the lowering code it depends on: their owners are still changing them,
-    so an 8da4w program built through them (or the fallback taken when they failed) is rebuilt when they change."""
+def _quant_fingerprint() -> str:
+    """Content hash of the quantization and lowering code a quantized row is built through: a changed scheme,
+    quantizer or XNNPACK lowering rebuilds those rows' cached programs."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for rel in ("compress/quant/schemes.py", "mobile_export/lower.py"):
+    for rel in QUANT_CODE:
         path = root / rel
         digest.update(path.read_bytes() if path.is_file() else b"")
     return digest.hexdigest()[:8]
 
 
 def quant_source(precision: str) -> str:
-    return {"fp32": "none", "int8": "compress.quant.pt2e"}.get(precision) or (
-        "compress.quant.schemes" if shared_scheme(precision) is not None else "bench")
-
-
-QUANTIZERS: dict[str, Callable[[nn.Module, RowSpec], nn.Module]] = {
-    "none": lambda module, spec: module,
-    "compress.quant.pt2e": quantize_int8,
-    "compress.quant.schemes": shared_8da4w,
-    "bench": bench_8da4w,
-}
+    return "none" if precision == "fp32" else "compress.quant.schemes"
 
 
 # ------------------------------------------------------------------------------------------------ lower + cache
@@ -351,8 +303,8 @@ def cache_paths(spec: RowSpec, cache_dir: Path) -> tuple[Path, Path]:
     """`.pte` and sidecar paths, keyed by everything that changes the lowered program."""
     source = quant_source(spec.precision)
     build = f"{BUILD_VERSIONS[spec.precision]}-{source}"
-    if source == "compress.quant.schemes":
-        build += f"-{_shared_fingerprint()}"
+    if source != "none":
+        build += f"-{_quant_fingerprint()}"
     key = json.dumps({**asdict(spec), "build": build, **versions()}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     stem = f"{spec.model}-{spec.tower}-{spec.precision}-{spec.input}-et{versions()['executorch']}-{digest}"
@@ -365,7 +317,8 @@ def _peak_rss_mb() -> float:
 
 def build_pte(spec: RowSpec, cache_dir: Path = CACHE_DIR) -> tuple[Path, dict[str, Any]]:
     """Lower the row's model to a cached `.pte` (or reuse it); returns the path and its sidecar facts."""
-    from mobile_export.lower.capture import lower_to_pte, save_pte
+    from mobile_export.lower.capture import save_pte
+    from mobile_export.lower.targets import get_target
 
     pte, sidecar = cache_paths(spec, Path(cache_dir))
     if pte.is_file() and sidecar.is_file():
@@ -375,13 +328,7 @@ def build_pte(spec: RowSpec, cache_dir: Path = CACHE_DIR) -> tuple[Path, dict[st
     inputs = example_inputs(spec)
     facts: dict[str, Any] = {"params": count_params(model), "macs": count_macs(model, inputs)}
     source = quant_source(spec.precision)
-    try:
-        program = lower_to_pte(QUANTIZERS[source](model, spec), inputs)
-    except Exception as exc:  # noqa: BLE001 - the shared scheme is another helper's work in progress
-        if source != "compress.quant.schemes":
-            raise
-        source = f"bench (compress.quant.schemes failed: {str(exc).splitlines()[0][:160]})"
-        program = lower_to_pte(bench_8da4w(build_eager(spec), spec), inputs)
+    program = get_target("xnnpack").lower(quantize(model, spec), inputs)
     facts.update(
         lower_s=round(time.perf_counter() - start, 1),
         peak_rss_mb_after_lowering=round(_peak_rss_mb()),
@@ -409,7 +356,7 @@ def set_threads(threads: int) -> int:
 def time_pte(path: Path, inputs: tuple[torch.Tensor, ...], target_s: float, min_runs: int, max_runs: int,
              warmup: int) -> dict[str, Any]:
     """`host_latency` with as many runs as fit in about `target_s` (one probe run sizes it), clamped."""
-    from mobile_export.bench.run import host_latency
+    from mobile_export.timing import host_latency
 
     probe = host_latency(path, inputs, runs=1, warmup=1)["median_inference_latency(ms)"]
     runs = max(min_runs, min(max_runs, int(target_s * 1e3 / max(probe, 1e-3))))
@@ -460,7 +407,7 @@ def _ratio(slow: dict | None, fast: dict | None, threshold: float, strict: bool 
 
 
 def headline_students() -> tuple[str, str]:
-    from compress.recipe.schema import load_recipe
+    from compress.recipe import load_recipe
 
     r = load_recipe(HEADLINE_RECIPE)
     return r.students.image.arch, r.students.text.arch

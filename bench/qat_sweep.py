@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from compress.atomic import write_json, write_text
-from compress.recipe.schema import load_recipe
+from compress.recipe import load_recipe
 
 FAST = ["qat.compare=[]", "export.quant=[int8]", "eval.splits=[eval]", "eval.latency_runs=3"]
 # QAT keys at their defaults and 3 epochs (the recipe before the sweep), so a variant means the same whatever the

@@ -71,10 +71,11 @@ def main() -> None:
     args = ap.parse_args()
 
     from compress.pipeline.data import load_run_data
-    from compress.pipeline.run import load_teacher, run_recipe
-    from compress.recipe.schema import load_recipe
+    from compress.pipeline.run import run_recipe
+    from compress.pipeline.run import load_teacher
+    from compress.recipe import load_recipe
     from compress.search.proxy import ProxyTrainer, mean_top1, split_holdout
-    from compress.pipeline.stages import tokenizer_corpus
+    from compress.tokenizer import tokenizer_corpus
     from compress.tokenizer import BilingualTokenizer, train_tokenizer
     from compress.train.distill import OnlineTargets
     from tokenizers import Tokenizer
@@ -86,7 +87,7 @@ def main() -> None:
     steps = args.proxy_steps or recipe.search.proxy.steps
     data = load_run_data(recipe.data, recipe.seed)
     train, held = split_holdout(data.train, recipe.search.proxy.holdout, recipe.search.seed)
-    base = train_tokenizer(tokenizer_corpus(data), recipe.students.text.vocab_size)
+    base = train_tokenizer(tokenizer_corpus(data.train), recipe.students.text.vocab_size)
     tok = lambda n: BilingualTokenizer(Tokenizer.from_str(base.to_str()), n)  # noqa: E731
     trainer = ProxyTrainer(recipe, train, held, OnlineTargets(load_teacher(recipe)), tok)
     rows = []

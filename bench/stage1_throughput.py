@@ -41,9 +41,10 @@ import torch
 from compress.atomic import write_json
 from compress.pipeline.data import load_run_data
 from compress.model import DualEncoder, DualEncoderSpec
-from compress.recipe.schema import DistillConfig, load_recipe
-from compress.pipeline.stages import build_student, tokenizer_corpus
-from compress.teachers.cache import CachedTargets, cache_fingerprint, write_cache
+from compress.recipe import DistillConfig, load_recipe
+from compress.pipeline.student import build_student
+from compress.tokenizer import tokenizer_corpus
+from compress.train.feature_cache import CachedTargets, cache_fingerprint, write_cache
 from compress.teachers.reference import ReferenceTeacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
 from compress.train import loop
@@ -172,7 +173,7 @@ def main() -> None:
     data = load_run_data(recipe.data, recipe.seed)
     pairs = data.train
     s = recipe.students
-    corpus = tokenizer_corpus(data)
+    corpus = tokenizer_corpus(data.train)
     tok = BilingualTokenizer(train_tokenizer(corpus, s.text.vocab_size), s.text.context_length)
     setups = [(*reference_teacher(args.teacher_recipe, corpus), (args.views, args.steps, args.reps))]
     kinds = [k.strip() for k in args.teachers.split(",") if k.strip()]

@@ -1,6 +1,8 @@
-"""Write files so a crash never leaves a half-written artifact: write to a temp file beside the target, then rename."""
+"""Write files so a crash never leaves a half-written artifact: write to a temp file beside the target, then rename.
+And the one file hash every artifact check uses (`sha256_file`)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -43,3 +45,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in `chunk`-sized blocks (bundles, manifests, caches and reports all use it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -35,6 +34,26 @@ def user_errors(fn):
     return wrapper
 
 
+SUITES = ("elevater", "emoji", "retrieval")  # `eval --suite` choices (compress/pipeline/compare.py runs them)
+
+
+def parse_list(value: str | None, option: str, allowed=None) -> list[str]:
+    """A comma-separated option -> its items; one line naming the option when an item is not allowed."""
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    if allowed is not None:
+        bad = [v for v in items if v not in allowed]
+        if bad:
+            raise UserError(f"{option}: {bad[0]!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def parse_suites(value: str) -> list[str]:
+    items = parse_list(value, "--suite", SUITES + ("all",))
+    if not items:
+        raise UserError(f"--suite: give one of {', '.join(SUITES)} or all")
+    return list(SUITES) if "all" in items else [s for s in SUITES if s in items]
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dcclip-compress")
 def main() -> None:
@@ -59,7 +78,7 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
     Writes runs/<name>/report.md, report.json, zero_shot.png, the fp32 checkpoint (student_fp32/, safetensors)
     and the .pte files (export/). The reference teacher is trained once and cached in .cache/teachers/.
     """
-    from compress.recipe.schema import load_recipe
+    from compress.recipe import load_recipe
 
     r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) pipeline import
     from compress.pipeline.run import run_recipe
@@ -73,7 +92,7 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
 @click.option("--target", default="xnnpack", show_default=True, help="Lowering target (see `dcclip-compress targets`).")
 @click.option("--quant", type=click.Choice(SCHEME_NAMES), default="int8", show_default=True,
               help="Quantization scheme (compress/quant/schemes.py). A quantized scheme reuses the run's .pte of it "
-                   "when present, else quantizes post-training on emoji-zh-en.")
+                   "when present, else quantizes post-training, calibrated on the run's own training split.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Bundle folder (default: <run>/export-<target>): image_<quant>.pte, text_<quant>.pte, their "
                    "BundledPrograms (.bpte), tokenizer.json, preprocess.json, labels.json + label embeddings, "
@@ -90,8 +109,7 @@ def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None, l
     """
     from compress.pipeline.export import export_checkpoint
 
-    for line in export_checkpoint(checkpoint_or_run, target, quant, out, labels=labels):
-        click.echo(line)
+    export_checkpoint(checkpoint_or_run, target, quant, out, labels=labels, say=click.echo)
 
 
 @main.command()
@@ -100,7 +118,7 @@ def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None, l
 def verify(bundle: Path) -> None:
     """Check an export BUNDLE: every file against manifest.json (size, sha256), each BundledProgram's samples
     through the ExecuTorch runtime, and the label embeddings against the text program. Exit 2 on any mismatch."""
-    from mobile_export.bundle.write import verify_bundle
+    from mobile_export.bundle.verify import verify_bundle
 
     for line in verify_bundle(bundle):
         click.echo(line)
@@ -141,17 +159,14 @@ def eval_(models: tuple[str, ...], suite: str, lang: str, datasets: str | None, 
 
     Example: dcclip-compress eval teacher=reference fp32=runs/mobilevit_int8 int8=runs/mobilevit_int8/export --suite all
     """
-    from compress.pipeline.compare import evaluate_models, parse_list, parse_suites
-    from compress.eval.report import markdown, write_report
+    from compress.pipeline.compare import compare_models
 
-    result = evaluate_models(
+    result, table, paths = compare_models(
         list(models), parse_suites(suite), parse_list(lang, "--lang"), datasets=parse_list(datasets, "--datasets") or None,
         data_root=data_root, manifests=manifests, splits=parse_list(splits, "--splits"), image_size=image_size,
-        limit=limit, unseen_fraction=unseen_fraction, batch_size=batch_size,
+        limit=limit, unseen_fraction=unseen_fraction, batch_size=batch_size, out=out,
     )
-    folder = out or Path("runs/eval") / re.sub(r"[^\w.-]+", "_", result["models"][0]["label"])
-    paths = write_report(result, folder)
-    click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else markdown(result))
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else table)
     click.echo("report: " + ", ".join(str(p) for p in paths.values()), err=as_json)
 
 
@@ -174,11 +189,9 @@ def bench(bundle_or_pte: Path, device: str, runs: int, warmup: int, threads: int
 
     Inputs are all-ones tensors of the shapes and dtypes the program declares, as the benchmark app feeds them.
     """
-    from mobile_export.bench.run import markdown, run_bench, write_report
+    from mobile_export.bench.report import bench_and_report, markdown
 
-    report = run_bench(bundle_or_pte, device, runs=runs, warmup=warmup, threads=threads)
-    name = bundle_or_pte.stem if bundle_or_pte.suffix == ".pte" else bundle_or_pte.resolve().name
-    paths = write_report(report, out or Path("runs/bench") / re.sub(r"[^\w.-]+", "_", name))
+    report, paths = bench_and_report(bundle_or_pte, device, runs=runs, warmup=warmup, threads=threads, out=out)
     click.echo(json.dumps(report.model_dump(by_alias=True, mode="json"), indent=2) if as_json else markdown(report))
     click.echo("report: " + ", ".join(str(p) for p in paths.values()), err=as_json)
 
@@ -206,10 +219,10 @@ def search(recipe: Path, overrides: tuple[str, ...], out: Path | None) -> None:
     Writes candidates.jsonl, pareto.md, pareto.png, summary.json and best.yaml (the recipe with the winners filled
     in: train it with `dcclip-compress run .../best.yaml`). Latency measurements are cached in .cache/latency/.
     """
-    from compress.recipe.schema import load_recipe
+    from compress.recipe import load_recipe
 
     r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) imports
-    from compress.search.resolve import search_recipe
+    from compress.pipeline.run import search as search_recipe
 
     paths, _ = search_recipe(r, out)
     click.echo("search: " + ", ".join(str(p) for p in paths.values()))
@@ -230,10 +243,10 @@ def cache_teacher(recipe: Path, overrides: tuple[str, ...], out: Path | None, vi
     fp16 features in sharded safetensors files plus manifest.json; a partial cache resumes where it stopped, a complete
     one is checked (sha256) and kept. Stage 1 then trains from it with teacher.cache=FOLDER and no teacher in memory.
     """
-    from compress.recipe.schema import load_recipe
+    from compress.recipe import load_recipe
 
     r = load_recipe(recipe, overrides)  # every recipe mistake is reported before the (slow) imports
-    from compress.teachers.cache import build_recipe_cache, human_size
+    from compress.pipeline.cache_teacher import build_recipe_cache, human_size
 
     folder, manifest = build_recipe_cache(r, out, views, batch_size)
     click.echo(f"teacher cache: {folder} ({human_size(manifest['bytes'])}, {manifest['samples']} samples x "

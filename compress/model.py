@@ -70,3 +70,12 @@ def load_checkpoint(folder: str | Path) -> tuple[DualEncoder, BilingualTokenizer
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", spec.context_length)
     return model.eval(), tokenizer, meta
+
+
+def example_inputs(model: DualEncoder, batch: int) -> tuple[tuple[torch.Tensor], tuple[torch.Tensor]]:
+    """Shapes for capture/lowering: pixels, and ids that are half padding (the mask path must be traced)."""
+    s = model.spec
+    pixels = torch.rand(batch, 3, s.image_size, s.image_size)
+    ids = torch.randint(2, s.vocab_size, (batch, s.context_length))
+    ids[:, s.context_length // 2 :] = 0
+    return (pixels,), (ids,)

@@ -18,3 +18,8 @@ def caption(name: str, lang: str, rng: random.Random | None = None) -> str:
 
 def eval_prompts(names: list[str], lang: str) -> list[str]:
     return [EVAL_TEMPLATE[lang].format(n) for n in names]
+
+
+def caption_lang(text: str) -> str:
+    """The language of an untagged caption: zh if it holds a CJK ideograph (basic block or extension A), else en."""
+    return "zh" if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text) else "en"

@@ -160,3 +160,18 @@ class BilingualTokenizer:
         if not Path(path).is_file():
             raise UserError(f"tokenizer file {str(path)!r} not found; point to the run folder that holds tokenizer.json")
         return cls(Tokenizer.from_file(str(path)), context_length)
+
+
+def tokenizer_corpus(pairs) -> list[str]:
+    """Every caption training can produce from `pairs` (a PairSet), in both languages: what the WordPiece
+    vocabulary is trained on."""
+    from compress.prompts import LANGS, TEMPLATES
+
+    texts: list[str] = []
+    for lang in LANGS:
+        if pairs.templated:
+            names = [n for n in (pairs.en if lang == "en" else pairs.zh) if n is not None]
+            texts += [t.format(n) for n in names for t in TEMPLATES[lang]]
+        else:
+            texts += pairs.texts(lang)
+    return texts

@@ -18,12 +18,12 @@ flatbuffer body) confirmed it: every one raised, none killed the process.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress.atomic import sha256_file
 from compress.errors import UserError
 
 PROGRAM_IDENTIFIER = b"ET12"  # `file_identifier` in executorch/schema/program.fbs
@@ -83,14 +83,6 @@ def parse_header(head: bytes, file_size: int, path: Path) -> PteHeader:
         raise UserError(f"pte: {str(path)!r} is damaged or truncated ({'; '.join(problems)}, the file has {file_size}); "
                         f"{_fix(path)}")
     return PteHeader(file_size, program_size, segment_base, segment_size)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_entry(path: Path) -> dict | None:

@@ -5,11 +5,10 @@ saves and loads every dual encoder.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from compress.errors import UserError
+from compress.errors import UserError, did_you_mean
 from students.image import ImageTower
 from students.text import TextTower
 
@@ -65,9 +64,7 @@ register_text_arch("text_base", TextArch(width=384, layers=4, heads=6))
 
 
 def _unknown(kind: str, key: str, name: str, known: dict) -> UserError:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
-    return UserError(f"{key}: {name!r} is not a known {kind}{hint}")
+    return UserError(f"{key}: {name!r} is not a known {kind}; {did_you_mean(name, known)}")
 
 
 def check_image_arch(name: str, key: str = "arch") -> ImageArch:

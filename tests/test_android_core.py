@@ -82,9 +82,9 @@ def golden(tmp_path_factory) -> Path:
     from compress.data.emoji import emoji_classes
     from compress.model import DualEncoder, DualEncoderSpec
     from compress.prompts import TEMPLATES
-    from compress.pipeline.stages import write_bundle
-    from mobile_export.bench.run import summarize_latencies
     from mobile_export.bundle.parity import build_parity
+    from mobile_export.bundle.write import write_bundle
+    from mobile_export.timing import summarize_latencies
 
     root = tmp_path_factory.mktemp("android-golden")
     classes = emoji_classes()
@@ -114,7 +114,7 @@ def golden(tmp_path_factory) -> Path:
     bundle.mkdir()
     write_bundle(bundle, model, tok, "xnnpack", {"fp32": {"image": "image_fp32.pte", "text": "text_fp32.pte"}})
     build_parity(bundle, model.image, model.text, label_limit=128, quant="fp32")
-    # The export's own preprocess.json and labels.json layout (mobile_export/bundle.py), with parity's label rows.
+    # The export's own preprocess.json and labels.json layout (mobile_export/bundle/write.py), with parity's label rows.
     from mobile_export.bundle.write import preprocess_spec
 
     (bundle / "preprocess.json").write_text(json.dumps(preprocess_spec(model, tok)))

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from compress.cli import main
-from compress.recipe.schema import Recipe, parse_recipe
+from compress.recipe import Recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_PATH = ROOT / "recipes" / "mobilevit_int8.yaml"
@@ -543,3 +543,18 @@ def test_file_without_read_permission(workdir):
         assert "cannot be read" in _fails_cleanly(_invoke(path))
     finally:
         path.chmod(0o644)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("export.target=xnpack", "export.target: 'xnpack' is not a known target; did you mean 'xnnpack'?"),
+    ("export.npu=[ethosu55]", "export.npu.0: 'ethosu55' is not a known NPU target; did you mean 'ethos-u55'?"),
+    ("export.npu=[qnn]", "export.npu.0: 'qnn' is a target but not an int8 NPU; known: ethos-u55, ethos-u85"),
+    ("qat.scheme=8da4", "qat.scheme: '8da4' is not a known quantization scheme; did you mean '8da4w'?"),
+    ("qat.compare=[ptq-int9]", "qat.compare.0: 'ptq-int9' is not a known quantization scheme; did you mean 'ptq-int8'?"),
+    ("students.image.arch=fastvit_t9", "students.image.arch: 'fastvit_t9' is not a known student; did you mean 'fastvit_t8'?"),
+    ("search.device=abd", "search.device: 'abd' is not a known search device; did you mean 'adb'?"),
+])
+def test_unknown_names_stop_the_run_before_training(override, expected):
+    """Every name in a recipe (target, NPU, scheme, arch, device) is checked when it loads, not after training."""
+    line = _fails_cleanly(_invoke(BASE_PATH, (override,)))
+    assert line == f"error: {BASE_PATH}: {expected}", line

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from compress.atomic import sha256_file
 from compress.cli import main
 from compress.errors import UserError
-from mobile_export.bench.run import BenchReport
-from mobile_export.bundle.write import read_labels
-from mobile_export.pte_check import sha256_file
+from mobile_export.bench.schema import BenchReport
+from mobile_export.bundle.labels import read_labels
 
 
 def invoke(args: list[str]):

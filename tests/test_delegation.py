@@ -6,8 +6,9 @@ import json
 
 import torch
 
-from mobile_export.bundle.delegation import time_shares, write_delegation, xnnpack_report
-from mobile_export.lower.capture import lower_to_pte, save_pte
+from mobile_export.bundle.delegation import delegation_report, time_shares, write_delegation, xnnpack_report
+from mobile_export.lower.capture import save_pte
+from mobile_export.lower.targets import lower_to_pte
 from students.text import TextTower
 
 
@@ -25,6 +26,8 @@ def test_report_counts_and_etdump_time_share(tmp_path):
     assert t["source"] == "etdump" and 0 < t["non_delegated_share"] < 1
     assert t["non_delegated_ms"] <= t["total_ms"] and t["delegate_ms"] > 0
     assert "native_layer_norm.out" in t["non_delegated_ms_by_op"]
+    picked = delegation_report(program, tmp_path / "text_fp32.pte", (ids,))  # XNNPACK runs here: the ETDump report
+    assert picked["time"]["source"] == "etdump" and picked["delegated_ops"] == report["delegated_ops"]
     path = write_delegation(tmp_path, {"text_fp32.pte": report})
     assert json.loads(path.read_text())["text_fp32.pte"]["non_delegated_nodes"] == report["non_delegated_nodes"]
     md = (tmp_path / "delegation.md").read_text()

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from compress.errors import UserError
+from mobile_export.bench.run import run_bench
+from mobile_export.bench.schema import BenchReport
+from mobile_export.bench.vela import read_estimate
 from mobile_export.lower import ethosu
-from mobile_export.bench.run import BenchReport, run_bench
 from mobile_export.lower.capture import save_pte
-from mobile_export.lower.targets import list_targets
+from mobile_export.lower.targets import get_target, list_targets
 from students.image import ImageTower
 from students.text import TextTower
 
@@ -36,11 +38,12 @@ def tiny_towers() -> dict[str, tuple[torch.nn.Module, tuple, list]]:
 @pytest.fixture(scope="module")
 def u85_export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ethos-u85")
+    target = get_target("ethos-u85")  # the backend's own quantizer and lowering, behind the target table
     programs = {}
     for tower, (module, ex, calibration) in tiny_towers().items():
-        q = ethosu.quantize(module, ex, calibration, "ethos-u85")
-        program = ethosu.lower(q, ex, "ethos-u85", {"image_size": SIZE}, what=f"the {tower} tower",
-                               artifacts=folder / "vela" / tower)
+        q = target.quantize(module, ex, calibration)
+        program = target.lower(q, ex, {"image_size": SIZE}, what=f"the {tower} tower",
+                               artifacts=folder / target.artifacts_name / tower)
         save_pte(program, folder / f"{tower}_int8.pte")
         programs[tower] = program
     return folder, programs
@@ -50,6 +53,8 @@ def test_targets_listed_as_available():
     targets = list_targets()
     assert targets["ethos-u55"] == "available" and targets["ethos-u85"] == "available"
     assert targets["qnn"].startswith("not installed")  # SDKs that do not come from PyPI keep saying what is missing
+    u85 = get_target("ethos-u85")
+    assert u85.int8_only and u85.own_quantizer and not u85.runs_on_host
 
 
 def test_u85_export_both_towers_with_vela_estimate(u85_export):
@@ -64,7 +69,7 @@ def test_u85_export_both_towers_with_vela_estimate(u85_export):
         est = program.estimate
         assert est["accelerator"] == "ethos-u85-256" and est["cycles"] > 0 and est["inference_time_ms"] > 0
         assert est["nn_macs"] > 0 and est["ops"] and (folder / "vela" / tower / "partition_0" / "vela.log").is_file()
-        back = ethosu.read_estimate(folder / f"{tower}_int8.pte")  # stored in the .pte itself
+        back = read_estimate(folder / f"{tower}_int8.pte")  # stored in the .pte itself
         assert back["cycles"] == est["cycles"] and len(back["ops"]) == len(est["ops"])
         assert sum(o["cycles"] for o in back["ops"]) > 0
 
@@ -81,11 +86,11 @@ def test_bench_device_vela_reports_the_estimate_in_the_bench_schema(u85_export):
 
 
 def test_vela_on_a_non_ethos_pte_is_a_one_line_error(tmp_path):
-    from mobile_export.lower.capture import lower_to_pte
+    from mobile_export.lower.targets import lower_to_pte
 
     save_pte(lower_to_pte(torch.nn.Linear(4, 4), (torch.rand(1, 4),)), tmp_path / "x.pte")
     with pytest.raises(UserError, match="no Vela estimate"):
-        ethosu.read_estimate(tmp_path / "x.pte")
+        read_estimate(tmp_path / "x.pte")
 
 
 def test_vela_dying_by_a_signal_is_an_error_not_a_dead_process(tmp_path, monkeypatch):

@@ -196,7 +196,7 @@ def test_the_checks_catch_a_planted_circle_and_an_upward_import(tmp_path: Path) 
     g = graph(tmp_path, ("compress",))
     assert cycles(g) == [["compress.atomic", "compress.errors"]]
     bad = violations(g)
-    assert any(b.startswith("compress.model imports compress.pipeline.run") for b in bad), bad
+    assert any(b.startswith("compress.model ") and "imports compress.pipeline.run" in b for b in bad), bad
 
 
 def test_the_cli_only_parses_and_calls() -> None:

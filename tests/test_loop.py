@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from compress.data.pairs import PairSet
 from compress.pipeline.data import load_run_data
-from compress.recipe.schema import AlignConfig, TrainingConfig, parse_recipe
-from compress.pipeline.stages import build_student, tokenizer_corpus
+from compress.recipe import AlignConfig, TrainingConfig, parse_recipe
+from compress.pipeline.student import build_student
+from compress.tokenizer import tokenizer_corpus
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
 from compress.train import checkpoint, loop
 from compress.train.align import AlignStage
@@ -26,7 +27,7 @@ def tiny(emoji_cache):
                      "embed_dim": 32},
     })
     data = load_run_data(recipe.data, recipe.seed)
-    tok = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data), 300), 16)
+    tok = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data.train), 300), 16)
     return recipe, data, tok
 
 

@@ -16,11 +16,11 @@ import torch.nn.functional as F
 
 from compress.errors import UserError
 from compress.quant.pt2e import convert_qat, describe_qat_config, prepare_qat, set_train
-from mobile_export.bench.run import host_latency
-from mobile_export.bench.adb import Device, HostDevice
-from mobile_export.lower.capture import LoweredProgram, lower_to_pte, save_pte
+from mobile_export.bench.run import run_bench
+from mobile_export.lower.capture import LoweredProgram, save_pte
+from mobile_export.lower.targets import get_target, list_targets, lower_to_pte
 from mobile_export.runtime import PteModule
-from mobile_export.lower.targets import list_targets
+from mobile_export.timing import host_latency
 from students.registry import create_image_tower, create_text_tower
 
 IMAGE_SIZE, EMBED_DIM, CONTEXT, VOCAB = 64, 128, 32, 3500
@@ -213,7 +213,7 @@ def test_int8_text_pte_is_at_most_30_percent_of_fp32(text_fp32, text_int8):
 
 def test_int8_image_pte_is_at_most_30_percent_of_fp32(image_fp32, image_int8):
     """MobileViT-XXS has 1M parameters, so XNNPACK's fixed int8 costs weigh in: it was 30.8% of fp32. Three fixes
-    (compress/train/qat.py `linear_per_channel`, mobile_export/lower.py `short_constant_keys`, SEGMENT_ALIGNMENT):
+    (mobile_export/lower/xnnpack.py `linear_per_channel` and `short_constant_keys`, capture.py SEGMENT_ALIGNMENT):
     one scale per linear layer in image towers, 16-hex-digit constant keys, 64-byte segment alignment."""
     ratio = image_int8.program.size_bytes / image_fp32.program.size_bytes
     print(f"\nimage int8/fp32 .pte size: {ratio:.3f}")
@@ -293,12 +293,13 @@ def test_host_latency_reports_minibench_fields(text_int8):
         assert stats[field] > 0
 
 
-def test_host_device_satisfies_device_interface(text_int8, tmp_path):
-    device = HostDevice(root=tmp_path)
-    assert isinstance(device, Device) and device.name == "host"
-    remote = "/data/local/tmp/minibench/text/text_int8.pte"
-    device.push(text_int8.path, remote)
-    stats = device.run_benchmark(remote, runs=3)
+def test_host_runner_times_a_bare_pte(text_int8):
+    """`bench --device host` on one program: the same minibench fields, from the same timing code."""
+    report = run_bench(text_int8.path, "host", runs=3, warmup=1, threads=1)
+    (model,) = report.models
+    (method,) = model.methods
+    stats = method.model_dump(by_alias=True)
+    assert report.device.name == "host" and method.runs == 3
     assert all(stats[field] > 0 for field in LATENCY_FIELDS)
 
 
@@ -313,3 +314,23 @@ def test_target_listing_never_crashes():
     targets = list_targets()
     assert targets["xnnpack"] == "available"
     assert all(status == "available" or status.startswith("not installed") for status in targets.values())
+
+
+def test_targets_say_what_they_can_do_and_misspellings_get_a_did_you_mean():
+    xnnpack = get_target("xnnpack")
+    assert xnnpack.runs_on_host and not xnnpack.int8_only and not xnnpack.own_quantizer
+    with pytest.raises(UserError, match="no quantizer of its own"):
+        xnnpack.quantize(torch.nn.Linear(4, 4), (torch.rand(1, 4),), [])
+    with pytest.raises(UserError, match="target: 'xnnpak' is not a known target; did you mean 'xnnpack'\\?"):
+        get_target("xnnpak")
+
+
+def test_importing_the_target_table_loads_no_sdk():
+    """The recipe loader validates `export.target` against the table: importing it must not import torch/ExecuTorch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mobile_export.lower.targets as t; t.target_names(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'executorch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

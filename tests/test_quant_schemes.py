@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 from compress.errors import UserError
 from compress.quant.schemes import SCHEMES, get_scheme, quantize_tower
-from compress.recipe.schema import parse_recipe
+from compress.recipe import parse_recipe
 from compress.pipeline.report import render_schemes, scheme_rows
-from mobile_export.lower.capture import lower_to_pte, save_pte
+from mobile_export.lower.capture import save_pte
+from mobile_export.lower.targets import lower_to_pte
 from mobile_export.runtime import PteModule
 from students.registry import create_image_tower, create_text_tower
 from tests.test_qat_export import CONTEXT, EMBED_DIM, IMAGE_SIZE, VOCAB, images, like_trained, tokens

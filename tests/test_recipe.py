@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from compress.errors import UserError
-from compress.recipe.schema import load_recipe, parse_recipe
+from compress.recipe import load_recipe, parse_recipe
 
 RECIPES = sorted(Path(__file__).resolve().parent.parent.glob("recipes/*.yaml"))
 
@@ -164,3 +164,69 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     write_text(tmp_path / "a.txt", "x")
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~umask
     assert (tmp_path / "a.txt").read_text() == "x"
+
+
+# ------------------------------------------------------------------------------------------------ names, at load time
+def test_a_typo_in_export_target_fails_before_any_work():
+    """User report: `--set export.target=xnpack` passed validation and failed after hours of training. The real
+    console script, in a child process: exit 2, one line that names the key path, the bad value and the fix."""
+    import subprocess
+    import sys
+    import time
+
+    cli = Path(sys.executable).with_name("dcclip-compress")
+    root = Path(__file__).resolve().parent.parent
+    start = time.monotonic()
+    res = subprocess.run([str(cli), "run", "recipes/mobilevit_int8.yaml", "--set", "export.target=xnpack"],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - start
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "export.target: 'xnpack' is not a known target; did you mean 'xnnpack'?" in lines[0], lines[0]
+    assert took < 60, f"the recipe check took {took:.0f} s: something imports or trains before validating"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"export": {"target": "xnpack"}}, "export.target: 'xnpack' is not a known target; did you mean 'xnnpack'?"),
+    ({"export": {"target": "tpu"}}, "export.target: 'tpu' is not a known target; known: "),
+    ({"export": {"npu": ["ethos-u85", "ethos-u56"]}}, "export.npu.1: 'ethos-u56' is not a known NPU target; did you mean"),
+    ({"export": {"npu": ["xnnpack"]}}, "export.npu.0: 'xnnpack' is a target but not an int8 NPU; known: ethos-u55, ethos-u85"),
+    ({"export": {"target": "ethos-u85"}}, "export.quant: target 'ethos-u85' runs int8 only; set export.quant: [int8]"),
+    ({"qat": {"scheme": "8da4"}}, "qat.scheme: '8da4' is not a known quantization scheme; did you mean '8da4w'?"),
+    ({"qat": {"compare": ["ptq-int8", "8da8"]}}, "qat.compare.1: '8da8' is not a known quantization scheme; did you mean '8da8w'?"),
+    ({"students": {"text": {"arch": "text_tine"}}}, "students.text.arch: 'text_tine' is not a known text student; did you mean 'text_tiny'?"),
+    ({"search": {"device": "hots"}}, "search.device: 'hots' is not a known search device; did you mean 'host'?"),
+    ({"search": {"device": "phone:1"}}, "search.device: 'phone' is not a known search device; known: adb, host"),
+    ({"search": {"device": "host:1"}}, "search.device: 'host:1' is not a device; write host, adb, or adb:SERIAL"),
+    ({"search": {"device": "adb:"}}, "search.device: 'adb:' is not a device"),
+])
+def test_every_name_is_checked_with_a_did_you_mean(raw, expected):
+    msg = _error({"name": "x", **raw})
+    assert msg.startswith("recipe: ") and expected in msg, msg
+
+
+def test_names_that_load():
+    r = parse_recipe({"name": "x", "export": {"target": "xnnpack", "npu": ["ethos-u55", "ethos-u85"]},
+                      "search": {"device": "adb:emulator-5554"}})
+    assert (r.export.target, r.export.npu, r.search.device) == ("xnnpack", ["ethos-u55", "ethos-u85"], "adb:emulator-5554")
+    assert parse_recipe({"name": "x", "search": {"device": "adb"}}).search.device == "adb"
+    assert parse_recipe({"name": "x", "export": {"target": "ethos-u85", "quant": ["int8"]}}).export.target == "ethos-u85"
+
+
+def test_targets_are_checked_against_the_target_table(monkeypatch):
+    """The recipe asks mobile_export's table, so a newly registered target is a valid export.target at once."""
+    from mobile_export.lower import targets
+
+    assert "my-npu" in _error({"name": "x", "export": {"target": "my-npu"}})
+    monkeypatch.setitem(targets.TARGETS, "my-npu", targets.TARGETS["xnnpack"])
+    assert parse_recipe({"name": "x", "export": {"target": "my-npu"}}).export.target == "my-npu"
+
+
+def test_the_face_reexports_the_same_objects():
+    import compress.recipe as face
+    from compress.recipe import load, schema
+
+    assert face.Recipe is schema.Recipe and face.load_recipe is load.load_recipe
+    assert face.TRAINING_VERSION == schema.TRAINING_VERSION
+    assert all(hasattr(face, name) for name in face.__all__)

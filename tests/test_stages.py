@@ -7,8 +7,9 @@ from compress.train import loop
 from compress.train.align import AlignStage
 from compress.train.distill import DistillStage, OnlineTargets
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
-from compress.pipeline.stages import build_student, tokenizer_corpus
-from compress.recipe.schema import AlignConfig, DistillConfig, parse_recipe
+from compress.pipeline.student import build_student
+from compress.tokenizer import tokenizer_corpus
+from compress.recipe import AlignConfig, DistillConfig, parse_recipe
 from compress.teachers.reference import ReferenceTeacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
 from tests.hf_fixtures import make_tiny_altclip, make_tiny_chinese_clip
@@ -21,7 +22,7 @@ def tiny(emoji_cache):
         "students": {"image": {"arch": "mobilevit_xxs"}, "text": {"arch": "text_pico", "context_length": 16, "vocab_size": 300}, "embed_dim": 32},
     })
     data = load_run_data(recipe.data, recipe.seed)
-    tok = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data), 300), 16)
+    tok = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data.train), 300), 16)
     return recipe, data, tok
 
 
@@ -95,7 +96,7 @@ def test_qat_self_distill_pulls_fake_quant_towers_toward_the_fp32_student(tiny):
     import copy
 
     from compress.quant.pt2e import prepare_qat, set_train
-    from compress.pipeline.stages import example_inputs
+    from compress.model import example_inputs
 
     recipe, data, tok = tiny
     torch.manual_seed(0)

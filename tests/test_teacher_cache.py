@@ -15,9 +15,10 @@ from compress.cli import main
 from compress.data.pairs import PairSet
 from compress.pipeline.data import load_run_data
 from compress.errors import UserError
-from compress.recipe.schema import DistillConfig, parse_recipe
-from compress.pipeline.stages import build_student, tokenizer_corpus
-from compress.teachers.cache import CachedTargets, cache_fingerprint, verify_cache, write_cache
+from compress.recipe import DistillConfig, parse_recipe
+from compress.pipeline.student import build_student
+from compress.tokenizer import tokenizer_corpus
+from compress.train.feature_cache import CachedTargets, cache_fingerprint, verify_cache, write_cache
 from compress.teachers.hf import HFTeacher
 from compress.tokenizer import BilingualTokenizer, train_tokenizer
 from compress.train import loop
@@ -44,7 +45,7 @@ def env(tmp_path_factory, emoji_cache):
     specs = {"altclip": make_tiny_altclip(root / "altclip"), "chinese_clip": make_tiny_chinese_clip(root / "chinese_clip")}
     recipes = {k: _recipe(emoji_cache, v) for k, v in specs.items()}
     data = load_run_data(recipes["altclip"].data, 0)
-    tok = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data), 300), 16)
+    tok = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data.train), 300), 16)
     caches = {}
     for kind, recipe in recipes.items():  # the teachers are loaded here only, and dropped again
         caches[kind] = write_cache(recipe, HFTeacher.from_config(recipe.teacher), data.train, root / f"cache-{kind}",
@@ -257,7 +258,7 @@ def test_cli_cache_teacher(env, tmp_path, monkeypatch):
 
 def test_the_run_reads_stage1_targets_from_the_recipes_cache(env):
     from compress.pipeline.data import RunData
-    from compress.pipeline.stages import stage1_targets
+    from compress.pipeline.student import stage1_targets
 
     recipe = env["recipes"]["chinese_clip"]
     data = RunData(env["pairs"], {}, {})

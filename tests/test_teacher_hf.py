@@ -50,8 +50,8 @@ try:  # the training loop is moving into compress/train/
     from compress.train.losses import FeatureDistillLoss
 except ImportError:  # pragma: no cover
     from compress.losses import FeatureDistillLoss
-from compress.recipe.schema import load_recipe
-from compress.teachers import hf as hf_module
+from compress.recipe import load_recipe
+from compress.teachers import hub as hub_module
 from compress.teachers.base import Teacher
 from compress.teachers.hf import HFTeacher, resolve_device, resolve_dtype, resolve_map_layers, resolve_text_layer
 from tests import hf_fixtures as fx
@@ -452,9 +452,9 @@ def test_unreachable_hub_fails_fast_without_offline_flags(monkeypatch: pytest.Mo
     """No HF_HUB_OFFLINE, no network: the TCP probe notices in seconds instead of the hub client's retry loop."""
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(hf_module.hub_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(hf_module.hub_constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
-    assert not hf_module._offline_forced() and not hf_module._hub_reachable()
+    monkeypatch.setattr(hub_module.hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_module.hub_constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
+    assert not hub_module.offline_forced() and not hub_module.hub_reachable()
     start = time.perf_counter()
     with pytest.raises(UserError) as err:
         HFTeacher.from_pretrained("OFA-Sys/chinese-clip-vit-base-patch16")

@@ -17,7 +17,7 @@ from compress.data import webdataset as wds_data
 from compress.pipeline.data import load_run_data
 from compress.data.webdataset import expand_shards, load_shards, manifest_to_shards, write_shards
 from compress.errors import UserError
-from compress.recipe.schema import DataConfig, parse_recipe
+from compress.recipe import DataConfig, parse_recipe
 
 
 def _image(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> None:

@@ -14,12 +14,13 @@ import torch
 
 def main(out: Path) -> Path:
     from compress.data.emoji import emoji_classes
-    from compress.model import DualEncoder, DualEncoderSpec
+    from compress.model import DualEncoder, DualEncoderSpec, example_inputs
     from compress.prompts import TEMPLATES
-    from compress.pipeline.stages import example_inputs, pte_metadata, write_bundle
     from compress.tokenizer import BilingualTokenizer, train_tokenizer
-    from mobile_export.lower.capture import lower_to_pte, save_pte
     from mobile_export.bundle.parity import write_parity
+    from mobile_export.bundle.write import pte_metadata, write_bundle
+    from mobile_export.lower.capture import save_pte
+    from mobile_export.lower.targets import lower_to_pte
 
     out.mkdir(parents=True, exist_ok=True)
     texts = [t.format(getattr(c, lang)) for c in emoji_classes() for lang in ("en", "zh") for t in TEMPLATES[lang]]

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, features
 
-from compress.atomic import atomic_path
+from compress.atomic import atomic_path, sha256_file
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -367,7 +367,7 @@ def check_train_subset(student: dict, teacher: dict) -> list[str]:
 def _file_sha256(path: Path | None) -> str | None:
     if path is None:
         return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def _dist_version(name: str) -> str | None:

@@ -49,6 +49,7 @@ from compress.data.manifest import (
     caption_list, decode_image, parse_json_object, row_captions,
 )
 from compress.errors import UserError
+from compress.prompts import caption_lang
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,6 @@ def expand_shards(pattern: str) -> list[Path]:
     return [Path(p) for p in sorted(found, key=_natural_key)]
 
 
-def _caption_lang(text: str) -> str:
-    from compress.eval.retrieval import caption_lang
-
-    return caption_lang(text)
-
-
 def sample_captions(sample: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | str:
     """(en captions, zh captions) from a sample's .json / .en.txt / .zh.txt / .txt members, or the skip reason."""
     caps: dict[str, list[str]] = {"en": [], "zh": []}
@@ -122,7 +117,7 @@ def sample_captions(sample: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | s
         except UnicodeDecodeError:
             return MISSING_FIELD
         for c in caption_list(text) or ():
-            caps[lang or _caption_lang(c)].append(c)
+            caps[lang or caption_lang(c)].append(c)
     en, zh = (tuple(dict.fromkeys(caps[lang])) for lang in ("en", "zh"))
     if not en and not zh:
         return NO_CAPTION

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from compress.eval import metrics
 from compress.data.labelled import LabelledImages, find_labelled_images
-from compress.errors import UserError
+from compress.errors import UserError, did_you_mean
 from compress.eval.zero_shot import Encoders, embed_image_batches, embed_in_batches
 
 DATA_DIR = Path(__file__).parent.parent / "eval_data" / "elevater"
@@ -67,11 +67,7 @@ def select_datasets(names: Sequence[str] | None) -> list[ElevaterDataset]:
         return list(table.values())
     bad = [n for n in names if n not in table]
     if bad:
-        import difflib
-
-        near = difflib.get_close_matches(bad[0], list(table), n=1)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        raise UserError(f"--datasets: {bad[0]!r} is not an ELEVATER dataset; {hint}choose from {', '.join(table)}")
+        raise UserError(f"--datasets: {bad[0]!r} is not an ELEVATER dataset; {did_you_mean(bad[0], table)}")
     return [table[n] for n in names]
 
 

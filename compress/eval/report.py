@@ -84,7 +84,7 @@ def markdown(result: dict) -> str:
         missing = [name for name, why in skipped.items() if why.endswith("does not exist")]
         if len(missing) > 1:
             out.append(f"- skipped {len(missing)} datasets not found under {result.get('data_root')}: {', '.join(missing)} "
-                       "(layouts: README, Evaluation)")
+                       "(layouts: docs/evaluation.md)")
         for name, why in skipped.items():
             if name not in missing or len(missing) == 1:
                 out.append(f"- skipped {name}: {why}")

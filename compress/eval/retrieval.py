@@ -30,7 +30,7 @@ from compress.data.labelled import open_image, preprocessed_batches, read_jsonl
 from compress.data.manifest import _safe_path
 from compress.errors import UserError
 from compress.eval.zero_shot import Encoders, embed_image_batches, embed_in_batches
-from compress.prompts import EVAL_TEMPLATE
+from compress.prompts import EVAL_TEMPLATE, caption_lang
 
 
 @dataclass
@@ -91,10 +91,6 @@ def load_manifest(path: Path, langs: Sequence[str]) -> RetrievalSet:
         return preprocessed_batches(lambda i: open_image(files[i]), len(files), size, batch_size)
 
     return RetrievalSet(path.stem, len(files), batches, captions, owner)
-
-
-def caption_lang(text: str) -> str:
-    return "zh" if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text) else "en"
 
 
 def load_chinese_clip_split(texts: Path, langs: Sequence[str]) -> RetrievalSet:

@@ -32,27 +32,25 @@ class EvalModel:
 
 
 def resolve_encoders(spec: str) -> Encoders:
-    """A student checkpoint/run, an export folder or .pte, `reference`, or an HF CLIP-family id/folder."""
-    from compress.pipeline.run import ensure_reference_teacher
+    """A student checkpoint/run, an export folder or .pte, `reference`, `RUN/teacher`, or an HF CLIP-family id/folder
+    (compress/pipeline/refs.py says which)."""
+    from compress.pipeline.refs import resolve_ref
 
-    path = Path(spec)
-    if path.name == "teacher" and not path.exists() and (path.parent / "recipe.json").is_file():
-        return run_teacher_encoders(path.parent)
-    if spec == "reference":
+    ref = resolve_ref(spec)
+    if ref.kind == "run_teacher":
+        return run_teacher_encoders(ref.run)
+    if ref.kind == "reference":
+        from compress.pipeline.run import ensure_reference_teacher
         from compress.teachers.reference import ReferenceTeacher
 
         return teacher_encoders(ReferenceTeacher.from_folder(ensure_reference_teacher("recipes/emoji_teacher.yaml")))
-    if path.suffix == ".pte" or (path / "bundle.json").is_file():
-        return pte_bundle_encoders(path)
-    if (path / "student_fp32" / "model.json").is_file():
-        path = path / "student_fp32"
-    if (path / "model.json").is_file():
+    if ref.kind in ("pte", "bundle"):
+        return pte_bundle_encoders(ref.path)
+    if ref.kind in ("run", "checkpoint"):
         from compress.model import load_checkpoint
 
-        model, tokenizer, _ = load_checkpoint(path)
-        return eager_encoders(str(path), model, tokenizer)
-    if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
-        raise UserError(f"{spec!r} is a file, not a model; pass a checkpoint or run folder, a .pte, or a hub id")
+        model, tokenizer, _ = load_checkpoint(ref.checkpoint)
+        return eager_encoders(str(ref.checkpoint), model, tokenizer)
     from compress.teachers.hf import HFTeacher
 
     return teacher_encoders(HFTeacher.from_pretrained(spec))
@@ -72,7 +70,7 @@ def run_teacher_encoders(run: Path) -> Encoders:
 
 
 def pte_bundle_encoders(path: Path) -> Encoders:
-    from compress.pipeline.stages import pte_encoders
+    from compress.pipeline.evaluate import pte_encoders
     from compress.tokenizer import BilingualTokenizer
 
     folder = path.parent if path.suffix == ".pte" else path
@@ -106,31 +104,14 @@ def split_label(arg: str) -> tuple[str, str]:
 
 def run_data_settings(spec: str) -> dict:
     """Data settings of the run a model came from, so its unseen classes stay unseen in a later eval."""
-    path = Path(spec)
-    for folder in (path, path.parent, path.parent.parent):
-        recipe = folder / "recipe.json"
-        if recipe.is_file():
-            r = json.loads(recipe.read_text(encoding="utf-8"))
-            d = r.get("data", {})
-            return {"image_size": d.get("image_size"), "limit": d.get("limit"), "unseen_fraction": d.get("unseen_fraction"),
-                    "seed": r.get("seed", 0), "cache_dir": d.get("cache_dir")}
-    return {}
+    from compress.pipeline.refs import resolve_ref
 
-
-def parse_list(value: str | None, option: str, allowed: Sequence[str] | None = None) -> list[str]:
-    items = [v.strip() for v in (value or "").split(",") if v.strip()]
-    if allowed is not None:
-        bad = [v for v in items if v not in allowed]
-        if bad:
-            raise UserError(f"{option}: {bad[0]!r} is not one of {', '.join(allowed)}")
-    return items
-
-
-def parse_suites(value: str) -> list[str]:
-    items = parse_list(value, "--suite", SUITES + ("all",))
-    if not items:
-        raise UserError(f"--suite: give one of {', '.join(SUITES)} or all")
-    return list(SUITES) if "all" in items else [s for s in SUITES if s in items]
+    r = resolve_ref(spec).recipe()
+    if r is None:
+        return {}
+    d = r.get("data", {})
+    return {"image_size": d.get("image_size"), "limit": d.get("limit"), "unseen_fraction": d.get("unseen_fraction"),
+            "seed": r.get("seed", 0), "cache_dir": d.get("cache_dir")}
 
 
 def evaluate_models(
@@ -166,7 +147,7 @@ def evaluate_models(
                    for m in models],
         "langs": list(langs), "suites": list(suites), "results": {}, "skipped": {},
     }
-    emoji = _emoji_data(specs, image_size, limit, unseen_fraction) if {"emoji", "retrieval"} & set(suites) else None
+    emoji = _emoji_data([spec for _, spec in labels], image_size, limit, unseen_fraction) if {"emoji", "retrieval"} & set(suites) else None
     if emoji is not None:
         result["emoji_data"] = {"classes": len(emoji.classes), "splits": {s: len(emoji.splits[s]) for s in KNOWN_SPLITS}}
     if "elevater" in suites:
@@ -178,6 +159,16 @@ def evaluate_models(
     if "retrieval" in suites:
         result["results"]["retrieval"] = _retrieval(models, emoji, manifest_sets, langs, batch_size)
     return result
+
+
+def compare_models(specs: Sequence[str], suites: Sequence[str], langs: Sequence[str], *, out: Path | None = None,
+                   **options) -> tuple[dict, str, dict[str, Path]]:
+    """`dcclip-compress eval`: evaluate, write eval.md / eval.json / eval.png; -> (result, markdown table, paths)."""
+    from compress.eval.report import markdown, write_report
+
+    result = evaluate_models(specs, suites, langs, **options)
+    folder = out or Path("runs/eval") / re.sub(r"[^\w.-]+", "_", result["models"][0]["label"])
+    return result, markdown(result), write_report(result, folder)
 
 
 def _elevater(models: Sequence[EvalModel], chosen, root: Path, langs, batch_size) -> tuple[dict, dict]:

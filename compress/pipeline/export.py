@@ -1,137 +1,190 @@
-"""`dcclip-compress export`: lower a trained student outside a full run into an app-ready bundle (`bench` and
-`verify` live in mobile_export/bench.py and mobile_export/bundle.py)."""
+"""One export for every target: the run's export stage (model in memory) and `dcclip-compress export` (a run or a
+checkpoint on disk) both call `export_model`.
+
+Per tower and precision: the fp32 tower, the run's own quantized tower (QAT), or post-training int8 calibrated on
+the run's training split (`compress/quant/calibrate.py`: never a default build, so `unseen` classes stay unseen).
+The target decides the rest: a backend with its own quantizer (Arm Ethos-U) quantizes with it, every target lowers
+with its own partitioner (`get_target(name).lower`), and the bundle writer picks the layout the target can use.
+"""
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
-import torch
+from typing import Callable
 
 from compress.errors import UserError
+from compress.model import DualEncoder, example_inputs, load_checkpoint
+from compress.progress import log
+from compress.quant.calibrate import Calibration, calibration_set
+from compress.tokenizer import BilingualTokenizer
+from mobile_export.bundle.delegation import delegation_report, write_delegation
+from mobile_export.bundle.write import pte_metadata, write_export_bundle
+from mobile_export.lower.capture import save_pte
+from mobile_export.lower.targets import Target, get_target
+
+Say = Callable[[str], None]
 
 
-def _checkpoint_folder(path: Path) -> tuple[Path, Path | None]:
-    """-> (checkpoint folder, run folder or None)."""
-    if (path / "student_fp32" / "model.json").is_file():
-        return path / "student_fp32", path
-    if (path / "model.json").is_file():
-        run = path.parent if (path.parent / "report.json").is_file() or (path.parent / "export").is_dir() else None
-        return path, run
-    raise UserError(f"{str(path)!r} is neither a run folder nor a checkpoint folder (model.json + model.safetensors); "
-                    "pass runs/<name> or runs/<name>/student_fp32")
+@dataclass
+class Exported:
+    folder: Path | None = None
+    files: dict[str, dict[str, Path]] = field(default_factory=dict)  # quant -> tower -> path
+    delegation: dict[str, dict[str, dict]] = field(default_factory=dict)
+    estimates: dict[str, dict] = field(default_factory=dict)  # tower -> the compiler's estimate (Ethos-U: Vela)
 
 
-def _calibration_batches(image_size: int, n: int = 4, batch: int = 64):
-    """Post-training int8 calibration on emoji-zh-en renders and captions, when no QAT export exists."""
-    from compress.data.emoji import build_emoji_dataset
-    from compress.data.augment import to_float
-    from compress.prompts import caption
-
-    data = build_emoji_dataset(".cache/emoji", image_size=image_size)
-    train = data.splits["train"]
-    names = {c.index: c for c in data.classes}
-    for i in range(n):
-        sl = slice(i * batch, (i + 1) * batch)
-        labels = train.labels[sl].tolist()
-        yield to_float(train.images[sl]), [caption(names[l].en, "en") for l in labels] + [caption(names[l].zh, "zh") for l in labels]
-
-
-def export_checkpoint(path: Path, target: str, quant: str, out: Path | None,
-                      labels: Path | None = None) -> Iterator[str]:
-    """Lower both towers to `image_<quant>.pte` / `text_<quant>.pte` in `out` and complete the folder into an app
-    bundle (mobile_export/bundle.py). `labels`: a user's label file (JSONL/TSV, en + zh); default the emoji classes."""
-    from compress.model import load_checkpoint
-    from compress.pipeline.stages import example_inputs, pte_metadata
-    from mobile_export.bundle.write import read_labels, write_export_bundle
-    from mobile_export.lower.capture import lower_to_pte, save_pte
-    from mobile_export.pte_check import check_pte
-    from mobile_export.lower.targets import get_target
-
-    get_target(target)  # fail fast on an unknown target
-    from mobile_export.lower.ethosu import is_ethos_u
-
-    if is_ethos_u(target):
-        if quant != "int8":
-            raise UserError(f"export: {target} runs int8 only; use --quant int8")
-        yield from _export_ethos_u(path, target, out)
-        return
-    label_set = read_labels(labels) if labels is not None else None  # and on a bad label file, before the slow work
-    ckpt, run = _checkpoint_folder(path)
-    out = out or ((run or ckpt.parent) / f"export-{target}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)  # a previous bundle's hashes must not vet the new .pte files
-    model, tokenizer, _ = load_checkpoint(ckpt)
-    files: dict[str, str] = {}
-    qat_dir = run / "export" if run else None
+def _post_training(target: Target, quant: str, tower: str, module, model: DualEncoder, calibration: Calibration):
+    """Post-training int8 of one tower: the backend's own quantizer when it has one, else the project's scheme
+    (`int8` means `ptq-int8` here: there is no QAT result to reuse)."""
+    ex = example_inputs(model, 2)[0 if tower == "image" else 1]
+    if target.own_quantizer:
+        return target.quantize(module, ex, calibration.tower(tower))
     from compress.quant.schemes import get_scheme, quantize_tower
 
-    scheme = get_scheme(quant)
-    if scheme.quantized and target == "xnnpack" and qat_dir and all((qat_dir / f"{t}_{quant}.pte").is_file() for t in ("image", "text")):
-        for t in ("image", "text"):
-            check_pte(qat_dir / f"{t}_{quant}.pte")  # a damaged run export must not be copied into a bundle
-            shutil.copyfile(qat_dir / f"{t}_{quant}.pte", out / f"{t}_{quant}.pte")
-            files[t] = f"{t}_{quant}.pte"
-            yield f"{t}: reused the run's {'QAT ' if scheme.trains else ''}{quant} export -> {out / files[t]}"
-    else:
-        image, text = model.image, model.text
-        ex_img, ex_txt = example_inputs(model, 1)
-        if scheme.quantized:  # no QAT export of this scheme in the run: post-training (int8: the ptq-int8 scheme)
-            post = get_scheme("ptq-int8") if quant == "int8" else scheme
-            ex2_img, ex2_txt = example_inputs(model, 2)
-            batches = list(_calibration_batches(model.spec.image_size))
-            image = quantize_tower(post, image, ex2_img, [(pixels,) for pixels, _ in batches])
-            text = quantize_tower(post, text, ex2_txt, [(tokenizer(texts),) for _, texts in batches])
-            yield f"{quant}: post-training {'calibration ' if post.calibrates else ''}on emoji-zh-en (no {quant} export found in the run)"
-        metadata = pte_metadata(model, tokenizer)
-        for t, module, ex in (("image", image, ex_img), ("text", text, ex_txt)):
-            files[t] = f"{t}_{quant}.pte"
-            save_pte(lower_to_pte(module, ex, target=target, metadata=metadata), out / files[t])
-            yield f"{t}: {out / files[t]} ({(out / files[t]).stat().st_size / 1e6:.2f} MB)"
-    yield from write_export_bundle(out, model, tokenizer, target, {quant: files}, label_set,
-                                   label_source=str(labels) if labels is not None else "emoji")
+    scheme = get_scheme("ptq-int8" if quant == "int8" else quant)
+    return quantize_tower(scheme, module, ex, calibration.tower(tower))
 
 
+def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str, quants: list[str], folder: Path, *,
+                 calibration: Callable[[], Calibration] | None = None, quantized: dict | None = None,
+                 reuse: Path | None = None, labels=None, label_source: str = "emoji", say: Say = log) -> Exported:
+    """Lower both towers at every precision in `quants` into `folder` and complete it into an app bundle.
 
-def _export_ethos_u(path: Path, target: str, out: Path | None) -> Iterator[str]:
-    """Arm Ethos-U: int8 through the Arm backend's own quantizer (calibrated on emoji-zh-en), Vela compiles each tower
-    in a child process; the `.pte` carries Vela's estimate (`bench --device vela`), vela/<tower>/ keeps its CSVs.
-    No BundledProgram or label embeddings: nothing on this host can run an Ethos-U program; manifest.json hashes
-    every file, so `verify` and the loaders still catch a damaged copy."""
-    from compress.atomic import write_json
-    from compress.model import load_checkpoint
-    from compress.pipeline.stages import example_inputs, pte_metadata, write_bundle
-    from mobile_export.lower import ethosu
-    from mobile_export.bundle.write import model_info, preprocess_spec, write_npu_manifest
-    from mobile_export.bundle.delegation import write_delegation
-    from mobile_export.lower.capture import save_pte
+    `quantized`: scheme -> towers the run already quantized (QAT). `calibration`: builds the run's calibration set,
+    called only when a tower needs post-training int8. `reuse`: a folder whose `.pte` files of this target may be
+    copied instead of lowered again (the run's own export)."""
+    t = get_target(target)
+    t.check_available()
+    if t.int8_only and any(q == "fp32" for q in quants):
+        raise UserError(f"export: {target} runs int8 only; use --quant int8")
+    from compress.quant.schemes import get_scheme
 
-    ckpt, run = _checkpoint_folder(path)
-    out = out or ((run or ckpt.parent) / f"export-{target}")
-    out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, _ = load_checkpoint(ckpt)
-    model.eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").unlink(missing_ok=True)  # a previous bundle's hashes must not vet the new .pte files
+    model = model.cpu().eval()
     ex_img, ex_txt = example_inputs(model, 1)
-    batches = list(_calibration_batches(model.spec.image_size, n=2, batch=32))
-    towers = {
-        "image": (model.image, ex_img, [(pixels,) for pixels, _ in batches]),
-        "text": (model.text, ex_txt, [(tokenizer(texts),) for _, texts in batches]),
-    }
     metadata = pte_metadata(model, tokenizer)
-    files, reports = {}, {}
-    for tower, (module, ex, calibration) in towers.items():
-        q = ethosu.quantize(module, ex, calibration, target)
-        program = ethosu.lower(q, ex, target, metadata, what=f"the {tower} tower ({model.spec.image_arch if tower == 'image' else model.spec.text_arch})",
-                               artifacts=out / "vela" / tower)
-        files[tower] = f"{tower}_int8.pte"
-        save_pte(program, out / files[tower])
-        reports[files[tower]] = {"delegation": program.delegation, "estimate": program.estimate}
-        yield (f"{tower}: {out / files[tower]} ({(out / files[tower]).stat().st_size / 1e6:.2f} MB; Vela "
-               f"{program.estimate['accelerator']}: {program.estimate['inference_time_ms']:.3f} ms, "
-               f"{program.estimate['cycles']:.0f} cycles)")
-    write_bundle(out, model, tokenizer, target, {"int8": files})
-    write_json(out / "preprocess.json", preprocess_spec(model, tokenizer))
-    yield f"delegation: {write_delegation(out, reports)}"
-    manifest = write_npu_manifest(out, model_info(model), target, files, {t: reports[f]["estimate"] for t, f in files.items()})
-    yield (f"bundle: {out / 'bundle.json'}, {manifest} (no BundledProgram or label embeddings: an Ethos-U program "
-           "cannot run here; `verify` checks its structure and hashes)")
+    result = Exported(folder)
+    cal: Calibration | None = None
+    for quant in quants:
+        for tower, ex in (("image", ex_img), ("text", ex_txt)):
+            path = folder / f"{tower}_{quant}.pte"
+            if reuse is not None and (reuse / path.name).is_file() and get_scheme(quant).quantized:
+                from mobile_export.pte_check import check_pte
+
+                check_pte(reuse / path.name)  # a damaged run export must not be copied into a bundle
+                shutil.copyfile(reuse / path.name, path)
+                result.files.setdefault(quant, {})[tower] = path
+                say(f"{tower}: reused the run's {'QAT ' if get_scheme(quant).trains else ''}{quant} export -> {path}")
+                continue
+            module = getattr(model, tower)
+            if quant in (quantized or {}) and not t.own_quantizer:
+                module = getattr(quantized[quant], tower)
+            elif quant != "fp32":
+                if calibration is None:
+                    raise UserError(f"export: {quant} needs calibration data and none was given")
+                if cal is None:
+                    cal = calibration()
+                    say(f"{quant}: post-training quantization calibrated on {len(cal.groups)} training images of the run")
+                module = _post_training(t, quant, tower, module, model, cal)
+            arch = model.spec.image_arch if tower == "image" else model.spec.text_arch
+            program = t.lower(module, ex, metadata, artifacts=(folder / t.artifacts_name / tower) if t.artifacts_name
+                              else None, what=f"the {tower} tower ({arch})")
+            save_pte(program, path)
+            result.files.setdefault(quant, {})[tower] = path
+            result.delegation.setdefault(quant, {})[tower] = delegation_report(program, path, ex)
+            if program.estimate is not None:
+                result.estimates[tower] = program.estimate
+            note = "" if program.estimate is None else (
+                f"; {program.estimate['accelerator']} estimate {program.estimate['inference_time_ms']:.3f} ms, "
+                f"{program.estimate['cycles']:.0f} cycles")
+            say(f"{path} ({path.stat().st_size / 1e6:.2f} MB{note})")
+    if result.delegation:
+        write_delegation(folder, {f"{tw}_{q}.pte": d for q, towers in result.delegation.items() for tw, d in towers.items()})
+    files = {q: {tw: p.name for tw, p in d.items()} for q, d in result.files.items()}
+    for line in write_export_bundle(folder, model, tokenizer, target, files, labels, label_source=label_source,
+                                    estimates=result.estimates or None):
+        say(line)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ the run's stage
+def export_stage(state, data, model: DualEncoder, tokenizer: BilingualTokenizer, quantized: dict) -> dict[str, Exported]:
+    """The run's export: `export.target` with every precision the recipe asks for (`int8` stands for every
+    quantized scheme the run built), then each `export.npu` target at int8. Keys: `main` and the NPU names."""
+    recipe, out = state.recipe, state.out
+    if not recipe.export.enabled:
+        return {"main": Exported()}
+    calibration = lambda: calibration_set(data.train, tokenizer)  # noqa: E731 - built only if a tower needs it
+    own = get_target(recipe.export.target).own_quantizer  # its int8 comes from its own quantizer, not the run's QAT
+    precisions = [q for p in recipe.export.quant for q in (["fp32"] if p == "fp32" else ["int8"] if own else list(quantized))]
+    result: dict[str, Exported] = {}
+    with state.stage("export"):
+        result["main"] = export_model(model, tokenizer, recipe.export.target, precisions, out / "export",
+                                      calibration=calibration, quantized=quantized,
+                                      say=lambda line: log(f"export: {line}"))
+        for npu in recipe.export.npu:
+            result[npu] = export_model(model, tokenizer, npu, ["int8"], out / f"export-{npu}", calibration=calibration,
+                                       say=lambda line, npu=npu: log(f"export {npu}: {line}"))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ the command
+def run_calibration(ref, tokenizer: BilingualTokenizer) -> Callable[[], Calibration]:
+    """Calibration from the training data a checkpoint was trained on: its run's recipe.json, else the data recorded
+    in its model.json; refuses when neither says (a default build could hold the run's unseen classes)."""
+    recipe = ref.recipe()
+    meta = json.loads((ref.checkpoint / "model.json").read_text(encoding="utf-8"))
+    data, seed = (recipe.get("data"), recipe.get("seed", 0)) if recipe else (meta.get("data"), meta.get("seed"))
+
+    def build() -> Calibration:
+        if data is None or seed is None:  # refused only when a tower really needs calibrating
+            raise UserError(f"export: {str(ref.checkpoint)!r} records no training data to calibrate int8 on (no run "
+                            "folder with recipe.json, no data in model.json); export its run folder, or use --quant fp32")
+        from compress.pipeline.data import load_run_data
+        from compress.recipe.schema import DataConfig
+
+        return calibration_set(load_run_data(DataConfig.model_validate(data), int(seed)).train, tokenizer)
+
+    return build
+
+
+def _reusable(ref, target: Target) -> Path | None:
+    """The run's own export folder when it holds programs of this very checkpoint lowered for the same target (its
+    quantized `.pte` can be copied). Only for targets that run here: an NPU program's estimate would not follow a copy."""
+    run = ref.run
+    if run is None or ref.checkpoint != run / "student_fp32" or not target.runs_on_host:
+        return None
+    folder = run / "export"
+    if not (folder / "bundle.json").is_file():
+        return None
+    try:
+        same = json.loads((folder / "bundle.json").read_text(encoding="utf-8")).get("target") == target.name
+        return folder if same else None
+    except json.JSONDecodeError:
+        return None
+
+
+def export_checkpoint(spec: str | Path, target: str, quant: str, out: Path | None, labels: Path | None = None,
+                      say: Say = print) -> Path:
+    """`dcclip-compress export`: a run or checkpoint folder -> `out` (default `<run>/export-<target>`)."""
+    from compress.pipeline.refs import student_checkpoint
+    from mobile_export.bundle.labels import read_labels
+
+    t = get_target(target)  # an unknown or uninstalled target fails before the slow work
+    t.check_available()
+    if t.int8_only and quant != "int8":
+        raise UserError(f"export: {target} runs int8 only; use --quant int8")
+    label_set = read_labels(labels) if labels is not None else None  # and on a bad label file
+    ref = student_checkpoint(spec, "export")
+    out = out or ((ref.run or ref.checkpoint.parent) / f"export-{target}")
+    model, tokenizer, _ = load_checkpoint(ref.checkpoint)
+    if label_set is not None and not t.runs_on_host:
+        say(f"labels: {target} bundles carry no label embeddings (nothing here can run the text program); "
+            "embed the labels on the device")
+    calibration = run_calibration(ref, tokenizer) if quant != "fp32" else None
+    export_model(model, tokenizer, target, [quant], out, calibration=calibration, reuse=_reusable(ref, t),
+                 labels=label_set, label_source=str(labels) if labels is not None else "emoji", say=say)
+    return out

@@ -1,60 +1,29 @@
-"""recipe -> stages -> artifacts in runs/<name>/.
+"""recipe -> stages -> artifacts in runs/<name>/, and the teacher that a run loads (the reference teacher is trained
+by a run of its own recipe, so it lives here: a run may start a run).
 
 data -> teacher -> tokenizer -> stage 1 distill -> stage 2 align -> QAT -> export -> eval -> report.
 Each stage leaves its artifact in the run folder; `resume` skips a stage whose artifact is already there.
+One module per stage beside this one (student, quantize, export, evaluate, report); this file only orders them.
 """
 from __future__ import annotations
 
 import shutil
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
-
 
 from compress.atomic import write_json
-from compress.pipeline import stages
-from compress.pipeline.data import load_run_data
 from compress.errors import UserError
+from compress.pipeline.data import load_run_data
+from compress.pipeline.state import RunState
 from compress.progress import log
-from compress.recipe.schema import Recipe, load_recipe
+from compress.recipe.schema import Recipe
 from compress.teachers.base import Teacher
-
-TEACHER_CACHE = Path(".cache/teachers")
-
-
-@dataclass
-class RunState:
-    recipe: Recipe
-    out: Path
-    resume: bool
-    distributed: bool = True  # False: train alone even under `accelerate launch` (the teacher, while others wait)
-    world_size: int = 1
-    teacher_data: list[str] = field(default_factory=list)  # why the student's data is not a subset of the teacher's
-    timings: dict[str, float] = field(default_factory=dict)
-    history: dict[str, dict] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        log(f"[bold cyan]▶ {name}[/]")
-        start = time.perf_counter()
-        yield
-        self.timings[name] = round(time.perf_counter() - start, 2)
+from compress.teachers.reference import reference_recipe, reference_teacher_folder, teacher_data_relation
 
 
 # ------------------------------------------------------------------------------------------------ teacher
-def reference_teacher_folder(teacher_recipe: Recipe) -> Path:
-    return TEACHER_CACHE / f"{teacher_recipe.name}-{teacher_recipe.fingerprint()}"
-
-
 def ensure_reference_teacher(recipe_path: str, data_overrides: dict | None = None, seed: int | None = None) -> Path:
     """Train the reference teacher once; later runs with the same teacher recipe reuse the cached checkpoint."""
-    teacher_recipe = load_recipe(recipe_path)
-    if data_overrides:
-        teacher_recipe = teacher_recipe.model_copy(update={"data": teacher_recipe.data.model_copy(update=data_overrides)})
-    if seed is not None:  # the seed picks the unseen classes, so it must match the student run's
-        teacher_recipe = teacher_recipe.model_copy(update={"seed": seed})
+    teacher_recipe = reference_recipe(recipe_path, data_overrides, seed)
     folder = reference_teacher_folder(teacher_recipe)
     if (folder / "student_fp32" / "model.safetensors").is_file():
         log(f"reference teacher: cached at {folder}")
@@ -81,31 +50,20 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
         from compress.teachers.hf import HFTeacher
 
         return HFTeacher.from_config(cfg)
-    from compress.teachers.reference import ReferenceTeacher
+    from compress.teachers.reference import SHARED_DATA_KEYS, ReferenceTeacher
 
-    # The teacher must never see the student run's unseen classes: same class subset and held-out split.
-    same_data = {k: getattr(recipe.data, k) for k in ("unseen_fraction", "limit", "cache_dir")}
+    same_data = {k: getattr(recipe.data, k) for k in SHARED_DATA_KEYS}
     return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, same_data, recipe.seed))
-
-
-def teacher_data_relation(recipe: Recipe) -> list[str]:
-    """Why the student's emoji training data is not a strict subset of the reference teacher's ([] when it is)."""
-    if recipe.teacher.kind != "reference" or recipe.data.kind != "emoji":
-        return []
-    from compress.data.emoji import check_train_subset
-
-    keys = ("train_renders", "train_styles", "unseen_fraction", "limit")
-    teacher = load_recipe(recipe.teacher.recipe).data
-    student_args = {k: getattr(recipe.data, k) for k in keys} | {"seed": recipe.seed}
-    teacher_args = {k: getattr(teacher, k) for k in keys} | {"seed": recipe.seed}
-    teacher_args |= {k: student_args[k] for k in ("unseen_fraction", "limit")}  # forced onto the teacher
-    return check_train_subset(student_args, teacher_args)
 
 
 # ------------------------------------------------------------------------------------------------ the run
 def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = False, distributed: bool = True) -> Path:
     """Under `accelerate launch`, every process trains stages 1 and 2 on its slice of each batch; only the main
     process writes the run folder, and it alone runs QAT, export, eval and the report."""
+    from compress.pipeline.evaluate import evaluate
+    from compress.pipeline.export import export_stage
+    from compress.pipeline.quantize import quantize
+    from compress.pipeline.student import train_fp32
     from compress.train.loop import accelerator, is_main_process, world_size
 
     accelerator(recipe.training.mixed_precision)  # sets up the processes before anyone asks who is main
@@ -114,9 +72,10 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
     if not resume and started:
         raise UserError(f"run folder {str(out)!r} already holds a run; pass --resume to continue it or --out NEW_DIR")
     if "search" in (recipe.students.image.arch, recipe.students.text.arch):
-        from compress.search.resolve import resolve_search
+        from compress.pipeline.search import resolve_search
 
-        recipe = resolve_search(recipe, out, resume)  # students.*.arch: search -> the winners (arch: custom)
+        # students.*.arch: search -> the winners (arch: custom)
+        recipe = resolve_search(recipe, out, resume, lambda: search_inputs(recipe))
     main = is_main_process() or not distributed
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -137,16 +96,28 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
         state.teacher_data = teacher_data_relation(recipe)
         if state.teacher_data:
             log(f"[yellow]note:[/] the student's data is not a strict subset of the teacher's: {'; '.join(state.teacher_data)}")
-    model, tokenizer = stages.train_fp32(state, data, teacher)
+    model, tokenizer = train_fp32(state, data, teacher)
     if cache_only and main:
         with state.stage("teacher"):
             teacher = load_teacher(recipe)
     if not main:
         return out / "report.md"
-    quantized = stages.quantize(state, data, model, tokenizer)
-    exported = stages.export(state, model, tokenizer, quantized)
+    quantized = quantize(state, data, model, tokenizer)
+    exported = export_stage(state, data, model, tokenizer, quantized)
     with state.stage("eval"):
-        results = stages.evaluate(state, data, teacher, model, tokenizer, quantized, exported)
+        results = evaluate(state, data, teacher, model, tokenizer, quantized, exported)
     from compress.pipeline.report import write_report
 
-    return write_report(state, data, results, exported)
+    return write_report(state, data, results, exported["main"])
+
+
+def search_inputs(recipe: Recipe) -> tuple:
+    """What the search trains its proxies on: the recipe's data and its teacher."""
+    return load_run_data(recipe.data, recipe.seed), load_teacher(recipe)
+
+
+def search(recipe: Recipe, out: Path | None = None, table: Path | None = None):
+    """`dcclip-compress search RECIPE`: -> (written files, the recipe with the winners filled in)."""
+    from compress.pipeline.search import search as run_search
+
+    return run_search(recipe, lambda: search_inputs(recipe), out, table)

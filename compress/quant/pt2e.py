@@ -2,7 +2,8 @@
 
 Flow: `prepare_qat` (export with a dynamic batch, fold BatchNorm, insert fake-quant) -> train the returned graph
 module as usual (`set_train(gm, True)`) -> `convert_qat` (int8 q/dq graph that runs eagerly on the host) ->
-`mobile_export.lower.capture.lower_to_pte`.
+`get_target("xnnpack").lower` (mobile_export.lower.targets). The quantizer itself (`make_quantizer`) is the XNNPACK
+backend's: mobile_export/lower/xnnpack.py.
 
 Why BatchNorm is folded before prepare: PT2E's QAT conv+BN simulation computes `conv(x, w * g) / g` with
 `g = gamma / sqrt(running_var + eps)`. timm zero-initialises the last BN gamma of every residual bottleneck
@@ -20,59 +21,23 @@ import torch
 from torch.export import Dim
 from torch.fx import GraphModule
 
-from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-    XNNPACKQuantizer,
-    get_symmetric_quantization_config,
-)
 from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
-from torchao.quantization.pt2e.quantizer import ComposableQuantizer, QuantizationSpec, Quantizer
-from torchao.quantization.pt2e.quantizer.embedding_quantizer import (
-    EmbeddingQuantizer,
-    get_embedding_operators_config,
-)
+from torchao.quantization.pt2e.quantizer import QuantizationSpec
+from torchao.quantization.pt2e.quantizer.embedding_quantizer import get_embedding_operators_config
 from torchao.quantization.pt2e.utils import _fuse_conv_bn_  # what torchao's own prepare_pt2e (PTQ) folds BN with
 
+# The XNNPACK quantizer (which ops, per-channel or per-tensor weights) belongs to its backend; this file is the flow.
 from mobile_export.lower.capture import explicit_attention
+from mobile_export.lower.xnnpack import (
+    QUANTIZED_OPS,
+    has_embedding,
+    linear_per_channel,
+    make_quantizer,
+    xnnpack_config,
+)
 
-# Ops whose weights and input activations become int8. Only conv and linear: XNNPACK's other patterns (add, mul, cat,
-# pool) would also quantize the text tower's additive attention mask (-1e4, whose range swamps the logits), and on
-# MobileViT they cut int8-vs-fp32 cosine from 0.99 to 0.83 without making the .pte smaller. Left in fp32, those ops
-# still run inside the XNNPACK delegate.
-QUANTIZED_OPS: dict[str, torch._ops.OpOverload] = {
-    "conv2d": torch.ops.aten.conv2d.default,
-    "linear": torch.ops.aten.linear.default,
-}
 MAX_BATCH = 4096
-
-
-def _xnnpack_config(is_qat: bool = True, per_channel: bool = True):
-    return get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=is_qat)  # lru-cached upstream
-
-
-def linear_per_channel(module: torch.nn.Module) -> bool:
-    """Per-channel linear weights for the text tower, one scale per linear (per-tensor) for image towers.
-
-    Why: XNNPACK stores two fp32 scales per output channel of a per-channel layer (weight, and the int32 bias's), each
-    under its own named key. On MobileViT-XXS (1M parameters, 5,280 linear output channels) that overhead kept the
-    int8 `.pte` at 30.1% of fp32; per-tensor linears bring it to about 28.7% with the same cosine to fp32 (0.994).
-    Convolutions stay per-channel: folded BatchNorm gives their output channels very different ranges, which linear
-    layers (behind LayerNorm) do not have. The text tower, whose size is its embedding table, keeps per-channel."""
-    return _has_embedding(module)
-
-
-def make_quantizer(embedding: bool, is_qat: bool = True, linear_per_channel: bool = True) -> Quantizer:
-    """XNNPACK int8 (per-channel conv weights, per-channel or per-tensor linear weights, per-tensor activations)
-    for conv + linear; plus int8 per-row embedding tables when `embedding` (lowered to ExecuTorch's
-    `quantized_decomposed::embedding_byte`). `is_qat=False`: plain observers (post-training calibration)."""
-    xnnpack = XNNPACKQuantizer()
-    for name, op in QUANTIZED_OPS.items():
-        xnnpack.set_operator_type(op, _xnnpack_config(is_qat, per_channel=name != "linear" or linear_per_channel))
-    return ComposableQuantizer([EmbeddingQuantizer(), xnnpack]) if embedding else xnnpack
-
-
-def _has_embedding(module: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.Embedding) for m in module.modules())
 
 
 def _dynamic_batch(example_inputs: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], tuple[dict, ...]]:
@@ -123,7 +88,7 @@ def prepare_qat(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
 
     The returned graph module is in train mode; use `set_train` (not `.train()/.eval()`) to switch it.
     """
-    quantizer = make_quantizer(_has_embedding(module), linear_per_channel=linear_per_channel(module))
+    quantizer = make_quantizer(has_embedding(module), linear_per_channel=linear_per_channel(module))
     gm = prepare_qat_pt2e(_capture(module, example_inputs), quantizer)
     move_exported_model_to_train(gm)
     return gm
@@ -132,7 +97,7 @@ def prepare_qat(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
 def prepare_ptq(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> GraphModule:
     """The same capture and quantizer as `prepare_qat`, with plain observers: run calibration batches through the
     returned graph (no training), then `convert_qat`. The post-training baseline that QAT has to beat."""
-    quantizer = make_quantizer(_has_embedding(module), is_qat=False, linear_per_channel=linear_per_channel(module))
+    quantizer = make_quantizer(has_embedding(module), is_qat=False, linear_per_channel=linear_per_channel(module))
     gm = prepare_pt2e(_capture(module, example_inputs), quantizer)
     move_exported_model_to_eval(gm)
     return gm
@@ -210,7 +175,7 @@ def describe_qat_config(is_qat: bool = True) -> dict[str, Any]:
     import executorch.version
     import torchao
 
-    cfg = _xnnpack_config(is_qat)
+    cfg = xnnpack_config(is_qat)
     embedding = get_embedding_operators_config().config
     return {
         "flow": f"torchao.quantization.pt2e {'prepare_qat_pt2e' if is_qat else 'prepare_pt2e (calibration)'} -> convert_pt2e",
@@ -222,7 +187,7 @@ def describe_qat_config(is_qat: bool = True) -> dict[str, Any]:
         "weight": _spec_to_dict(cfg.weight),
         "linear_weight": {
             "text tower": "as weight (per-channel)",
-            "image towers": _spec_to_dict(_xnnpack_config(is_qat, per_channel=False).weight),
+            "image towers": _spec_to_dict(xnnpack_config(is_qat, per_channel=False).weight),
         },
         "bias": "fp32 in training; XNNPACK stores it as int32 (scale = input scale x weight scale)",
         "embedding_weight": _spec_to_dict(embedding.weight),  # observed (not fake-quantized) during QAT

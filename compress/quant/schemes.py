@@ -1,8 +1,9 @@
 """Quantization schemes: one registry of config objects, one set of verbs (torchao style).
 
 A scheme takes an eager fp32 tower through `prepare` -> (QAT steps, or calibration batches) -> `convert`, and the
-result goes to `mobile_export.lower.capture.lower_to_pte` like any module. Which scheme a run trains is the recipe's
-`qat.scheme` (plus `qat.compare` for the report's side-by-side); `dcclip-compress export --quant` takes the same names.
+result goes to `get_target(name).lower` (mobile_export.lower.targets) like any module. Which scheme a run trains is
+the recipe's `qat.scheme` (plus `qat.compare` for the report's side-by-side); `dcclip-compress export --quant` takes
+the same names.
 
 - `int8`: static int8 for conv + linear (per-channel weights, per-tensor activations), PT2E XNNPACK quantizer,
   QAT through `prepare_qat_pt2e` (compress/train/qat.py).
@@ -16,11 +17,10 @@ result goes to `mobile_export.lower.capture.lower_to_pte` like any module. Which
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from compress.errors import UserError
+from compress.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads the scheme names without loading it
     import torch
@@ -225,9 +225,7 @@ def scheme_names() -> list[str]:
 def check_scheme_name(name: str, what: str = "quantization scheme") -> str:
     """The name if registered; else a ValueError with a did-you-mean (recipes turn it into one line)."""
     if name not in SCHEMES:
-        close = difflib.get_close_matches(name, list(SCHEMES), n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(SCHEMES)}"
-        raise ValueError(f"{name!r} is not a known {what}; {hint}")
+        raise ValueError(f"{name!r} is not a known {what}; {did_you_mean(name, SCHEMES, cutoff=0.5)}")
     return name
 
 

@@ -1,9 +1,10 @@
 """Measured latency of a candidate tower, a persistent table of measurements, and a cheap predictor that prunes.
 
-A candidate is lowered exactly as a run exports it (mobile_export.lower.capture.lower_to_pte, XNNPACK), fp32 and int8 (int8
-through compress.quant.pt2e's prepare/convert, the quantizer the recipe's QAT uses, calibrated on a couple of random
-batches: good enough for timing, not for accuracy), and timed batch-1 with mobile_export.bench.run.host_latency on the
-host at a fixed XNNPACK thread count, or on a phone through mobile_export.bench.adb's `Device`.
+A candidate is lowered exactly as a run exports it (`get_target("xnnpack").lower`, mobile_export.lower.targets), fp32
+and int8 (int8 through compress.quant.pt2e's prepare/convert, the quantizer the recipe's QAT uses, calibrated on a
+couple of random batches: good enough for timing, not for accuracy), and timed batch-1 by the bench's own code:
+mobile_export.timing.host_latency on the host at a fixed XNNPACK thread count, or minibench on a phone through
+mobile_export.bench.adb.time_on_phone (the device spec is read by the bench's `parse_device`).
 
 Lowering costs tens of seconds per tower, so every measurement lands in `.cache/latency/table.jsonl`, keyed by the
 spec, quant, device, thread count and the ExecuTorch version: a repeated search measures nothing twice. Before a
@@ -12,7 +13,6 @@ predicts it, and candidates predicted well over budget are never lowered.
 """
 from __future__ import annotations
 
-import copy
 import json
 import tempfile
 import time
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from compress.atomic import write_text
+from compress.errors import UserError
 from students.spaces import ImageCandidate, TextCandidate, canonical
 
 LATENCY_DIR = Path(".cache/latency")
@@ -83,7 +84,7 @@ def build_tower(cand: ImageCandidate | TextCandidate, embed_dim: int, vocab_size
 
 
 def example_input(cand: ImageCandidate | TextCandidate, batch: int, vocab_size: int, seed: int = 0) -> tuple[torch.Tensor]:
-    """Pixels, or ids that are half padding (the mask path is traced), as compress.pipeline.stages.example_inputs makes them."""
+    """Pixels, or ids that are half padding (the mask path is traced), as compress.model.example_inputs makes them."""
     gen = torch.Generator().manual_seed(seed)
     if isinstance(cand, ImageCandidate):
         return (torch.rand(batch, 3, cand.image_size, cand.image_size, generator=gen),)
@@ -93,20 +94,18 @@ def example_input(cand: ImageCandidate | TextCandidate, batch: int, vocab_size: 
 
 
 def lower_candidate(tower: torch.nn.Module, cand, quant: str, vocab_size: int, target: str = "xnnpack"):
-    """fp32: the eager tower; int8: QAT-prepared, calibrated on two random batches, converted (compress.quant.pt2e)."""
-    from mobile_export.lower.capture import lower_to_pte
+    """fp32: the eager tower; int8: the headline `int8` scheme through the project's one post-training verb
+    (compress.quant.schemes.quantize_tower), calibrated on two random batches."""
+    from mobile_export.lower.targets import get_target
 
     ex = example_input(cand, 2, vocab_size)
     module = tower.eval()
     if quant == "int8":
-        from compress.quant import pt2e as qat
+        from compress.quant.schemes import get_scheme, quantize_tower
 
-        module = qat.prepare_qat(copy.deepcopy(tower), ex)
-        with torch.no_grad():
-            for i in range(2):
-                module(*example_input(cand, 8, vocab_size, seed=i + 1))
-        module = qat.convert_qat(module)
-    return lower_to_pte(module, ex, target=target)
+        calibration = [example_input(cand, 8, vocab_size, seed=i + 1) for i in range(2)]
+        module = quantize_tower(get_scheme("int8"), tower, ex, calibration)
+    return get_target(target).lower(module, ex)
 
 
 @dataclass
@@ -154,25 +153,27 @@ class Measurer:
         return ms
 
     def _time(self, path: Path, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
-        if self.device == "host":
-            from mobile_export.bench.run import host_latency
+        from mobile_export.bench.run import parse_device
+
+        name, serial = parse_device(self.device)
+        if name == "host":
             from mobile_export.runtime import set_threadpool
+            from mobile_export.timing import host_latency
 
             before = set_threadpool(self.threads)  # `threads` of the table key; put back for what runs next
             try:
                 return host_latency(path, inputs, runs=self.runs)
             finally:
                 set_threadpool(before)
-        if self._device_obj is None:
-            from mobile_export.bench.adb import AdbDevice
+        if name != "adb":
+            raise UserError(f"search: latency is measured on host or adb[:SERIAL], not on {self.device!r}")
+        from mobile_export.bench.adb import AdbDevice, time_on_phone
 
-            serial = self.device.split(":", 1)[1] if ":" in self.device else None
+        if self._device_obj is None:
             self._device_obj = AdbDevice(serial)
-        remote = f"/data/local/tmp/dcclip-search/{path.stem}/{path.name}"
-        self._device_obj.push(path, remote)
-        metrics = self._device_obj.run_benchmark(remote, self.runs)
+        metrics = time_on_phone(self._device_obj, path, self.runs, root="/data/local/tmp/dcclip-search")
         ms = metrics.get("avg_inference_latency(ms)", metrics.get("median_inference_latency(ms)"))
-        return {**metrics, "median_inference_latency(ms)": ms}
+        return {**metrics, "median_inference_latency(ms)": ms}  # minibench reports no median: its mean stands in
 
 
 # ------------------------------------------------------------------------------------------------ predictor

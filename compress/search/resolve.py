@@ -1,21 +1,22 @@
-"""`dcclip-compress search RECIPE` and the `arch: search` hook of `run`: search, write runs/<name>/search/, and hand
-back the recipe with the winners filled in."""
+"""Search and hand back the recipe with the winners filled in (the `search` command and the `arch: search` hook of
+`run` both come through here, from compress/pipeline/search.py, which loads the data and the teacher)."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from compress.recipe.schema import Recipe, load_recipe
+from compress.recipe.schema import Recipe
 
 
-def search_recipe(recipe: Recipe, out: Path | None = None, table: Path | None = None) -> tuple[dict[str, Path], Recipe]:
+def search_recipe(recipe: Recipe, data, teacher, out: Path | None = None,
+                  table: Path | None = None) -> tuple[dict[str, Path], Recipe]:
     """Run the search for every tower with a budget; returns the written files and the best recipe."""
     from compress.search.report import best_recipe, write_search
     from compress.search.runner import run_search
 
     folder = out or Path("runs") / recipe.name / "search"
     start = time.perf_counter()
-    results = run_search(recipe, folder, table)
+    results = run_search(recipe, folder, data, teacher, table)
     paths = write_search(folder, recipe, results, time.perf_counter() - start)
     return paths, best_recipe(recipe, results)
 
@@ -34,19 +35,10 @@ def with_winners(recipe: Recipe, best: Recipe) -> Recipe:
     return recipe.model_copy(update={"students": students, "data": data})
 
 
-def resolve_search(recipe: Recipe, run_folder: Path, resume: bool) -> Recipe:
-    """`students.*.arch: search`: search first (or, resuming, reuse the run's search/best.yaml), then train the winner."""
-    if "search" not in (recipe.students.image.arch, recipe.students.text.arch):
-        return recipe
+def check_found(recipe: Recipe, found: Recipe) -> Recipe:
+    """The winners, or one line saying which tower's budget nothing fits."""
     from compress.errors import UserError
-    from compress.progress import log
 
-    best = run_folder / "search" / "best.yaml"
-    if resume and best.is_file():
-        log(f"resume: search winners from {best}")
-        found = with_winners(recipe, load_recipe(best))
-    else:
-        _, found = search_recipe(recipe, run_folder / "search")
     for tower in ("image", "text"):
         if getattr(recipe.students, tower).arch == "search" and getattr(found.students, tower).arch == "search":
             raise UserError(f"search.budget_ms.{tower}: no candidate fits the budget; raise it or widen search.space.{tower}")

@@ -294,30 +294,34 @@ def _halving(tower: str, pool: list[Row], recipe: Recipe, trainer: ProxyTrainer,
 
 
 # ------------------------------------------------------------------------------------------------ both towers
-def run_search(recipe: Recipe, out: Path, table_path: Path | None = None) -> dict[str, TowerResult]:
-    """Search the towers that have a budget (search.budget_ms); image first, then text paired with the image winner."""
-    from compress.pipeline.data import load_run_data
+def check_searchable(recipe: Recipe) -> None:
+    """The search's one-line refusals, before any data or teacher is loaded for it."""
     from compress.errors import UserError
-    from compress.pipeline.run import load_teacher
-    from compress.search.proxy import split_holdout
-    from compress.pipeline.stages import tokenizer_corpus
-    from compress.tokenizer import BilingualTokenizer, train_tokenizer
-    from compress.train.distill import OnlineTargets
-    from tokenizers import Tokenizer
 
     cfg = recipe.search
-    towers = [t for t in ("image", "text") if getattr(cfg.budget_ms, t) is not None]
-    if not towers:
+    if not any(getattr(cfg.budget_ms, t) is not None for t in ("image", "text")):
         raise UserError("search.budget_ms: no tower has a latency budget; set e.g. search: {budget_ms: {image: 5.0}}")
     if recipe.teacher.kind == "none":
         raise UserError("teacher.kind: the search's accuracy proxy distils from the recipe's teacher; name one "
                         "(kind reference or hf)")
+
+
+def run_search(recipe: Recipe, out: Path, data, teacher, table_path: Path | None = None) -> dict[str, TowerResult]:
+    """Search the towers that have a budget (search.budget_ms); image first, then text paired with the image winner.
+
+    `data` (its `.train` pairs) and `teacher` come from the pipeline, which loaded them for the recipe."""
+    from compress.search.proxy import split_holdout
+    from compress.tokenizer import BilingualTokenizer, tokenizer_corpus, train_tokenizer
+    from compress.train.distill import OnlineTargets
+    from tokenizers import Tokenizer
+
+    check_searchable(recipe)
+    cfg = recipe.search
+    towers = [t for t in ("image", "text") if getattr(cfg.budget_ms, t) is not None]
     torch.manual_seed(cfg.seed)
-    log("[bold cyan]▶ search[/]: data, teacher, tokenizer")
-    data = load_run_data(recipe.data, recipe.seed)
+    log("[bold cyan]▶ search[/]: tokenizer")
     train, held = split_holdout(data.train, cfg.proxy.holdout, cfg.seed)
-    teacher = load_teacher(recipe)
-    base = train_tokenizer(tokenizer_corpus(data), recipe.students.text.vocab_size)
+    base = train_tokenizer(tokenizer_corpus(data.train), recipe.students.text.vocab_size)
     tokenizers: dict[int, BilingualTokenizer] = {}
 
     def tokenizer_for(n: int) -> BilingualTokenizer:

@@ -4,25 +4,19 @@ Loaded the way a user would (`from_pretrained` on a hub id or a local folder), s
 exactly the checkpoint that gets distilled. Preprocessing is redone here with torch ops on [0, 1] pixels, because
 the student's data pipeline already produced tensors and teacher/student preprocessing may differ; the geometry
 (resize, centre crop), resampling filter and normalisation come from the checkpoint's own image processor config.
+Finding the checkpoint (folder or hub id, offline or not) and turning load failures into one line is `hub.py`.
 """
 from __future__ import annotations
 
 import logging
 import numbers
 import os
-import socket
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Sequence
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
-from huggingface_hub.utils import validate_repo_id
 from transformers import (
     AltCLIPModel,
     AutoConfig,
@@ -33,17 +27,17 @@ from transformers import (
     PreTrainedModel,
 )
 
-from compress.errors import UserError, find_cause
+from compress.errors import UserError
 from compress.teachers.base import ImageFeatures, TextFeatures
+from compress.teachers.hub import MODEL_TYPES, TYPES_TEXT, first_line, hub_reachable, load_error, locate, offline_forced
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_MODEL_TYPES: dict[str, type[PreTrainedModel]] = {
-    "altclip": AltCLIPModel,
-    "chinese_clip": ChineseCLIPModel,
-    "clip": CLIPModel,
-}
-_TYPES = ", ".join(SUPPORTED_MODEL_TYPES)
+# hub.MODEL_TYPES names the supported types (its messages list them); here each gets its transformers class.
+SUPPORTED_MODEL_TYPES: dict[str, type[PreTrainedModel]] = dict(
+    zip(MODEL_TYPES, (AltCLIPModel, ChineseCLIPModel, CLIPModel), strict=True)
+)
+_TYPES = TYPES_TEXT
 # Context length each family was trained with; the text towers accept more positions but were never trained on them.
 _TRAINED_TEXT_LEN = {"altclip": 77, "chinese_clip": 52, "clip": 77}
 # OpenAI CLIP preprocessing, used when a checkpoint ships no image processor config (AltCLIP/Chinese-CLIP use it too).
@@ -53,7 +47,6 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, 
 DEVICES = ("auto", "cpu", "cuda")
 # PIL resampling codes of image processor configs -> torch interpolation modes (antialiased, like PIL).
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}
-_HUB_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -139,9 +132,9 @@ class HFTeacher:
         `dtype`: `fp32`, `fp16`, `bf16` or a torch dtype; the weights are loaded in it, features come back fp32."""
         torch_dtype = resolve_dtype(dtype)
         torch_device = resolve_device(device)
-        source, local = _locate(spec)
+        source, local = locate(spec)
         # Offline (forced or detected) means cache-only: never sit through the hub client's retry/backoff loop.
-        offline = local or _offline_forced() or not _hub_reachable()
+        offline = local or offline_forced() or not hub_reachable()
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=offline)
             model_type = getattr(config, "model_type", None)
@@ -157,7 +150,7 @@ class HFTeacher:
         except UserError:
             raise
         except Exception as exc:  # noqa: BLE001 - every load failure must reach the user as one line
-            raise _load_error(spec, local, offline, exc) from exc
+            raise load_error(spec, local, offline, exc) from exc
         preprocessing = _image_preprocessing(source, offline, config)
         return cls(
             model.to(torch_device),
@@ -424,7 +417,7 @@ def _image_preprocessing(source: str, offline: bool, config: object) -> ImagePre
     try:
         proc = AutoImageProcessor.from_pretrained(source, local_files_only=offline)
     except Exception as exc:  # noqa: BLE001 - a missing/odd processor config must not block loading
-        log.warning("no usable image processor config for %s (%s); using CLIP defaults", source, _first_line(exc))
+        log.warning("no usable image processor config for %s (%s); using CLIP defaults", source, first_line(exc))
         return ImagePreprocessing(native, native)
     if getattr(proc, "do_normalize", True):
         mean = tuple(float(v) for v in (getattr(proc, "image_mean", None) or CLIP_MEAN))
@@ -472,87 +465,3 @@ def _shortest_of(size: object) -> int | None:
         return None
     short = _size_get(size, "shortest_edge")
     return int(short) if short else None
-
-
-def _locate(spec: str) -> tuple[str, bool]:
-    """(source, is_local): existing folders are local; anything that cannot be a repo id is a missing folder."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise UserError(
-                f"teacher {spec!r} is a file; pass the checkpoint folder (config.json, weights, tokenizer) "
-                f"of a supported model type ({_TYPES})"
-            )
-        return str(path), True
-    if not _could_be_repo_id(spec):
-        raise UserError(
-            f"teacher folder {spec!r} does not exist; pass an existing checkpoint folder or a hub id "
-            f"(e.g. BAAI/AltCLIP) of a supported model type ({_TYPES})"
-        )
-    return spec, False
-
-
-def _could_be_repo_id(spec: str) -> bool:
-    if spec.startswith((".", "~", "/")) or "\\" in spec or spec.count("/") > 1:
-        return False
-    try:
-        validate_repo_id(spec)
-    except HFValidationError:
-        return False
-    return True
-
-
-def _offline_forced() -> bool:
-    """HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE, re-read now: huggingface_hub only reads them at import."""
-    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
-    return hub_constants.is_offline_mode() or any(
-        (f or "").strip().upper() in {"1", "ON", "YES", "TRUE"} for f in flags
-    )
-
-
-def _hub_reachable(timeout: float = _HUB_PROBE_TIMEOUT_S) -> bool:
-    """Cheap TCP probe of the hub endpoint, so an offline machine fails in seconds, not after minutes of retries."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # behind a proxy a direct probe proves nothing; let the hub client try
-    url = urlparse(hub_constants.ENDPOINT)
-    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                ok.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores timeouts; the join does not
-    thread.start()
-    thread.join(timeout)
-    return bool(ok)
-
-
-def _load_error(spec: str, local: bool, offline: bool, exc: BaseException) -> UserError:
-    cause = _first_line(exc)
-    if local:
-        return UserError(
-            f"could not load teacher from folder {spec!r} ({cause}); expected a Hugging Face checkpoint folder "
-            f"(config.json, weights, tokenizer) of a supported model type: {_TYPES}"
-        )
-    if not offline and find_cause(exc, (RepositoryNotFoundError, GatedRepoError)) is not None:
-        return UserError(
-            f"teacher {spec!r} was not found on the Hugging Face hub or is gated ({cause}); pass the hub id or "
-            f"local checkpoint folder of a supported model type ({_TYPES})"
-        )
-    return UserError(
-        f"could not download teacher {spec!r} from the Hugging Face hub (no network, or not cached) and no local "
-        f"folder has that name; download it elsewhere with `hf download {spec} --local-dir DIR` (older "
-        f"huggingface_hub: `huggingface-cli download`), copy DIR here and pass that local folder instead [{cause}]"
-    )
-
-
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -11,8 +11,49 @@ import torch
 import torch.nn.functional as F
 
 from compress.model import DualEncoder, load_checkpoint
+from compress.recipe import Recipe, load_recipe
 from compress.teachers.base import ImageFeatures, TextFeatures
 from compress.tokenizer import BilingualTokenizer
+
+TEACHER_CACHE = Path(".cache/teachers")
+# The teacher must never see the student run's unseen classes: it takes the student's class subset and held-out
+# split (and the seed, which picks the unseen classes).
+SHARED_DATA_KEYS = ("unseen_fraction", "limit", "cache_dir")
+
+
+def reference_recipe(recipe_path: str, data_overrides: dict | None = None, seed: int | None = None) -> Recipe:
+    """The reference teacher's recipe as a student run trains it: its own recipe with the run's data split forced."""
+    teacher_recipe = load_recipe(recipe_path)
+    if data_overrides:
+        teacher_recipe = teacher_recipe.model_copy(update={"data": teacher_recipe.data.model_copy(update=data_overrides)})
+    if seed is not None:  # the seed picks the unseen classes, so it must match the student run's
+        teacher_recipe = teacher_recipe.model_copy(update={"seed": seed})
+    return teacher_recipe
+
+
+def reference_recipe_for(recipe: Recipe) -> Recipe:
+    """The reference teacher recipe that the student `recipe` trains against."""
+    same_data = {k: getattr(recipe.data, k) for k in SHARED_DATA_KEYS}
+    return reference_recipe(recipe.teacher.recipe, same_data, recipe.seed)
+
+
+def reference_teacher_folder(teacher_recipe: Recipe) -> Path:
+    """Where the trained reference teacher is cached: one folder per teacher recipe fingerprint."""
+    return TEACHER_CACHE / f"{teacher_recipe.name}-{teacher_recipe.fingerprint()}"
+
+
+def teacher_data_relation(recipe: Recipe) -> list[str]:
+    """Why the student's emoji training data is not a strict subset of the reference teacher's ([] when it is)."""
+    if recipe.teacher.kind != "reference" or recipe.data.kind != "emoji":
+        return []
+    from compress.data.emoji import check_train_subset
+
+    keys = ("train_renders", "train_styles", "unseen_fraction", "limit")
+    teacher = load_recipe(recipe.teacher.recipe).data
+    student_args = {k: getattr(recipe.data, k) for k in keys} | {"seed": recipe.seed}
+    teacher_args = {k: getattr(teacher, k) for k in keys} | {"seed": recipe.seed}
+    teacher_args |= {k: student_args[k] for k in ("unseen_fraction", "limit")}  # forced onto the teacher
+    return check_train_subset(student_args, teacher_args)
 
 
 class ReferenceTeacher:

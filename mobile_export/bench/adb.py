@@ -1,6 +1,9 @@
-"""The phone boundary: one small `Device` interface, implemented over adb (a real phone running ExecuTorch's
-Android benchmark app, "minibench") and over the host's own ExecuTorch runtime. Nothing else in the project
-talks to adb, so phone-specific failure modes stay in this file and surface as one-line `UserError`s.
+"""The phone boundary: an Android phone over adb, timed by ExecuTorch's Android benchmark app ("minibench") or by
+the demo app (android_demo/). Nothing else in the project talks to adb, so phone-specific failure modes stay in this
+file and surface as one-line `UserError`s.
+
+`bench --device adb[:SERIAL]` (`run_adb`) and the search's latency measurer (compress.search.latency) both time a
+program through `time_on_phone`.
 """
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import torch
-
+from compress.atomic import sha256_file
 from compress.errors import UserError
+from mobile_export.bench.schema import BenchRun, BenchSettings, DeviceInfo, MethodLatency, ModelResult, tensor_specs
+from mobile_export.runtime import PteModule
 
 MINIBENCH_PACKAGE = "org.pytorch.minibench"
 MINIBENCH_ACTIVITY = f"{MINIBENCH_PACKAGE}/{MINIBENCH_PACKAGE}.BenchmarkActivity"
@@ -23,17 +27,6 @@ MINIBENCH_RESULTS = "files/benchmark_results.json"
 DEMO_PACKAGE = "org.dcclip.demo"  # android_demo/: its benchmark writes minibench's layout for both towers
 DEMO_ACTIVITY = f"{DEMO_PACKAGE}/.MainActivity"
 DEMO_RESULTS = "files/dcclip_bench.json"
-
-
-@runtime_checkable
-class Device(Protocol):
-    """Somewhere a `.pte` can be copied to and timed. Results use minibench's metric names."""
-
-    name: str
-
-    def push(self, local: str | os.PathLike, remote: str) -> None: ...
-
-    def run_benchmark(self, pte_remote: str, runs: int) -> dict[str, Any]: ...
 
 
 class AdbDevice:
@@ -159,37 +152,34 @@ def parse_minibench_results(raw: str) -> dict[str, Any]:
     return metrics
 
 
-class LocalDevice:
-    """A device whose "phone filesystem" is a local folder (or the real paths): the host runtime and Vela's estimate."""
-
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = Path(root) if root is not None else None
-
-    def _path(self, remote: str) -> Path:
-        return self.root / remote.lstrip("/") if self.root is not None else Path(remote)
-
-    def push(self, local: str | os.PathLike, remote: str) -> None:
-        target = self._path(remote)
-        if target.resolve() != Path(local).resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(local, target)
+def time_on_phone(device: AdbDevice, path: Path, runs: int,
+                  root: str = "/data/local/tmp/dcclip-bench") -> dict[str, Any]:
+    """Push one `.pte` into its own folder under `root` (minibench times the only .pte in a folder) and time it with
+    minibench; metric -> value."""
+    remote = f"{root}/{path.stem}/{path.name}"
+    device.push(path, remote)
+    return device.run_benchmark(remote, runs)
 
 
-class HostDevice(LocalDevice):
-    """This machine's ExecuTorch runtime behind the same interface (CI, and phone-less comparisons)."""
-
-    name = "host"
-
-    def __init__(self, root: str | os.PathLike | None = None, inputs: tuple[torch.Tensor, ...] | None = None) -> None:
-        """`root`: folder that plays the phone's filesystem (None: remote paths are local paths). `inputs`: what to
-        time with; by default all-ones inputs of the exported shapes, as minibench does."""
-        super().__init__(root)
-        self.inputs = inputs
-
-    def run_benchmark(self, pte_remote: str, runs: int) -> dict[str, Any]:
-        from mobile_export.bench.run import host_latency
-        from mobile_export.runtime import PteModule
-
-        path = self._path(pte_remote)
-        inputs = self.inputs if self.inputs is not None else PteModule(path).default_inputs()
-        return host_latency(path, inputs, runs=runs)
+def run_adb(arg: str | None, programs: list[Path], settings: BenchSettings) -> BenchRun:
+    """An Android phone timed by ExecuTorch's minibench app, through `AdbDevice`."""
+    device = AdbDevice(arg)
+    models = []
+    for path in programs:
+        metrics = time_on_phone(device, path, settings.runs)
+        module = PteModule(path)
+        models.append(ModelResult(
+            model=path.stem, path=str(path), bytes=path.stat().st_size, sha256=sha256_file(path),
+            methods=[MethodLatency(
+                method="forward", inputs=tensor_specs(module.default_inputs()),
+                load_status=int(metrics.get("load_status", 0)),
+                runs=settings.runs, **{k: metrics.get(k) for k in (
+                    "model_load_time(ms)", "avg_inference_latency(ms)", "trimmean_inference_latency(ms)")},
+            )],
+            top_ops=None,
+            notes=["minibench runs its own warm-up and thread count; it reports mean and trimmed mean only"],
+            **{"ram_pss_usage(mb)": metrics.get("ram_pss_usage(mb)")},
+        ))
+    info = device.info()
+    return BenchRun(DeviceInfo(name=device.name, kind="adb", model=info.get("model"), os=info.get("os"),
+                               abi=info.get("abi"), cores=info.get("cores"), extra=info), models)

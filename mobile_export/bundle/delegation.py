@@ -14,12 +14,14 @@ from typing import Any
 import torch
 
 from compress.atomic import write_json, write_text
+from mobile_export.lower.capture import LoweredProgram
+from mobile_export.lower.targets import get_target
 
 _WRAPPERS = ("Method::execute", "OPERATOR_CALL", "DELEGATE_CALL")
 
 
 def time_shares(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """`mobile_export.bench.run.profile_ops` rows -> total, delegate and portable-op time of one execution, and the
+    """`mobile_export.timing.profile_ops` rows -> total, delegate and portable-op time of one execution, and the
     portable ops' time by op (`native_call_<op>` events; `OPERATOR_CALL` only wraps them)."""
     total = sum(r["median_ms"] for r in rows if r["event"] == "Method::execute")
     delegate = sum(r["median_ms"] for r in rows if r["event"] == "DELEGATE_CALL")
@@ -43,17 +45,29 @@ def time_shares(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def xnnpack_report(summary: dict[str, Any], pte: str | os.PathLike, inputs: tuple[torch.Tensor, ...] | None = None,
                    runs: int = 5) -> dict[str, Any]:
     """Counts from `lower.delegation_summary` plus the ETDump time share of the left-out ops, measured on `pte`."""
-    from mobile_export.bench.run import profile_ops
     from mobile_export.runtime import PteModule
+    from mobile_export.timing import profile_ops
 
     inputs = inputs if inputs is not None else PteModule(pte).default_inputs()
     return {**summary, "time": {"source": "etdump", "runs": runs, **time_shares(profile_ops(pte, inputs, runs=runs))}}
 
 
 def npu_report(summary: dict[str, Any], estimate: dict[str, Any]) -> dict[str, Any]:
-    """Ethos-U: nothing runs here, so time comes from Vela (NPU part only); the left-out ops run on the CPU."""
+    """An NPU program (Ethos-U): nothing runs here, so time comes from the compiler's estimate (Vela, NPU part only);
+    the left-out ops run on the CPU."""
     return {**summary, "time": {"source": "vela-estimate", "npu_ms": estimate["inference_time_ms"],
                                 "accelerator": estimate["accelerator"], "npu_partitions": estimate["partitions"]}}
+
+
+def delegation_report(program: LoweredProgram, pte: str | os.PathLike,
+                      example_inputs: tuple[torch.Tensor, ...] | None = None) -> dict[str, Any]:
+    """The report of one lowered program saved at `pte`: Vela's NPU time when the target estimated one, else the
+    ETDump time share measured on the host when the host runtime can run it, else the counts alone."""
+    if program.estimate is not None:
+        return npu_report(program.delegation, program.estimate)
+    if get_target(program.target).runs_on_host:
+        return xnnpack_report(program.delegation, pte, example_inputs)
+    return program.delegation
 
 
 def _ops(ops: dict[str, int]) -> str:

@@ -79,7 +79,7 @@ def _label_names(bundle_dir: Path, limit: int | None) -> dict[str, list[str]]:
     own = bundle_dir / "labels.json"
     if own.is_file():
         meta = json.loads(own.read_text(encoding="utf-8"))
-        if isinstance(meta, dict) and isinstance(meta.get("labels"), list):  # mobile_export/bundle.py's layout
+        if isinstance(meta, dict) and isinstance(meta.get("labels"), list):  # mobile_export/bundle/write.py's layout
             langs = meta.get("languages") or ["en", "zh"]
             return {lang: [row[lang] for row in meta["labels"][:limit]] for lang in langs}
         if isinstance(meta, dict) and isinstance(meta.get("langs"), dict):

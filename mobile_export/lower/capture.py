@@ -1,25 +1,30 @@
-"""Lower an eager (fp32) or converted (int8 q/dq) module to an ExecuTorch `.pte` for one target.
+"""What every backend shares: the batch-1 capture of an eager (fp32) or converted (int8 q/dq) module, the generic
+ExecuTorch edge lowering, the lowered program and how it is saved.
 
 The `.pte` takes batch-1 static shapes: phones run one image / one caption at a time, and static shapes let XNNPACK
 pre-pack weights and plan memory once. Metadata (embed dim, image size, context length, ...) is embedded as constant
 methods so the app reads it from the model instead of hard-coding it.
+
+Nothing here runs a program (lowering needs no runtime); the backends (`xnnpack`, `ethosu`, `vendors`) build on this
+file and `targets` names them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 from torch.fx import GraphModule
 
 from compress.atomic import atomic_path
 from compress.errors import UserError
-from mobile_export.lower.targets import resolve_target
 
 MetadataValue = int | float | str | bool
+SEGMENT_ALIGNMENT = 64
 
 
 @dataclass
@@ -70,47 +75,8 @@ def explicit_attention(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
             m.fused_attn = True
 
 
-SEGMENT_ALIGNMENT = 64
-CONSTANT_KEY_HEX = 16  # 64-bit content hash per constant; two different constants on one key fail loudly
-
-
-class _ShortSha256:
-    """hashlib.sha256 look-alike whose hexdigest is cut to CONSTANT_KEY_HEX characters."""
-
-    def __init__(self, data: bytes = b"") -> None:
-        import hashlib
-
-        self._hash = hashlib.sha256(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()[:CONSTANT_KEY_HEX]
-
-
-class _ShortHashlib:
-    sha256 = _ShortSha256
-
-
-@contextmanager
-def short_constant_keys() -> Iterator[None]:
-    """Name XNNPACK's constants by a 16-hex-digit content hash instead of the full 64-digit sha256.
-
-    The XNNPACK serializer keys every weight, bias and scale array by its sha256 hex digest, and each key is stored
-    twice in the `.pte` (the program's named-data table and the delegate graph). An int8 tower has twice the
-    constants of its fp32 twin (per-channel scales for weights and biases), so on MobileViT-XXS the keys were 3% of
-    the int8 file against 0.4% of the fp32 one. 64 bits still tell a few hundred constants apart, and ExecuTorch's
-    NamedDataStore raises if one key is ever given two different buffers, so a collision cannot go unnoticed.
-    """
-    from executorch.backends.xnnpack.operators import node_visitor
-
-    saved = node_visitor.hashlib
-    node_visitor.hashlib = _ShortHashlib
-    try:
-        yield
-    finally:
-        node_visitor.hashlib = saved
-
-
-def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, MetadataValue]:
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, MetadataValue]:
+    """A copy of the constant methods to embed; one-line errors for a value the program cannot hold."""
     metadata = dict(metadata or {})
     for key, value in metadata.items():
         if not isinstance(value, (int, float, str, bool)):
@@ -125,7 +91,9 @@ def _batch_one(example_inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, 
 
 
 def export_batch_one(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> torch.export.ExportedProgram:
-    """torch.export with static batch-1 shapes; eager modules are exported in eval mode."""
+    """torch.export with static batch-1 shapes; eager modules are exported in eval mode, without grad and with
+    explicit attention (their training flag is put back). The one capture every backend lowers and the Arm quantizer
+    prepares; compress.quant.pt2e captures separately (dynamic batch, grad kept for QAT)."""
     example = _batch_one(tuple(example_inputs))
     if isinstance(module, GraphModule):  # captured graphs (QAT-converted) forbid .eval(); convert_qat set eval
         return torch.export.export(module, example)
@@ -138,13 +106,17 @@ def export_batch_one(module: torch.nn.Module, example_inputs: tuple[torch.Tensor
         module.train(was_training)
 
 
-def lower_to_pte(
+def lower_edge(
     module: torch.nn.Module,
     example_inputs: tuple[torch.Tensor, ...],
-    target: str = "xnnpack",
-    metadata: dict[str, MetadataValue] | None = None,
+    target: str,
+    partitioners: list[Any],
+    passes: list[Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+    serializing: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
 ) -> LoweredProgram:
-    """Export at batch 1, partition for `target`, and serialise to `.pte` bytes.
+    """The generic ExecuTorch path: export at batch 1, run `passes`, partition, and serialise to `.pte` bytes.
+    `serializing`: a context the backend's delegate serialisation runs in (XNNPACK: short constant keys).
 
     Int8 embedding tables (dequantize -> embedding) are fused into `quantized_decomposed::embedding_byte`, so the
     table is stored as int8 in the `.pte` rather than folded back to fp32.
@@ -152,18 +124,11 @@ def lower_to_pte(
     from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
     from executorch.exir.passes.quant_fusion_pass import QuantFusionPass, _get_node_value_dict
 
-    partitioners, passes = resolve_target(target)  # unknown/unavailable target fails before the slow export
-    from mobile_export.lower.ethosu import is_ethos_u
-
-    if is_ethos_u(target):  # int8-only NPU: its own quantizer, TOSA and Vela (see mobile_export/ethosu.py)
-        from mobile_export.lower.ethosu import lower as lower_ethos_u
-
-        return lower_ethos_u(module, example_inputs, target, metadata)
-    metadata = _check_metadata(metadata)
+    metadata = check_metadata(metadata)
     exported = export_batch_one(module, example_inputs)
-    with short_constant_keys():
+    with serializing():
         edge = to_edge_transform_and_lower(
-            exported, transform_passes=passes, partitioner=partitioners, constant_methods=metadata or None
+            exported, transform_passes=passes or [], partitioner=partitioners, constant_methods=metadata or None
         )
     # Fuse what the delegate left as dequantize -> embedding into embedding_byte (before reading the delegation
     # info, so it reports the op the phone will really run).

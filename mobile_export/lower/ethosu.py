@@ -2,8 +2,8 @@
 Arm's `ethos-u-vela` compiler, whose performance estimate (cycles and time per op) is the latency figure here.
 
 Nothing on this machine can run an Ethos-U program (no Corstone FVP), so the estimate travels inside the `.pte` as a
-`vela_estimate` constant method: `bench --device vela` reads it back from any `.pte`, in the same minibench field
-names as host and phone numbers.
+`vela_estimate` constant method: `bench --device vela` (mobile_export.bench.vela) reads it back from any `.pte`, in
+the same minibench field names as host and phone numbers. This file only lowers: it needs no runtime.
 
 Vela's C++ core can die by signal (it overflows its stack on MobileViT's attention for U55). Inside our process that
 would kill the CLI with no message, so every Vela invocation runs in a child process and a crash becomes a
@@ -28,7 +28,7 @@ import torch
 from torch.fx import GraphModule
 
 from compress.errors import UserError, find_cause
-from mobile_export.bench.adb import LocalDevice
+from mobile_export.lower.capture import LoweredProgram, check_metadata, delegation_summary, export_batch_one
 
 # Target name (CLI / recipe) -> Vela accelerator configuration (MAC units per cycle in the suffix).
 ACCELERATORS: dict[str, str] = {"ethos-u55": "ethos-u55-128", "ethos-u85": "ethos-u85-256"}
@@ -60,10 +60,6 @@ def accelerator_of(target: str) -> str:
     return ACCELERATORS[target]
 
 
-def is_ethos_u(target: str) -> bool:
-    return target in ACCELERATORS or target in ACCELERATORS.values()
-
-
 def compile_spec(target: str):
     from executorch.backends.arm import EthosUCompileSpec
 
@@ -84,18 +80,9 @@ def quantize(
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from mobile_export.lower.capture import explicit_attention
-
     quantizer = EthosUQuantizer(compile_spec(target)).set_global(get_symmetric_quantization_config())
-    example = tuple(x[:1].contiguous() for x in example_inputs)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad(), explicit_attention(module):
-            # check_guards=False: torch 2.14 otherwise adds a `_guards_fn` submodule the Arm passes reject
-            gm = torch.export.export(module, example).module(check_guards=False)
-    finally:
-        module.train(was_training)
+    # check_guards=False: torch 2.14 otherwise adds a `_guards_fn` submodule the Arm passes reject
+    gm = export_batch_one(module, example_inputs).module(check_guards=False)
     prepared = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
         for batch in calibration:  # batch-1 graph: the Arm quantizer rejects a symbolic batch dim, NPUs are static
@@ -160,8 +147,6 @@ def vela_in_subprocess(root: Path) -> Iterator[VelaRuns]:
         yield runs
     finally:
         arm_vela.vela = original
-
-
 
 
 def vela_user_error(err: BaseException, what: str, accelerator: str) -> UserError | None:
@@ -244,7 +229,7 @@ def lower(
     metadata: dict[str, Any] | None = None,
     what: str = "model",
     artifacts: str | os.PathLike | None = None,
-):
+) -> LoweredProgram:
     """Export at batch 1, partition for the Ethos-U `target`, compile with Vela (in a child process) and serialise.
 
     `module` should be int8 already (`quantize`): the NPU runs int8 only, fp32 ops stay on the CPU. The estimate is
@@ -253,10 +238,8 @@ def lower(
     from executorch.backends.arm import EthosUPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    from mobile_export.lower.capture import LoweredProgram, _check_metadata, delegation_summary, export_batch_one
-
     accelerator = accelerator_of(target)
-    metadata = _check_metadata(metadata)
+    metadata = check_metadata(metadata)
     exported = export_batch_one(module, example_inputs)
     with contextlib.ExitStack() as stack:
         root = Path(artifacts) if artifacts is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -280,131 +263,3 @@ def lower(
     edge._config_methods = dict(metadata)  # the estimate exists only after Vela ran; ExecuTorch 1.5.1 keeps them here
     program = edge.to_executorch()
     return LoweredProgram(program.buffer, delegation, target, metadata, estimate)
-
-
-# --- reading the estimate back: `bench --device vela` ----------------------------------------------------------------
-
-def read_estimate(path: str | os.PathLike) -> dict[str, Any]:
-    """The Vela estimate stored in an Ethos-U `.pte` (its `vela_estimate` constant method)."""
-    from mobile_export.runtime import _runtime
-
-    from mobile_export.pte_check import check_pte
-
-    path = Path(path)
-    check_pte(path)  # a damaged file is a one-line error before the runtime sees it
-    try:
-        program = _runtime().load_program(str(path))
-    except RuntimeError:
-        raise UserError(f"vela: {str(path)!r} is not a readable .pte; re-export it with --target ethos-u85") from None
-    if ESTIMATE_METHOD not in program.method_names:
-        raise UserError(f"vela: {str(path)!r} holds no Vela estimate (not exported for Ethos-U); "
-                        "export it with `dcclip-compress export RUN --target ethos-u85`")
-    estimate = json.loads(program.load_method(ESTIMATE_METHOD).execute([])[0])
-    estimate["ops"] = [{"op": op, "name": name, "cycles": cycles, "macs": macs,
-                        "time_ms": cycles / estimate["core_clock_hz"] * 1e3 if estimate.get("core_clock_hz") else 0.0}
-                       for op, name, cycles, macs in estimate["ops"]]
-    return estimate
-
-
-def top_ops(estimate: dict[str, Any], n: int | None = None) -> list[dict[str, Any]]:
-    """Vela's per-op cycles summed by operator type, slowest first, in `profile_ops`' row shape."""
-    by_op: dict[str, dict[str, Any]] = {}
-    for op in estimate["ops"]:
-        row = by_op.setdefault(op["op"], {"event": op["op"], "delegated": True, "median_ms": 0.0, "calls": 0,
-                                          "cycles": 0.0, "macs": 0.0})
-        row["median_ms"] += op["time_ms"]
-        row["cycles"] += op["cycles"]
-        row["macs"] += op["macs"]
-        row["calls"] += 1
-    rows = sorted(by_op.values(), key=lambda r: (-r["cycles"], r["event"]))
-    return rows[:n] if n else rows
-
-
-def estimate_metrics(estimate: dict[str, Any]) -> dict[str, Any]:
-    """The estimate under minibench's metric names (host and phone reports use the same columns). Vela's figure is
-    deterministic, so mean, trimmed mean, median and p90 coincide; NPU load time is not estimated (None). CPU-side
-    ops (input quantize, output dequantize, int64 casts) are not in it."""
-    ms = float(estimate["inference_time_ms"])
-    return {
-        "model_load_time(ms)": None,
-        "avg_inference_latency(ms)": ms,
-        "trimmean_inference_latency(ms)": ms,
-        "median_inference_latency(ms)": ms,
-        "p90_inference_latency(ms)": ms,
-        "runs": 1,
-        "source": "vela-estimate",
-        "accelerator": estimate["accelerator"],
-        "npu_cycles": estimate["cycles"],
-        "npu_macs": estimate["nn_macs"],
-        "sram_kib": estimate["sram_kib"],
-        "system_config": estimate.get("system_config", ""),
-        "npu_partitions": estimate["partitions"],
-    }
-
-
-class VelaDevice(LocalDevice):
-    """Arm's Vela compiler as a `mobile_export.bench.adb.Device`: nothing runs, `run_benchmark` returns the estimate
-    Vela made when the `.pte` was exported (cycles at the accelerator's clock), with its top ops."""
-
-    name = "vela"
-
-    def run_benchmark(self, pte_remote: str, runs: int = 1) -> dict[str, Any]:
-        estimate = read_estimate(self._path(pte_remote))
-        return {**estimate_metrics(estimate), "top_ops": top_ops(estimate, 10)}
-
-    def info(self) -> dict[str, Any]:
-        from importlib.metadata import version
-
-        return {"device": "vela", "compiler": f"ethos-u-vela {version('ethos-u-vela')}",
-                "note": "compiler estimate, not a measurement"}
-
-
-def _input_specs(path: Path) -> list[dict[str, Any]]:
-    """forward's input shapes/dtypes from the program's metadata (the method itself cannot load without an NPU)."""
-    from mobile_export.runtime import _SCALAR_TYPES, _runtime
-
-    meta = _runtime().load_program(str(path)).metadata("forward")
-    specs = []
-    for i in range(meta.num_inputs()):
-        info = meta.input_tensor_meta(i)
-        specs.append({"shape": list(info.sizes()), "dtype": str(_SCALAR_TYPES.get(info.dtype(), info.dtype())).removeprefix("torch.")})
-    return specs
-
-
-def bench_vela(arg: str | None, programs: list[Path], settings: Any):
-    """`bench --device vela`: one `ModelResult` per program from its stored Vela estimate (same schema as host and
-    phone runs, `source: estimate`, top ops from Vela's per-op cycles)."""
-    from importlib.metadata import version
-
-    from mobile_export.bench.run import BenchRun, DeviceInfo, MethodLatency, ModelResult, OpTime, TensorSpec
-    from mobile_export.pte_check import sha256_file
-
-    if arg:
-        raise UserError(f"bench: the vela device takes no argument (got 'vela:{arg}'); the accelerator is the one "
-                        "the .pte was exported for")
-    models, accelerators = [], set()
-    for path in programs:
-        estimate = read_estimate(path)
-        accelerators.add(estimate["accelerator"])
-        m = estimate_metrics(estimate)
-        total = estimate["inference_time_ms"] or 1.0
-        ops = [OpTime(event=r["event"], kind="delegated", occurrences=r["calls"], median_ms=r["median_ms"],
-                      share=r["median_ms"] / total) for r in top_ops(estimate, 12)]
-        models.append(ModelResult(
-            model=path.stem, path=str(path), bytes=path.stat().st_size, sha256=sha256_file(path),
-            methods=[MethodLatency(
-                method="forward", source="estimate", inputs=[TensorSpec(**s) for s in _input_specs(path)], runs=1,
-                **{k: m[k] for k in ("model_load_time(ms)", "avg_inference_latency(ms)",
-                                     "trimmean_inference_latency(ms)", "median_inference_latency(ms)",
-                                     "p90_inference_latency(ms)")},
-            )],
-            top_ops=ops,
-            notes=[f"Vela {estimate['accelerator']} ({estimate.get('system_config', '')}) estimate: "
-                   f"{estimate['cycles']:.0f} NPU cycles, {estimate['nn_macs'] / 1e6:.2f} M MACs, "
-                   f"{estimate['sram_kib']:.0f} KiB SRAM, {estimate['partitions']} NPU partition(s); CPU-side ops "
-                   "(input quantize, output dequantize, int64 casts) are not in it"],
-        ))
-    device = DeviceInfo(name="vela", kind="estimate", model=", ".join(sorted(accelerators)),
-                        versions={"ethos-u-vela": version("ethos-u-vela"), "tosa-tools": version("tosa-tools")},
-                        extra={"note": "compiler cycle estimate, not a measurement"})
-    return BenchRun(device, models)

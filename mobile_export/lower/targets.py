@@ -1,31 +1,52 @@
-"""Lowering targets by name: a target knows which ExecuTorch partitioners to hand the program to.
+"""Lowering targets by name: the one table that says what each backend can do, and `get_target(name).lower()`.
+
+A target owns its quantizer and its lowering (as ExecuTorch's `backends/<name>/` folders do), so no caller asks which
+backend it holds: it reads the target's capabilities (`int8_only`, `runs_on_host`, `own_quantizer`) and calls its
+verbs (`lower`, `quantize`).
 
 XNNPACK (CPU, every phone) is always there. NPU backends need vendor SDKs that are rarely installed, so they are
 registered with the Python modules they need: listing shows them as "not installed" instead of crashing, and asking
-for one gives a one-line `UserError`. The int8 QAT path (`compress.quant.pt2e`) targets XNNPACK's quantizer; NPU targets
-here lower whatever program they are given (fp32, or one quantized with their own quantizer).
+for one gives a one-line `UserError`. Importing this table imports no SDK and no torch (the recipe loader validates
+`export.target` against it): each backend module is imported when a target lowers or quantizes.
 """
 from __future__ import annotations
 
 import importlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from compress.errors import UserError
+from compress.errors import UserError, did_you_mean
 
-PartitionerFactory = Callable[[], list[Any]]
-PassFactory = Callable[[], list[Any]]
+if TYPE_CHECKING:
+    import torch
+
+    from mobile_export.lower.capture import LoweredProgram
+
+# (target, module, example inputs, metadata, artifacts folder or None, what is lowered) -> program
+Lowering = Callable[..., "LoweredProgram"]
+# (target, module, example inputs, calibration batches) -> int8 module
+Quantizing = Callable[..., "torch.nn.Module"]
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    make_partitioners: PartitionerFactory
+    description: str
+    lowering: Lowering
+    quantizing: Quantizing | None = None  # the backend's own PT2E quantizer, if it has one
     requires: tuple[str, ...] = ()  # Python modules that must import
     env: tuple[str, ...] = ()  # environment variables that must be set (SDK roots)
-    description: str = ""
-    make_passes: PassFactory | None = None  # edge-dialect passes run before partitioning
+    int8_only: bool = False  # the accelerator runs int8 programs only
+    runs_on_host: bool = False  # the host ExecuTorch runtime can execute its programs (samples, parity, timing)
+    artifacts_name: str | None = None  # export sub-folder for the compiler's own reports (Ethos-U: Vela's CSVs)
+
+    @property
+    def own_quantizer(self) -> bool:
+        """True when int8 comes from the backend's own quantizer (`quantize`); False when it comes from the project's
+        schemes (compress.quant, built on mobile_export.lower.xnnpack.make_quantizer)."""
+        return self.quantizing is not None
 
     def unavailable_reason(self) -> str | None:
         """None if usable here, else why not (never raises: a broken vendor package must not break listing)."""
@@ -39,6 +60,40 @@ class Target:
             return f"not installed ({', '.join(missing)} not set)"
         return None
 
+    def check_available(self) -> None:
+        """UserError when this target's SDK is not installed here."""
+        reason = self.unavailable_reason()
+        if reason:
+            raise UserError(f"target: {self.name!r} is {reason}")
+
+    def lower(
+        self,
+        module: torch.nn.Module,
+        example_inputs: tuple[torch.Tensor, ...],
+        metadata: dict[str, Any] | None = None,
+        *,
+        artifacts: Path | None = None,
+        what: str = "model",
+    ) -> LoweredProgram:
+        """Export `module` at batch 1 and lower it to a `.pte` for this target. `metadata`: constant methods to
+        embed; `artifacts`: where the compiler keeps its reports (when it writes any); `what`: names the module in
+        errors ("the image tower (mobilevit_xxs)")."""
+        self.check_available()  # an uninstalled SDK fails before the slow export
+        return self.lowering(self, module, example_inputs, metadata, artifacts, what)
+
+    def quantize(
+        self,
+        module: torch.nn.Module,
+        example_inputs: tuple[torch.Tensor, ...],
+        calibration: Iterable[tuple[torch.Tensor, ...]],
+    ) -> torch.nn.Module:
+        """Post-training int8 with the backend's own quantizer, calibrated on `calibration` batches."""
+        if self.quantizing is None:
+            raise UserError(f"target: {self.name!r} has no quantizer of its own; its int8 comes from the project's "
+                            "quantization schemes (compress.quant.schemes)")
+        self.check_available()
+        return self.quantizing(self, module, example_inputs, calibration)
+
 
 TARGETS: dict[str, Target] = {}
 
@@ -48,16 +103,25 @@ def register_target(
     *,
     requires: tuple[str, ...] = (),
     env: tuple[str, ...] = (),
-    passes: PassFactory | None = None,
     description: str = "",
-) -> Callable[[PartitionerFactory], PartitionerFactory]:
-    """Decorator: register a zero-argument function that returns the partitioner list for `name`."""
+    quantize: Quantizing | None = None,
+    int8_only: bool = False,
+    runs_on_host: bool = False,
+    artifacts_name: str | None = None,
+) -> Callable[[Lowering], Lowering]:
+    """Decorator: register `fn(target, module, example_inputs, metadata, artifacts, what) -> LoweredProgram` as
+    the lowering of `name` (its docstring is the description unless one is given)."""
 
-    def wrap(fn: PartitionerFactory) -> PartitionerFactory:
-        TARGETS[name] = Target(name, fn, requires, env, description or (fn.__doc__ or "").strip(), passes)
+    def wrap(fn: Lowering) -> Lowering:
+        TARGETS[name] = Target(name, description or (fn.__doc__ or "").strip(), fn, quantize, requires, env,
+                               int8_only, runs_on_host, artifacts_name)
         return fn
 
     return wrap
+
+
+def target_names() -> list[str]:
+    return sorted(TARGETS)
 
 
 def list_targets() -> dict[str, str]:
@@ -67,127 +131,73 @@ def list_targets() -> dict[str, str]:
 
 def get_target(name: str) -> Target:
     if name not in TARGETS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(TARGETS), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UserError(f"target: {name!r} is not a known target; {hint}known: {', '.join(sorted(TARGETS))}")
+        raise UserError(f"target: {name!r} is not a known target; {did_you_mean(name, TARGETS)}")
     return TARGETS[name]
 
 
-def resolve_target(name: str) -> tuple[list[Any], list[Any]]:
-    """(partitioners, pre-partition passes) for `name`; UserError if unknown or its SDK is not installed."""
+def check_available(name: str) -> Target:
+    """The target, or a UserError when it is unknown or its SDK is not installed."""
     target = get_target(name)
-    reason = target.unavailable_reason()
-    if reason:
-        raise UserError(f"target: {name!r} is {reason}")
-    return target.make_partitioners(), (target.make_passes() if target.make_passes else [])
+    target.check_available()
+    return target
 
 
-def _xnnpack_passes() -> list[Any]:
-    """Shape-op cleanups (upstream ExecuTorch transforms) so XNNPACK claims the whole attention block.
+def lower_to_pte(
+    module: torch.nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    target: str = "xnnpack",
+    metadata: dict[str, Any] | None = None,
+) -> LoweredProgram:
+    """`get_target(target).lower(module, example_inputs, metadata)`."""
+    return get_target(target).lower(module, example_inputs, metadata)
 
-    Without them, `q @ k.T` leaves no-op `expand_copy` and the qkv unbind leaves `squeeze_copy` outside the delegate:
-    each splits a partition, and every split adds q/dq conversions, delegate-call overhead and `.pte` bytes
-    (MobileViT-XXS: 49 -> 22 delegate partitions, int8 `.pte` 3% smaller; only LayerNorm is left outside).
-    """
-    from executorch.backends.transforms.fuse_cascaded_transpose_or_permute_ops import (
-        FuseCascadedTransposeOrPermuteOps,
-    )
-    from executorch.backends.transforms.fuse_cascaded_view_ops import FuseCascadedViewOps
-    from executorch.backends.transforms.remove_clone_ops import RemoveCloneOpsTransform
-    from executorch.backends.transforms.replace_nop_transpose_or_permute_with_view import (
-        ReplaceNopTransposeOrPermuteWithViewPass,
-    )
-    from executorch.backends.transforms.replace_squeeze_unsqueeze_with_view import (
-        ReplaceSqueezeAndUnsqueezeWithViewPass,
-    )
-    from executorch.backends.xnnpack._passes.remove_noop_expand_copy_pass import RemoveNoopExpandCopyPass
 
-    return [
-        RemoveNoopExpandCopyPass(),
-        ReplaceSqueezeAndUnsqueezeWithViewPass(),
-        RemoveCloneOpsTransform(),
-        ReplaceNopTransposeOrPermuteWithViewPass(),
-        FuseCascadedTransposeOrPermuteOps(),
-        FuseCascadedViewOps(),
-    ]
-
+# --- the table -------------------------------------------------------------------------------------------------------
 
 @register_target(
-    "xnnpack", requires=("executorch.backends.xnnpack.partition.xnnpack_partitioner",), passes=_xnnpack_passes
+    "xnnpack", requires=("executorch.backends.xnnpack.partition.xnnpack_partitioner",), runs_on_host=True
 )
-def _xnnpack() -> list[Any]:
+def _xnnpack(target: Target, module, example_inputs, metadata, artifacts, what) -> LoweredProgram:
     """XNNPACK CPU delegate (fp32 and int8), available on every Android/iOS device."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from mobile_export.lower import xnnpack
 
-    return [XnnpackPartitioner()]
-
-
-@register_target(
-    "qnn",
-    requires=("executorch.backends.qualcomm.partition.qnn_partitioner",),
-    env=("QNN_SDK_ROOT",),
-)
-def _qnn() -> list[Any]:
-    """Qualcomm QNN HTP (Snapdragon 8 Gen 3 / SM8650, fp16); needs the QNN SDK."""
-    from executorch.backends.qualcomm.partition.qnn_partitioner import QnnPartitioner
-    from executorch.backends.qualcomm.serialization.qc_schema import QcomChipset
-    from executorch.backends.qualcomm.utils.utils import (
-        generate_htp_compiler_spec,
-        generate_qnn_executorch_compiler_spec,
-    )
-
-    specs = generate_qnn_executorch_compiler_spec(
-        soc_model=QcomChipset.SM8650, backend_options=generate_htp_compiler_spec(use_fp16=True)
-    )
-    return [QnnPartitioner(specs)]
+    return xnnpack.lower(module, example_inputs, metadata, target.name)
 
 
-@register_target("mediatek", requires=("mtk_converter", "executorch.backends.mediatek"))
-def _mediatek() -> list[Any]:
-    """MediaTek NeuroPilot APU (Dimensity 9300 / mt6989); needs mtk_converter."""
-    from executorch.backends.mediatek import NeuropilotPartitioner
-    from executorch.exir.backend.compile_spec_schema import CompileSpec
+def _ethos_u(target: Target, module, example_inputs, metadata, artifacts, what) -> LoweredProgram:
+    from mobile_export.lower import ethosu
 
-    return [NeuropilotPartitioner([CompileSpec("platform-config", b"mt6989")])]
+    return ethosu.lower(module, example_inputs, target.name, metadata, what=what, artifacts=artifacts)
 
 
-@register_target("samsung", requires=("executorch.backends.samsung.partition.enn_partitioner",))
-def _samsung() -> list[Any]:
-    """Samsung Exynos ENN NPU (E9955); needs the Exynos AI LiteCore SDK bindings."""
-    from executorch.backends.samsung.partition.enn_partitioner import EnnPartitioner
-    from executorch.backends.samsung.serialization.compile_options import gen_samsung_backend_compile_spec
+def _ethos_u_quantize(target: Target, module, example_inputs, calibration):
+    from mobile_export.lower import ethosu
 
-    return [EnnPartitioner([gen_samsung_backend_compile_spec("E9955")])]
+    return ethosu.quantize(module, example_inputs, calibration, target.name)
 
 
-_ETHOS_U_REQUIRES = ("tosa_serializer", "ethosu.vela", "executorch.backends.arm.ethosu")
+# Ethos-U programs are int8 through the Arm backend's own quantizer and compiled by Vela (in a child process; see
+# mobile_export/lower/ethosu.py). The toolchain comes from PyPI (executorch[ethos-u]: ethos-u-vela, tosa-tools), so
+# `make install` brings it.
+_ETHOS_U = dict(requires=("tosa_serializer", "ethosu.vela", "executorch.backends.arm.ethosu"), int8_only=True,
+                quantize=_ethos_u_quantize, artifacts_name="vela")
+register_target("ethos-u55", **_ETHOS_U, description=(
+    "Arm Ethos-U55-128 microNPU (int8, Cortex-M systems); Vela estimates cycles and time per op"))(_ethos_u)
+register_target("ethos-u85", **_ETHOS_U, description=(
+    "Arm Ethos-U85-256 microNPU (int8, transformer-capable); Vela estimates cycles and time per op"))(_ethos_u)
 
 
-def _ethos_u(target: str) -> PartitionerFactory:
-    def make() -> list[Any]:
-        from executorch.backends.arm.ethosu import EthosUPartitioner
+def _vendor(target: Target, module, example_inputs, metadata, artifacts, what) -> LoweredProgram:
+    from mobile_export.lower import vendors
 
-        from mobile_export.lower.ethosu import compile_spec
-
-        return [EthosUPartitioner(compile_spec(target))]
-
-    return make
+    return vendors.lower(target.name, module, example_inputs, metadata)
 
 
-# Ethos-U programs are int8 through the Arm backend's own quantizer and compiled by Vela (in a child process):
-# lowering goes through mobile_export.lower.ethosu.lower, not lower_to_pte's XNNPACK path. The toolchain comes from PyPI
-# (executorch[ethos-u]: ethos-u-vela, tosa-tools), so `make install` brings it.
-register_target("ethos-u55", requires=_ETHOS_U_REQUIRES, description=(
-    "Arm Ethos-U55-128 microNPU (int8, Cortex-M systems); Vela estimates cycles and time per op"))(_ethos_u("ethos-u55"))
-register_target("ethos-u85", requires=_ETHOS_U_REQUIRES, description=(
-    "Arm Ethos-U85-256 microNPU (int8, transformer-capable); Vela estimates cycles and time per op"))(_ethos_u("ethos-u85"))
-
-
-@register_target("vgf", requires=("tosa_serializer", "executorch.backends.arm.vgf"))
-def _vgf() -> list[Any]:
-    """Arm VGF (Vulkan ML extensions); needs the TOSA serializer and model converter."""
-    from executorch.backends.arm.vgf import VgfCompileSpec, VgfPartitioner
-
-    return [VgfPartitioner(VgfCompileSpec())]
+register_target("qnn", requires=("executorch.backends.qualcomm.partition.qnn_partitioner",), env=("QNN_SDK_ROOT",),
+                description="Qualcomm QNN HTP (Snapdragon 8 Gen 3 / SM8650, fp16); needs the QNN SDK")(_vendor)
+register_target("mediatek", requires=("mtk_converter", "executorch.backends.mediatek"),
+                description="MediaTek NeuroPilot APU (Dimensity 9300 / mt6989); needs mtk_converter")(_vendor)
+register_target("samsung", requires=("executorch.backends.samsung.partition.enn_partitioner",),
+                description="Samsung Exynos ENN NPU (E9955); needs the Exynos AI LiteCore SDK bindings")(_vendor)
+register_target("vgf", requires=("tosa_serializer", "executorch.backends.arm.vgf"),
+                description="Arm VGF (Vulkan ML extensions); needs the TOSA serializer and model converter")(_vendor)

@@ -1,0 +1,69 @@
+""""What is this path?": the one answer for every command that takes a model reference.
+
+A reference is a run folder, a checkpoint folder, an export bundle, a `.pte`, `RUN/teacher` (the teacher a run
+distilled from), `reference` (the cached reference teacher), or a Hugging Face folder / hub id. `export`, `eval`
+and the Python side all resolve through `resolve_ref`, so they never disagree about what a folder is.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from compress.errors import UserError
+
+Kind = Literal["run", "checkpoint", "bundle", "pte", "run_teacher", "reference", "hub"]
+
+
+@dataclass(frozen=True)
+class Ref:
+    kind: Kind
+    spec: str
+    path: Path | None = None  # the folder or file the reference names
+    checkpoint: Path | None = None  # run / checkpoint: the folder holding model.json + model.safetensors
+    run: Path | None = None  # the run folder, when the reference lives in one
+
+    def recipe(self) -> dict | None:
+        """The run's recipe.json as a dict (None outside a run)."""
+        if self.run is None or not (self.run / "recipe.json").is_file():
+            return None
+        return json.loads((self.run / "recipe.json").read_text(encoding="utf-8"))
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / "recipe.json").is_file() or (folder / "report.json").is_file() or (folder / "export").is_dir()
+
+
+def resolve_ref(spec: str | Path) -> Ref:
+    spec = str(spec)
+    path = Path(spec)
+    if spec == "reference" and not path.exists():
+        return Ref("reference", spec)
+    if path.name == "teacher" and not path.exists() and (path.parent / "recipe.json").is_file():
+        return Ref("run_teacher", spec, path.parent, run=path.parent)
+    if path.suffix == ".pte":
+        if not path.is_file():
+            raise UserError(f"{spec!r} not found; pass an exported .pte or its export folder")
+        return Ref("pte", spec, path, run=path.parent.parent if _is_run(path.parent.parent) else None)
+    if (path / "bundle.json").is_file():
+        return Ref("bundle", spec, path, run=path.parent if _is_run(path.parent) else None)
+    if (path / "student_fp32" / "model.json").is_file():
+        return Ref("run", spec, path, checkpoint=path / "student_fp32", run=path)
+    if (path / "model.json").is_file():
+        return Ref("checkpoint", spec, path, checkpoint=path, run=path.parent if _is_run(path.parent) else None)
+    if path.is_dir() and (path / "recipe.json").is_file():
+        raise UserError(f"run {spec!r} has no finished student (student_fp32/model.json); finish it with "
+                        f"`dcclip-compress run RECIPE --out {spec} --resume`")
+    if path.is_file():
+        raise UserError(f"{spec!r} is a file, not a model; pass a checkpoint or run folder, a .pte, or a hub id")
+    return Ref("hub", spec, path if path.is_dir() else None)
+
+
+def student_checkpoint(spec: str | Path, command: str) -> Ref:
+    """A reference that must hold trained student weights (a run or a checkpoint folder)."""
+    ref = resolve_ref(spec)
+    if ref.kind not in ("run", "checkpoint"):
+        raise UserError(f"{command}: {str(spec)!r} is neither a run folder nor a checkpoint folder (model.json + "
+                        "model.safetensors); pass runs/<name> or runs/<name>/student_fp32")
+    return ref

@@ -1,0 +1,92 @@
+"""Stages 1 and 2: tokenizer -> student -> stage 1 distill (artifact: student_distill/) -> stage 2 align
+(student_fp32/). Each finished stage leaves its artifact; `--resume` skips a stage whose artifact is there and
+continues an unfinished one from its newest mid-stage checkpoint."""
+from __future__ import annotations
+
+import torch
+
+from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
+from compress.pipeline.data import RunData
+from compress.pipeline.state import RunState, loop_context
+from compress.progress import log
+from compress.recipe.schema import Recipe
+from compress.teachers.base import Teacher
+from compress.tokenizer import BilingualTokenizer, tokenizer_corpus, train_tokenizer
+from compress.train import loop
+from compress.train.align import AlignStage
+from compress.train.distill import DistillStage, OnlineTargets
+
+
+def build_student(recipe: Recipe, tokenizer: BilingualTokenizer) -> DualEncoder:
+    s = recipe.students
+    spec = DualEncoderSpec(
+        image_arch=s.image.arch, text_arch=s.text.arch, embed_dim=s.embed_dim, image_size=recipe.data.image_size,
+        context_length=s.text.context_length, vocab_size=tokenizer.vocab_size,
+        image_spec=s.image.spec, text_spec=s.text.spec,  # arch: custom (a searched architecture)
+    )
+    torch.manual_seed(recipe.seed)
+    return DualEncoder(spec, init_temperature=recipe.align.init_temperature)
+
+
+def stage1_targets(recipe: Recipe, data: RunData, teacher: Teacher | None):
+    """Stage-1 targets: read from the teacher-feature cache when the recipe names one (no teacher in memory),
+    else computed by the teacher on every batch."""
+    if recipe.teacher.cache is None:
+        return OnlineTargets(teacher)
+    from compress.train.feature_cache import CachedTargets, cache_fingerprint
+
+    log(f"stage 1: teacher targets from the cache {recipe.teacher.cache}")
+    return CachedTargets(recipe.teacher.cache, cache_fingerprint(recipe, data.train))
+
+
+def checkpoint_meta(state: RunState) -> dict:
+    """What a checkpoint records besides its weights: the training history, and the data it trained on (so that
+    `export` of a bare checkpoint can calibrate int8 on the same data)."""
+    recipe = state.recipe
+    return {"history": state.history, "recipe": recipe.name, "data": recipe.data.model_dump(mode="json"),
+            "seed": recipe.seed}
+
+
+def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple[DualEncoder, BilingualTokenizer]:
+    recipe, out = state.recipe, state.out
+    final = out / "student_fp32"
+    if state.resume and (final / "model.json").is_file():  # model.json is written last: the folder is complete
+        log(f"resume: loading {final}")
+        model, tokenizer, meta = load_checkpoint(final)
+        state.history.update(meta.get("history", {}))
+        return model, tokenizer
+    distilled = out / "student_distill"
+    if state.resume and (distilled / "model.json").is_file():
+        log(f"resume: loading {distilled}")
+        model, tokenizer, meta = load_checkpoint(distilled)
+        state.history.update(meta.get("history", {}))
+    else:
+        with state.stage("tokenizer"):
+            t = recipe.students.text
+            tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data.train), t.vocab_size), t.context_length)
+        model = build_student(recipe, tokenizer)
+        cached = recipe.teacher.cache is not None
+        if recipe.distill.enabled and (teacher is not None or cached) and recipe.distill.epochs > 0:
+            with state.stage("distill"):
+                ctx = loop_context(state, 0)
+                targets = stage1_targets(recipe, data, teacher)
+                ctx.views = getattr(targets, "views", None)  # a K-view cache: the plan draws views from range(K)
+                stage = DistillStage(model, targets, recipe.distill, seed=recipe.seed)
+                hist = loop.train(stage, data.train, tokenizer, recipe.distill, ctx)
+                model.eval()
+                state.history["distill"] = hist.as_dict()
+                if loop.is_main_process():
+                    save_checkpoint(model, tokenizer, distilled, {"history": state.history})
+                loop.clear_checkpoints(out, stage.name)
+    if recipe.align.enabled and recipe.align.epochs > 0:
+        with state.stage("align"):
+            ctx = loop_context(state, 1)
+            model.train()
+            stage = AlignStage(model.image, model.text, model.logit_scale, recipe.align, teacher=teacher)
+            hist = loop.train(stage, data.train, tokenizer, recipe.align, ctx)
+            model.eval()
+            state.history["align"] = hist.as_dict()
+    if loop.is_main_process():
+        save_checkpoint(model, tokenizer, final, checkpoint_meta(state))
+        loop.clear_checkpoints(out, "align")
+    return model.eval(), tokenizer

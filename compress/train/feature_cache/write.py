@@ -1,0 +1,218 @@
+"""Writing a teacher-feature cache: run the teacher over every (sample, view) key and store its stage-1 targets.
+
+The teacher and the training `PairSet` come in as arguments (the teacher may be a loader, called only when some
+shard must be computed): loading them is the pipeline's job (`compress.pipeline.cache_teacher`). A build resumes:
+shards already written for this cache that pass their checksum are kept, `manifest.json` is written last.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from compress.atomic import write_json
+from compress.data.pairs import PairSet
+from compress.errors import UserError
+from compress.progress import log, progress_bar
+from compress.prompts import LANGS
+from compress.recipe import Recipe
+from compress.teachers.base import ImageFeatures, Teacher
+from compress.train.data import KeyCollate
+from compress.train.distill import OnlineTargets, TargetShapes
+from compress.train.feature_cache.fingerprint import (
+    STAGE1_SEED_OFFSET,
+    cache_fingerprint,
+    file_sha256,
+    fingerprint_hash,
+    mismatch,
+)
+from compress.train.feature_cache.shards import (
+    FORMAT,
+    MANIFEST,
+    NP_DTYPES,
+    SHARD_BYTES,
+    SHARD_NAME,
+    VERSION,
+    human_size,
+    read_json,
+    shard_name,
+    shard_ok,
+    stored_match,
+    write_shard,
+)
+
+
+def _teacher_device(teacher: Teacher) -> torch.device:
+    dev = getattr(teacher, "device", None)
+    if dev is not None:
+        return torch.device(dev)
+    model = getattr(teacher, "model", None)
+    if isinstance(model, torch.nn.Module):
+        p = next(model.parameters(), None)
+        if p is not None:
+            return p.device
+    return torch.device("cpu")
+
+
+def _fp16(t: torch.Tensor, what: str) -> np.ndarray:
+    out = t.detach().to("cpu", torch.float16)
+    if not torch.isfinite(out).all():
+        raise UserError(f"teacher {what} features overflow fp16 (|x| > 65504) or are not finite; the cache stores fp16")
+    return out.numpy()
+
+
+def _layout(shapes: TargetShapes, img: ImageFeatures) -> dict[str, list]:
+    """Per-row tensor layout {name: [dtype, shape]} of a cache, from the teacher's output for one key."""
+    layout: dict[str, list] = {"image_embedding": ["F16", [shapes.embed_dim]]}
+    for i, m in enumerate(img.maps):
+        layout[f"map_{i}"] = ["F16", list(m.shape[1:])]
+    for lang in LANGS:
+        layout[f"{lang}_embedding"] = ["F16", [shapes.embed_dim]]
+        if shapes.hidden_dim:
+            layout[f"{lang}_hidden"] = ["F16", [shapes.hidden_dim]]
+        layout[f"has_{lang}"] = ["U8", []]
+    return layout
+
+
+def _probe(targets: OnlineTargets, collate: KeyCollate, device: torch.device) -> dict[str, list]:
+    return _layout(targets.shapes, targets.image(collate([(0, 0)]).to(device)))
+
+
+def _compute_shard(targets: OnlineTargets, collate: KeyCollate, device: torch.device, samples: range, views: int,
+                   batch_size: int, layout: dict[str, list], advance: Callable[[str], None]) -> dict[str, np.ndarray]:
+    keys = [(i, v) for i in samples for v in range(views)]
+    out = {name: np.zeros((len(keys), *shape), dtype=NP_DTYPES[d]) for name, (d, shape) in layout.items()}
+    n_maps = sum(1 for name in layout if name.startswith("map_"))
+    for start in range(0, len(keys), batch_size):
+        batch = collate(keys[start : start + batch_size]).to(device)
+        rows = slice(start, start + len(batch))
+        img = targets.image(batch)
+        if len(img.maps) != n_maps:
+            raise RuntimeError(f"teacher returned {len(img.maps)} feature maps, expected {n_maps}")
+        out["image_embedding"][rows] = _fp16(img.embedding, "image embedding")
+        for i, m in enumerate(img.maps):
+            out[f"map_{i}"][rows] = _fp16(m, "feature map")
+        has = {"en": batch.has_en.cpu().numpy(), "zh": batch.has_zh.cpu().numpy()}
+        if has["en"].any() or has["zh"].any():
+            txt = targets.text(batch)  # present_captions order: the English ones present, then the Chinese ones
+            first = 0
+            for lang in LANGS:
+                where = start + np.flatnonzero(has[lang])
+                part = slice(first, first + len(where))
+                out[f"has_{lang}"][where] = 1
+                out[f"{lang}_embedding"][where] = _fp16(txt.embedding[part], "text embedding")
+                if f"{lang}_hidden" in out:
+                    out[f"{lang}_hidden"][where] = _fp16(txt.hidden[part], "text hidden")
+                first += len(where)
+        advance(f"{len(batch)} views")
+    return out
+
+
+def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs: PairSet, folder: str | os.PathLike,
+                views: int | None = None, shard_size: int | None = None, batch_size: int = 64,
+                identity: dict | None = None) -> dict:
+    """Compute and store the teacher's stage-1 targets of every (sample, view) key; returns the manifest.
+
+    Resumes: shards already in `folder` that belong to this cache and pass their checksum are kept, the others are
+    (re)computed, and `manifest.json` is written last. `teacher` may be a zero-argument function that loads it, called
+    only if some shard must be computed. `shard_size`: samples per shard (default: about 256 MiB per file).
+    `identity`: the teacher's identity when it is not the teacher the recipe names (see `cache_fingerprint`)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"teacher cache {str(folder)!r} is a file; pass a folder")
+    views = int(views if views is not None else recipe.teacher.cache_views)
+    if not 1 <= views <= 1024:
+        raise UserError(f"views: {views} is out of range; use 1..1024 augmented views per sample")
+    if shard_size is not None and shard_size < 1:
+        raise UserError(f"shard_size: {shard_size} must be at least 1 sample per shard")
+    if len(pairs) == 0:
+        raise UserError("the training data is empty; there is nothing to cache")
+    match = cache_fingerprint(recipe, pairs, views, identity)
+    fp = fingerprint_hash(match)
+    if folder.is_dir():
+        stored = stored_match(folder)
+        if stored is not None and (why := mismatch(stored, match)):
+            raise UserError(f"teacher cache folder {str(folder)!r} already holds features for another setup ({why}); "
+                            "delete it or choose another folder (--out)")
+        for p in folder.iterdir():  # temp files of a killed write
+            if p.name.startswith(".shard-") or p.name.startswith(f".{MANIFEST}."):
+                p.unlink(missing_ok=True)
+
+    loaded: list[Teacher] = []
+
+    def get_teacher() -> Teacher:
+        if not loaded:
+            loaded.append(teacher() if callable(teacher) and not hasattr(teacher, "encode_image") else teacher)
+            t = loaded[0]
+            if identity is None and match["teacher"]["kind"] == "hf":
+                want = (match["teacher"]["map_layers"], match["teacher"]["text_layer"])
+                have = (list(getattr(t, "map_layers", want[0])), getattr(t, "text_layer", want[1]))
+                if have != want:
+                    raise ValueError(f"teacher taps {have} differ from recipe.teacher's {want}")
+        return loaded[0]
+
+    # Shapes: from the manifest of an earlier write when there is one; else from the teacher's output for one key.
+    collate = KeyCollate(pairs, recipe.seed + STAGE1_SEED_OFFSET, None)
+    old = read_json(folder / MANIFEST)
+    if old is not None and old.get("fingerprint") == fp and old.get("version") == VERSION:
+        target = TargetShapes(**old["shapes"])
+        layout = {k: [v["dtype"], v["shape"]] for k, v in old["tensors"].items()}
+        shard_size = shard_size or old["samples_per_shard"]
+        targets = None
+    else:
+        targets = OnlineTargets(get_teacher())
+        target, layout = targets.shapes, _probe(targets, collate, _teacher_device(get_teacher()))
+    row_bytes = sum((2 if d == "F16" else 1) * int(np.prod(shape)) for d, shape in layout.values())
+    shard_size = shard_size or max(1, SHARD_BYTES // (views * row_bytes))
+    n = len(pairs)
+    ranges = [range(lo, min(n, lo + shard_size)) for lo in range(0, n, shard_size)]
+    names = [shard_name(i) for i in range(len(ranges))]
+
+    kept = [(folder / name).is_file() and shard_ok(folder / name, fp, (r.start * views, r.stop * views), layout)
+            for name, r in zip(names, ranges)]
+    batches = [-(-len(r) * views // batch_size) for r in ranges]
+    todo = [i for i, k in enumerate(kept) if not k]
+    total_bytes = row_bytes * n * views
+    log(f"teacher cache {folder}: {n} samples x {views} views in {len(ranges)} shard(s), ~{human_size(total_bytes)} "
+        f"of fp16 features; {len(ranges) - len(todo)} shard(s) already written, {len(todo)} to compute")
+    metadata_base = {"format": FORMAT, "version": str(VERSION), "fingerprint": fp, "match": json.dumps(match, sort_keys=True)}
+    entries: dict[int, dict] = {}
+    for i in range(len(ranges)):
+        if kept[i]:
+            entries[i] = {"bytes": (folder / names[i]).stat().st_size, "sha256": file_sha256(folder / names[i])}
+    if todo:
+        folder.mkdir(parents=True, exist_ok=True)
+        device = _teacher_device(get_teacher())
+        if targets is None:  # shapes came from the manifest: the teacher must still produce them
+            targets = OnlineTargets(get_teacher())
+            if _probe(targets, collate, device) != layout or vars(targets.shapes) != vars(target):
+                raise UserError(f"teacher cache {str(folder)!r}: the teacher's output shapes differ from the cache's; "
+                                "delete the folder and rebuild it")
+        done = sum(b for i, b in enumerate(batches) if kept[i])
+        with progress_bar("cache teacher features", sum(batches), completed=done) as advance:
+            for i in todo:
+                arrays = _compute_shard(targets, collate, device, ranges[i], views, batch_size, layout, advance)
+                r = ranges[i]
+                size, sha = write_shard(folder / names[i], arrays,
+                                         {**metadata_base, "rows": f"{r.start * views}:{r.stop * views}"})
+                entries[i] = {"bytes": size, "sha256": sha}
+    for p in folder.iterdir():  # shards of an earlier layout
+        if SHARD_NAME.match(p.name) and p.name not in names:
+            p.unlink()
+    manifest = {
+        "format": FORMAT, "version": VERSION, "fingerprint": fp, "match": match,
+        "samples": n, "views": views, "rows": n * views, "row_order": "index * views + view",
+        "samples_per_shard": shard_size,
+        "shapes": {"embed_dim": target.embed_dim, "map_channels": list(target.map_channels), "hidden_dim": target.hidden_dim},
+        "tensors": {k: {"dtype": d, "shape": list(shape)} for k, (d, shape) in layout.items()},
+        "shards": [{"file": names[i], "samples": [r.start, r.stop], "rows": [r.start * views, r.stop * views], **entries[i]}
+                   for i, r in enumerate(ranges)],
+        "bytes": sum(e["bytes"] for e in entries.values()),
+    }
+    if manifest != old:
+        write_json(folder / MANIFEST, manifest)
+    return manifest
