@@ -16,6 +16,10 @@ from compress.train.losses import ClipLoss, EmbeddingDistillLoss, LogitDistillLo
 from compress.train.loop import gather, param_groups
 
 MAX_LOGIT_SCALE = 4.6052  # temperature >= 0.01, as in CLIP
+# The positive-pair term's activity, recorded per language whether or not `margin_reg` weighs it in (the loop
+# averages each over the epoch's batches): mean positive cosine, fraction of positives the recipe's margin form
+# pushes, and the batch margin min_i (s_ii - max_{j!=i} s_ij) of image i against the batch's captions.
+ACTIVITY_KEYS = {"pos_cos": "pos_cos_{lang}", "active": "margin_active_{lang}", "batch_margin": "batch_margin_{lang}"}
 
 
 def _full(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -42,7 +46,7 @@ class AlignStage(nn.Module):
         self.image, self.text, self.logit_scale = image, text, logit_scale
         self.cfg, self.teacher, self.trim_text = cfg, teacher, trim_text
         self.name, self.description = name, description
-        self.clip, self.reg, self.kd = ClipLoss(), MarginRegularizer(cfg.margin), LogitDistillLoss()
+        self.clip, self.reg, self.kd = ClipLoss(), MarginRegularizer(cfg.margin, cfg.margin_form), LogitDistillLoss()
         self.reference = reference if reference_weight > 0 else None  # a plain tuple: not trained, not saved
         self.reference_weight, self.self_distill = reference_weight, EmbeddingDistillLoss()
         self.contrastive_weight = contrastive_weight
@@ -76,6 +80,8 @@ class AlignStage(nn.Module):
             clip = self.clip(i, t, self.logit_scale)
             term = clip
             parts[f"clip_{lang}"] = clip.detach()
+            for key, value in self.reg.activity(i, t).items():  # no gradient, no RNG: the training is unchanged
+                parts[ACTIVITY_KEYS[key].format(lang=lang)] = value
             if cfg.margin_reg > 0:
                 r = self.reg(i, t)
                 term = term + cfg.margin_reg * r

@@ -16,21 +16,51 @@ class ClipLoss(nn.Module):
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
 
 
-class MarginRegularizer(nn.Module):
-    """One-sided positive-pair margin term after Chen et al. (ICLR 2024).
+MARGIN_FORMS = ("hinge", "linear", "square")
 
-    Only positive pairs whose cosine similarity is below `margin` are pushed up; pairs already past the margin
-    and all negatives are left to the contrastive loss. This enlarges the margin the theory ties to zero-shot
-    transfer without the temperature trade-off of sharpening the whole softmax.
+
+class MarginRegularizer(nn.Module):
+    """Positive-pair term after Chen et al. (ICLR 2024): on matched pairs only, it only pushes their cosine up.
+
+    Per positive cosine s = s_ii: `hinge` relu(margin - s) has gradient -1 below `margin` and none above it, so once
+    every positive passes the margin it is inert; `linear` 1 - s (Chen et al.'s positive-pair term) pulls every
+    positive with a constant gradient -1; `square` (1 - s)^2 pulls with -2(1 - s), always on but fading near 1.
+    Negatives are left to the contrastive loss, so no form sharpens the whole softmax the way a temperature does.
     """
 
-    def __init__(self, margin: float = 0.5) -> None:
+    def __init__(self, margin: float = 0.5, form: str = "hinge") -> None:
         super().__init__()
-        self.margin = margin
+        if form not in MARGIN_FORMS:
+            raise ValueError(f"margin form {form!r}: use one of {', '.join(MARGIN_FORMS)}")
+        self.margin, self.form = margin, form
+
+    @staticmethod
+    def positive_cosines(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return (F.normalize(image, dim=-1) * F.normalize(text, dim=-1)).sum(-1)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        cos = (F.normalize(image, dim=-1) * F.normalize(text, dim=-1)).sum(-1)
+        cos = self.positive_cosines(image, text)
+        if self.form == "linear":
+            return (1.0 - cos).mean()
+        if self.form == "square":
+            return ((1.0 - cos) ** 2).mean()
         return F.relu(self.margin - cos).mean()
+
+    def active(self, cos: torch.Tensor) -> torch.Tensor:
+        """Where the term has a non-zero gradient: below `margin` for hinge, below 1 for linear and square."""
+        return cos < (self.margin if self.form == "hinge" else 1.0)
+
+    @torch.no_grad()
+    def activity(self, image: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Batch statistics of the term, no gradient: `pos_cos` (mean s_ii), `active` (fraction of positives where
+        the term pushes) and `batch_margin` min_i (s_ii - max_{j!=i} s_ij), with s_ij = cos(image_i, text_j)."""
+        image, text = image.detach().float(), text.detach().float()
+        with torch.autocast(image.device.type, enabled=False):  # fp32 statistics under bf16 training too
+            pos = self.positive_cosines(image, text)  # as the loss computes them
+            s = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+        off = s.masked_fill(torch.eye(s.shape[0], dtype=torch.bool, device=s.device), float("-inf"))
+        return {"pos_cos": pos.mean(), "active": self.active(pos).float().mean(),
+                "batch_margin": (pos - off.max(dim=1).values).min()}
 
 
 def standardize(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
