@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from compress.errors import UserError
-from compress.teachers.base import ImageFeatures, TextFeatures
+from compress.teachers.base import ImageFeatures, TextFeatures, resolve_blocks, resolve_text_layers
 from compress.teachers.hub import MODEL_TYPES, TYPES_TEXT, first_line, hub_reachable, load_error, locate, offline_forced
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class HFTeacher:
         map_layers: Sequence[int] | None = None,
         text_layer: int | None = None,
         max_text_len: int | None = None,
+        text_layers: Sequence[int] | None = None,
     ) -> None:
         model_type = model.config.model_type
         if model_type not in SUPPORTED_MODEL_TYPES:
@@ -106,6 +107,9 @@ class HFTeacher:
         self.map_layers = resolve_map_layers(map_layers, int(vision.num_hidden_layers))
         self.map_channels = [int(vision.hidden_size)] * len(self.map_layers)
         self.text_layer = resolve_text_layer(text_layer, int(text.num_hidden_layers))
+        if text_layer is not None and text_layers is not None:
+            raise UserError("teacher.text_layers: set either text_layer (one text-hidden target) or text_layers, not both")
+        self.text_layers = resolve_text_layers(text_layers, int(text.num_hidden_layers))
         self.max_text_len = max_text_len or _default_text_len(model_type, text, tokenizer)
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -125,6 +129,7 @@ class HFTeacher:
         dtype: str | torch.dtype = "fp32",
         max_text_len: int | None = None,
         text_layer: int | None = None,
+        text_layers: Sequence[int] | None = None,
     ) -> HFTeacher:
         """Load a hub id (e.g. `BAAI/AltCLIP`) or a local checkpoint folder; failures become one-line UserErrors.
 
@@ -160,18 +165,20 @@ class HFTeacher:
             map_layers=map_layers,
             text_layer=text_layer,
             max_text_len=max_text_len,
+            text_layers=text_layers,
         )
 
     @classmethod
     def from_config(cls, cfg: object) -> HFTeacher:
-        """From a recipe's `teacher` section (`TeacherConfig` with kind=hf): spec, map_layers, text_layer, dtype,
-        device."""
+        """From a recipe's `teacher` section (`TeacherConfig` with kind=hf): spec, map_layers, text_layer or
+        text_layers, dtype, device."""
         return cls.from_pretrained(
             cfg.spec,
             map_layers=getattr(cfg, "map_layers", None),
             device=getattr(cfg, "device", "auto"),
             dtype=getattr(cfg, "dtype", "fp32"),
             text_layer=getattr(cfg, "text_layer", None),
+            text_layers=getattr(cfg, "text_layers", None),
         )
 
     @property
@@ -204,10 +211,12 @@ class HFTeacher:
         return ImageFeatures(embedding=_plain(embedding), maps=[_plain(m) for m in maps])
 
     def encode_text(self, texts: Sequence[str]) -> TextFeatures:
-        """Projected text embedding (as `get_text_features`) plus a pooled hidden state.
+        """Projected text embedding (as `get_text_features`) plus a pooled hidden state, or several.
 
         `hidden` is the pooled state fed to the text projection (default), or with `text_layer` set, the output of
-        that transformer block at the family's pooling token (CLS for AltCLIP/Chinese-CLIP, EOS for CLIP)."""
+        that transformer block at the family's pooling token (CLS for AltCLIP/Chinese-CLIP, EOS for CLIP). With
+        `text_layers` set, `layers` holds those blocks' outputs at the pooling token (shallow to deep) and `hidden`
+        is None."""
         if isinstance(texts, str):
             texts = [texts]
         if len(texts) == 0:
@@ -216,17 +225,23 @@ class HFTeacher:
             list(texts), padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
         )
         inputs = {k: v.to(self.device) for k, v in batch.items() if k in self._text_inputs}
-        tap = self.text_layer is not None
+        taps = self.text_layers
+        tap = self.text_layer is not None or taps is not None
         # Each family pools differently (CLS, EOS, projected CLS); the projection's input is the pooled state.
         with _capture_input(self.model.text_projection) as pooled, torch.inference_mode():
             out = self.model.get_text_features(**inputs, **({"output_hidden_states": True} if tap else {}))
             embedding = _features(out)
             if tap:
-                states = out.hidden_states[self.text_layer + 1]
-                rows = torch.arange(states.shape[0], device=states.device)
-                hidden = states[rows, self._pool_positions(inputs["input_ids"]).to(states.device)]
-            else:
-                hidden = pooled[0]
+                pos = self._pool_positions(inputs["input_ids"])
+                rows = torch.arange(pos.shape[0])
+
+                def at(layer: int) -> torch.Tensor:
+                    states = out.hidden_states[layer + 1]
+                    return states[rows.to(states.device), pos.to(states.device)]
+
+            if taps is not None:
+                return TextFeatures(embedding=_plain(embedding), hidden=None, layers=[_plain(at(i)) for i in taps])
+            hidden = at(self.text_layer) if tap else pooled[0]
         return TextFeatures(embedding=_plain(embedding), hidden=_plain(hidden))
 
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -272,7 +287,7 @@ class HFTeacher:
         return (
             f"HFTeacher({self.name!r}, type={self.model_type}, embed_dim={self.embed_dim}, "
             f"image_size={self.image_size}, grid={self.grid}, map_layers={self.map_layers}, "
-            f"text_layer={self.text_layer}, device={self.device}, dtype={self.dtype})"
+            f"text_layer={self.text_layer}, text_layers={self.text_layers}, device={self.device}, dtype={self.dtype})"
         )
 
 
@@ -367,23 +382,7 @@ def resolve_map_layers(map_layers: Sequence[int] | None, num_layers: int) -> lis
     deepest student stages."""
     if map_layers is None:
         return sorted({num_layers * (k + 1) // 3 - 1 for k in range(3)} - {-1})
-    resolved: dict[int, int] = {}
-    for layer in map_layers:
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
-            raise UserError(f"teacher.map_layers: {layer!r} is not a block index (an integer)")
-        layer = int(layer)
-        if not -num_layers <= layer < num_layers:
-            raise UserError(
-                f"teacher.map_layers: {layer} is out of range for a {num_layers}-block vision tower "
-                f"(use 0..{num_layers - 1}, or -{num_layers}..-1 from the end)"
-            )
-        index = layer % num_layers
-        if index in resolved:
-            raise UserError(
-                f"teacher.map_layers: {resolved[index]} and {layer} are the same block ({index}); list each block once"
-            )
-        resolved[index] = layer
-    return sorted(resolved)
+    return resolve_blocks(map_layers, num_layers, "teacher.map_layers", "vision")
 
 
 def resolve_text_layer(text_layer: int | None, num_layers: int) -> int | None:

@@ -76,7 +76,8 @@ class CachedTargets:
                 raise UserError(f"{where} does not match this run: {why}; {REBUILD}{hint}")
         self.views, self.samples = int(m["views"]), int(m["samples"])
         s = m["shapes"]
-        self.shapes = TargetShapes(int(s["embed_dim"]), [int(c) for c in s["map_channels"]], s["hidden_dim"])
+        self.shapes = TargetShapes(int(s["embed_dim"]), [int(c) for c in s["map_channels"]], s["hidden_dim"],
+                                   [int(d) for d in s.get("text_layer_dims", [])])
         self.layout = {k: (v["dtype"], tuple(v["shape"])) for k, v in m["tensors"].items()}
         self.n_maps = sum(1 for k in self.layout if k.startswith("map_"))
         self.verify = verify
@@ -169,19 +170,24 @@ class CachedTargets:
         dev = batch.pixels.device
         rows = self.rows(batch)
         masks = self.gather([f"has_{lang}" for lang in LANGS], rows)
-        parts, hidden = [], []
+        n_layers = len(self.shapes.text_layer_dims)
+        parts, hidden, layers = [], [], [[] for _ in range(n_layers)]
         for lang in LANGS:
             present = (batch.has_en if lang == "en" else batch.has_zh).detach().cpu().numpy().astype(bool)
             if not np.array_equal(masks[f"has_{lang}"].astype(bool), present):
                 raise UserError(f"teacher cache {str(self.folder)!r}: its {lang} captions present differ from this "
                                 f"batch's (other data); {REBUILD}")
             names = [f"{lang}_embedding"] + ([f"{lang}_hidden"] if self.shapes.hidden_dim else [])
+            names += [f"{lang}_layer_{i}" for i in range(n_layers)]
             got = self.gather(names, rows[present])
             parts.append(got[f"{lang}_embedding"])
             if self.shapes.hidden_dim:
                 hidden.append(got[f"{lang}_hidden"])
+            for i in range(n_layers):
+                layers[i].append(got[f"{lang}_layer_{i}"])
         emb = self._tensor(np.concatenate(parts), dev)
-        return TextFeatures(emb, self._tensor(np.concatenate(hidden), dev) if self.shapes.hidden_dim else None)
+        return TextFeatures(emb, self._tensor(np.concatenate(hidden), dev) if self.shapes.hidden_dim else None,
+                            [self._tensor(np.concatenate(rows_i), dev) for rows_i in layers])
 
 
 def open_recipe_cache(recipe: Recipe, pairs: PairSet, verify: Literal["lazy", "full", "none"] = "lazy") -> CachedTargets:

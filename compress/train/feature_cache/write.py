@@ -74,6 +74,8 @@ def _layout(shapes: TargetShapes, img: ImageFeatures) -> dict[str, list]:
         layout[f"{lang}_embedding"] = ["F16", [shapes.embed_dim]]
         if shapes.hidden_dim:
             layout[f"{lang}_hidden"] = ["F16", [shapes.hidden_dim]]
+        for i, dim in enumerate(shapes.text_layer_dims):  # teacher.text_layers, shallow to deep
+            layout[f"{lang}_layer_{i}"] = ["F16", [dim]]
         layout[f"has_{lang}"] = ["U8", []]
     return layout
 
@@ -107,6 +109,8 @@ def _compute_shard(targets: OnlineTargets, collate: KeyCollate, device: torch.de
                 out[f"{lang}_embedding"][where] = _fp16(txt.embedding[part], "text embedding")
                 if f"{lang}_hidden" in out:
                     out[f"{lang}_hidden"][where] = _fp16(txt.hidden[part], "text hidden")
+                for i, layer in enumerate(txt.layers):
+                    out[f"{lang}_layer_{i}"][where] = _fp16(layer[part], "text layer")
                 first += len(where)
         advance(f"{len(batch)} views")
     return out
@@ -153,6 +157,11 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
                 have = (list(getattr(t, "map_layers", want[0])), getattr(t, "text_layer", want[1]))
                 if have != want:
                     raise ValueError(f"teacher taps {have} differ from recipe.teacher's {want}")
+            if identity is None:
+                want_layers = match["teacher"].get("text_layers")
+                have_layers = getattr(t, "text_layers", None)
+                if have_layers != want_layers:
+                    raise ValueError(f"teacher text_layers {have_layers} differ from recipe.teacher's {want_layers}")
         return loaded[0]
 
     # Shapes: from the manifest of an earlier write when there is one; else from the teacher's output for one key.
@@ -207,7 +216,8 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
         "format": FORMAT, "version": VERSION, "fingerprint": fp, "match": match,
         "samples": n, "views": views, "rows": n * views, "row_order": "index * views + view",
         "samples_per_shard": shard_size,
-        "shapes": {"embed_dim": target.embed_dim, "map_channels": list(target.map_channels), "hidden_dim": target.hidden_dim},
+        "shapes": {"embed_dim": target.embed_dim, "map_channels": list(target.map_channels), "hidden_dim": target.hidden_dim,
+                   **({"text_layer_dims": list(target.text_layer_dims)} if target.text_layer_dims else {})},
         "tensors": {k: {"dtype": d, "shape": list(shape)} for k, (d, shape) in layout.items()},
         "shards": [{"file": names[i], "samples": [r.start, r.stop], "rows": [r.start * views, r.stop * views], **entries[i]}
                    for i, r in enumerate(ranges)],
