@@ -18,9 +18,10 @@ from compress.data.augment import resize_uint8
 from compress.errors import UserError
 from compress.eval.zero_shot import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.prompts import LANGS
+from compress.recipe.schema import EVAL_SPLITS  # every split a world can have
 
 SUITES = ("elevater", "emoji", "retrieval")
-KNOWN_SPLITS = ("eval", "transfer", "unseen")
+KNOWN_SPLITS = ("eval", "transfer", "unseen")  # the default; the S/K/U world adds known and the unseen strata
 DEFAULT_DATA_ROOT = "data/elevater"
 
 
@@ -111,7 +112,8 @@ def run_data_settings(spec: str) -> dict:
         return {}
     d = r.get("data", {})
     return {"image_size": d.get("image_size"), "limit": d.get("limit"), "unseen_fraction": d.get("unseen_fraction"),
-            "seed": r.get("seed", 0), "cache_dir": d.get("cache_dir")}
+            "seed": r.get("seed", 0), "cache_dir": d.get("cache_dir"), "split_seed": d.get("split_seed"),
+            "student_fraction": d.get("student_fraction")}
 
 
 def evaluate_models(
@@ -125,9 +127,9 @@ def evaluate_models(
     bad = [l for l in langs if l not in LANGS]
     if bad or not langs:
         raise UserError(f"--lang: {(bad or [''])[0]!r} is not supported; choose from {', '.join(LANGS)}")
-    bad = [s for s in splits if s not in KNOWN_SPLITS]
+    bad = [s for s in splits if s not in EVAL_SPLITS]
     if bad:
-        raise UserError(f"--splits: {bad[0]!r} is not a split; choose from {', '.join(KNOWN_SPLITS)}")
+        raise UserError(f"--splits: {bad[0]!r} is not a split; choose from {', '.join(EVAL_SPLITS)}")
     from compress.eval.elevater import select_datasets
 
     chosen = select_datasets(datasets) if "elevater" in suites else []
@@ -149,7 +151,8 @@ def evaluate_models(
     }
     emoji = _emoji_data([spec for _, spec in labels], image_size, limit, unseen_fraction) if {"emoji", "retrieval"} & set(suites) else None
     if emoji is not None:
-        result["emoji_data"] = {"classes": len(emoji.classes), "splits": {s: len(emoji.splits[s]) for s in KNOWN_SPLITS}}
+        result["emoji_data"] = {"classes": len(emoji.classes), "splits": {s: len(emoji.splits[s]) for s in KNOWN_SPLITS}
+                                | {s: len(emoji.splits[s]) for s in splits if s in emoji.splits and s not in KNOWN_SPLITS}}
     if "elevater" in suites:
         root = Path(data_root or os.environ.get("DCCLIP_DATA", DEFAULT_DATA_ROOT))
         result["data_root"] = str(root)
@@ -183,8 +186,8 @@ def _emoji(models: Sequence[EvalModel], emoji, splits, langs, batch_size) -> dic
     for m in models:
         per[m.label] = {}
         for s in splits:
-            sp = emoji.splits[s]
-            if len(sp):
+            sp = emoji.splits.get(s)
+            if sp is not None and len(sp):
                 per[m.label][s] = zero_shot(m.enc, resize_uint8(sp.images, m.enc.image_size), sp.labels, sp.class_ids,
                                             emoji.names, batch_size, langs)
     return per
@@ -198,13 +201,27 @@ def _retrieval(models: Sequence[EvalModel], emoji, manifest_sets, langs, batch_s
     return {m.label: {rs.name: evaluate_retrieval(m.enc, rs, langs, batch_size) for rs in sets} for m in models}
 
 
-def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction):
-    """One emoji split for every model: the first model's run settings (so its held-out classes stay held out)."""
+@dataclass
+class EmojiEval:
+    classes: list
+    names: dict[str, dict[int, str]]
+    splits: dict
+
+
+def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction) -> EmojiEval:
+    """One emoji split for every model: the first model's run settings (so its held-out classes stay held out, and
+    in the S/K/U world its `known` and `unseen` classes are the run's)."""
     from compress.data.emoji import build_emoji_dataset
+    from compress.pipeline.data import world_splits
+    from compress.recipe.schema import DataConfig
 
     run = next((r for r in map(run_data_settings, specs) if r), {})
-    return build_emoji_dataset(
+    unseen = next(v for v in (unseen_fraction, run.get("unseen_fraction"), 0.4) if v is not None)
+    world = {k: run[k] for k in ("split_seed", "student_fraction") if run.get(k) is not None}
+    emoji = build_emoji_dataset(
         run.get("cache_dir") or ".cache/emoji", image_size=image_size or run.get("image_size") or 64,
-        limit=limit or run.get("limit"), seed=run.get("seed", 0),
-        unseen_fraction=next(v for v in (unseen_fraction, run.get("unseen_fraction"), 0.4) if v is not None),
+        limit=limit or run.get("limit"), seed=run.get("seed", 0), unseen_fraction=unseen,
+        split_seed=world.get("split_seed"),
     )
+    _, splits = world_splits(emoji, DataConfig(unseen_fraction=unseen, **world))
+    return EmojiEval(emoji.classes, emoji.names, splits)

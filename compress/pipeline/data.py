@@ -11,6 +11,7 @@ import torch
 
 from compress.data.emoji import EmojiData, Split, build_emoji_dataset
 from compress.data.pairs import PairSet
+from compress.data.world import ClassSplit, restrict, split_classes, stratum, unseen_strata
 from compress.recipe.schema import DataConfig
 
 
@@ -21,6 +22,7 @@ class RunData:
     names: dict[str, dict[int, str]]  # lang -> class id -> name
     skipped: dict[str, int] = field(default_factory=dict)
     source: str = "emoji-zh-en"
+    world: ClassSplit | None = None  # the S/K/U class split (data.split_seed), None in today's world
 
 
 def emoji_pairs(data: EmojiData) -> PairSet:
@@ -33,14 +35,41 @@ def emoji_pairs(data: EmojiData) -> PairSet:
     return PairSet(train.images, groups, [by_index[c].en for c in group_ids], [by_index[c].zh for c in group_ids], templated=True)
 
 
-def load_run_data(cfg: DataConfig, seed: int) -> RunData:
-    emoji = build_emoji_dataset(
+def world_splits(emoji: EmojiData, cfg: DataConfig) -> tuple[ClassSplit | None, dict[str, Split]]:
+    """The eval splits of the run's world. Today's world (no split_seed): the build's eval, transfer and unseen. The
+    S/K/U world: `eval` and `transfer` on S, `known` on K, `unseen` on U and its strata (compress/data/world.py)."""
+    evals = {k: v for k, v in emoji.splits.items() if k != "train"}
+    if cfg.split_seed is None:
+        return None, evals
+    n_total = len(emoji.classes)
+    unseen = [c.index for c in emoji.classes if c.index not in set(emoji.seen_ids)]
+    world = split_classes(emoji.seen_ids, unseen, n_total, cfg.student_fraction, cfg.split_seed)
+    out = {"known": restrict(evals["eval"], world.teacher_only), "eval": restrict(evals["eval"], world.students),
+           "transfer": restrict(evals["transfer"], world.students), "unseen": evals["unseen"]}
+    strata = unseen_strata(emoji.classes, world.unseen, world.students + world.teacher_only)
+    for name, ids in strata.items():
+        out[f"unseen_{name}"] = stratum(evals["unseen"], ids)
+    return world, out
+
+
+def build_run_emoji(cfg: DataConfig, seed: int) -> EmojiData:
+    return build_emoji_dataset(
         cfg.cache_dir, image_size=cfg.image_size, train_renders=cfg.train_renders, eval_renders=cfg.eval_renders,
         unseen_fraction=cfg.unseen_fraction, seed=seed, limit=cfg.limit, train_styles=cfg.train_styles,
+        split_seed=cfg.split_seed,
     )
+
+
+def load_run_data(cfg: DataConfig, seed: int) -> RunData:
+    emoji = build_run_emoji(cfg, seed)
     names = emoji.names
-    evals = {k: v for k, v in emoji.splits.items() if k != "train"}
+    world, evals = world_splits(emoji, cfg)
     if cfg.kind == "emoji":
+        if world is not None:
+            keep = world.students if cfg.pairs == "students" else world.students + world.teacher_only
+            train = restrict(emoji.splits["train"], keep)
+            pairs = emoji_pairs(EmojiData(emoji.classes, {"train": train}, seen_ids=emoji.seen_ids))
+            return RunData(pairs, evals, names, world=world)
         return RunData(emoji_pairs(emoji), evals, names)
     if cfg.kind == "webdataset":
         from compress.data.webdataset import load_shards

@@ -6,6 +6,7 @@ from pathlib import Path
 from compress.atomic import atomic_path, write_json, write_text
 from compress.pipeline.data import RunData
 from compress.progress import log
+from compress.recipe.schema import EVAL_SPLITS
 
 ORDER = ["teacher", "student_fp32", "student_int8", "student_fp32_pte", "student_int8_pte"]
 
@@ -28,6 +29,8 @@ def build_report(state, data: RunData, results: dict, exported) -> dict:
             "strict_subset_of_teacher_data": not getattr(state, "teacher_data", []),
             "not_subset_because": getattr(state, "teacher_data", []),
             "splits": {k: {"images": len(v), "classes": len(v.class_ids)} for k, v in data.eval_splits.items()},
+            **({"world": {"students": len(data.world.students), "teacher_only": len(data.world.teacher_only),
+                          "unseen": len(data.world.unseen)}} if getattr(data, "world", None) is not None else {}),
         },
         "models": {k: results[k] for k in ORDER if k in results} | {k: v for k, v in results.items() if k not in ORDER},
         "timings_s": state.timings,
@@ -106,12 +109,38 @@ def render_schemes(report: dict) -> list[str]:
     return lines
 
 
+def render_margin(report: dict) -> list[str]:
+    """The positive-pair term's activity at each contrastive stage's last epoch (compress/train/align.py records
+    it per batch, averaged over the epoch): mean positive cosine, share of positives the term pushes, batch margin."""
+    rows = []
+    for stage, h in report.get("training", {}).items():
+        last = (h.get("epoch_parts") or [{}])[-1]
+        if any(f"pos_cos_{lang}" in last for lang in ("en", "zh")):
+            cell = lambda key: " / ".join("–" if f"{key}_{l}" not in last else f"{last[f'{key}_{l}']:.3f}"
+                                          for l in ("en", "zh"))
+            rows.append(f"| {stage} | {cell('pos_cos')} | {cell('margin_active')} | {cell('batch_margin')} |")
+    if not rows:
+        return []
+    a = report.get("recipe", {}).get("align", {})
+    weight = a.get("margin_reg", 0.0)
+    return ["", "## Positive-pair term (last epoch, mean over its batches)", "",
+            f"Form `{a.get('margin_form', 'hinge')}`, weight {weight}{' (off: recorded only)' if not weight else ''}, "
+            f"margin {a.get('margin', 0.5)} (hinge only). Batch margin: min_i (s_ii − max_j≠i s_ij), cosines, image i against the batch's captions.", "",
+            "| stage | positive cosine en / zh | share active en / zh | batch margin en / zh |", "|---|---|---|---|",
+            *rows]
+
+
 def render_markdown(report: dict) -> str:
     m = report["models"]
-    splits = [s for s in ("eval", "transfer", "unseen") if any(s in v.get("zero_shot", {}) for v in m.values())]
+    splits = [s for s in EVAL_SPLITS if any(s in v.get("zero_shot", {}) for v in m.values())]
     lines = [f"# Run `{report['name']}`", ""]
     d = report["data"]
     lines += [f"Data: {d['source']} — {d['used']} training samples, {d['classes']} classes in `eval`, {d['skipped']} skipped.", ""]
+    if "world" in d:
+        w = d["world"]
+        lines += [f"World (data.split_seed): {w['students']} classes S (the students' pairs, `eval`), {w['teacher_only']} "
+                  f"K (the teacher's pairs only, `known`), {w['unseen']} U (nobody's, `unseen` and its strata). Chance "
+                  f"on `unseen` is {100 / max(1, w['unseen']):.2f}%.", ""]
     head = "| model | params | " + " | ".join(f"{s} en top1 / top5 | {s} zh top1 / top5" for s in splits) + " |"
     lines += ["## Zero-shot accuracy (%)", "", head, "|" + "---|" * (2 + 2 * len(splits))]
     for name, v in m.items():
@@ -154,6 +183,7 @@ def render_markdown(report: dict) -> str:
     if tr:
         lines += ["", "## Training loss per epoch", ""]
         lines += [f"- {k}: " + ", ".join(f"{x:.3f}" for x in v.get("epoch_loss", [])) for k, v in tr.items()]
+    lines += render_margin(report)
     lines += ["", "Plot: `zero_shot.png`. Machine-readable: `report.json`.", ""]
     return "\n".join(lines)
 
@@ -165,7 +195,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     m = report["models"]
-    splits = [s for s in ("eval", "transfer", "unseen") if any(s in v.get("zero_shot", {}) for v in m.values())]
+    splits = [s for s in EVAL_SPLITS if any(s in v.get("zero_shot", {}) for v in m.values())]
     bars = [(s, lang) for s in splits for lang in ("en", "zh")]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(bars)), 4))
     width = 0.8 / max(1, len(m))

@@ -50,10 +50,10 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
         from compress.teachers.hf import HFTeacher
 
         return HFTeacher.from_config(cfg)
-    from compress.teachers.reference import SHARED_DATA_KEYS, ReferenceTeacher
+    from compress.teachers.reference import ReferenceTeacher, shared_data
 
-    same_data = {k: getattr(recipe.data, k) for k in SHARED_DATA_KEYS}
-    return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, same_data, recipe.seed))
+    return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, shared_data(recipe), recipe.seed),
+                                        text_layers=cfg.text_layers)
 
 
 # ------------------------------------------------------------------------------------------------ the run

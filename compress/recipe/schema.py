@@ -44,6 +44,14 @@ class DataConfig(Strict):
     shards: str | None = None
     eval_manifest: str | None = None
     cache_dir: str = ".cache/emoji"
+    # The S/K/U world (compress/data/world.py), emoji data only: set split_seed to split the classes into S (the
+    # students' pairs, student_fraction of all classes), K (the teacher's pairs only: the rest of the seen classes) and
+    # U (nobody's: unseen_fraction). Unset: today's world, where students and teacher share every seen class.
+    split_seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    student_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    # Whose pairs this run trains on in that world: the students' (S) or the teacher's (S and K); the reference
+    # teacher's run is forced to "teacher".
+    pairs: Literal["students", "teacher"] = "students"
 
     @field_validator("train_styles")
     @classmethod
@@ -51,6 +59,17 @@ class DataConfig(Strict):
         if not v or len(set(v)) != len(v):
             raise ValueError("data.train_styles: name each style once, at least one")
         return sorted(v, key=["openmoji", "noto"].index)  # canonical order: the order named does not matter
+
+    @model_validator(mode="after")
+    def _world_fits(self) -> "DataConfig":
+        if self.split_seed is not None:
+            if self.kind != "emoji":
+                raise ValueError("data.split_seed: the S/K/U class split is for the built-in emoji world; unset it "
+                                 "for manifest or webdataset corpora")
+            if self.student_fraction + self.unseen_fraction >= 1.0:
+                raise ValueError(f"data.student_fraction: {self.student_fraction} + unseen_fraction "
+                                 f"{self.unseen_fraction} leaves no class for the teacher alone; keep their sum below 1")
+        return self
 
     @model_validator(mode="after")
     def _manifest_needs_path(self) -> "DataConfig":
@@ -72,6 +91,10 @@ class TeacherConfig(Strict):
     # kind=hf: text block whose pooled token (CLS, or EOS for CLIP) is the text-hidden target; unset: the pooled
     # state the text projection consumes.
     text_layer: Annotated[int, Field(strict=True, ge=-1000, le=1000)] | None = None
+    # kind=hf or reference: text blocks (0-based, negative from the end) whose pooled states the student's text tower
+    # distils at as many evenly spaced student blocks (one text-hidden term each); unset: the single `text_layer`
+    # target above; []: no text-hidden term. Range-checked when the teacher loads.
+    text_layers: list[Annotated[int, Field(strict=True, ge=-1000, le=1000)]] | None = Field(None, max_length=64)
     dtype: Literal["fp32", "fp16", "bf16"] = "fp32"  # kind=hf: weights and compute of the frozen teacher
     device: Literal["auto", "cpu", "cuda"] = "auto"  # kind=hf: auto = this process's GPU if there is one, else CPU
     # Teacher-feature cache folder (`dcclip-compress cache-teacher RECIPE` builds it): when set, stage 1 reads its
@@ -87,6 +110,9 @@ class TeacherConfig(Strict):
             raise ValueError("teacher.cache: name a folder, or leave it unset to run the teacher online")
         if self.cache is not None and self.kind == "none":
             raise ValueError("teacher.cache: kind 'none' has no teacher whose features could be cached")
+        if self.text_layer is not None and self.text_layers is not None:
+            raise ValueError("teacher.text_layers: set either text_layer (one text-hidden target) or text_layers "
+                             "(several), not both")
         return self
 
 
@@ -165,6 +191,21 @@ class DistillConfig(StageConfig):
     map_weight: float = Field(1.0, ge=0, le=1e6)
     embed_weight: float = Field(1.0, ge=0, le=1e6)
     hidden_weight: float = Field(0.5, ge=0, le=1e6)
+    # How the student's final embeddings meet the teacher's: `shared`, one linear adapter for both towers onto the
+    # teacher's joint space (it also aligns the towers before stage 2); `per_tower`, an image adapter onto the
+    # teacher's image embedding and a separate text adapter onto its text embedding; `none`, no embedding term
+    # (feature maps and text hidden states only).
+    embed_adapter: Literal["shared", "per_tower", "none"] = "shared"
+    # For one-language (English-only) teachers: a Chinese caption's embedding target is the teacher's embedding of
+    # the same sample's English caption (rows without one get no embedding term); its hidden-state targets are skipped.
+    cross_lingual: bool = False
+
+    @model_validator(mode="after")
+    def _cross_lingual_needs_embedding(self) -> "DistillConfig":
+        if self.cross_lingual and self.embed_adapter == "none":
+            raise ValueError("distill.cross_lingual: it retargets the text embedding term, which distill.embed_adapter "
+                             "'none' drops; use embed_adapter shared or per_tower, or cross_lingual: false")
+        return self
 
 
 class AlignConfig(StageConfig):
@@ -173,6 +214,10 @@ class AlignConfig(StageConfig):
     init_temperature: float = Field(0.07, gt=0, lt=1)
     margin_reg: float = Field(0.0, ge=0, le=1e6)
     margin: float = Field(0.5, ge=-1, le=1)
+    # The positive-pair term's shape (compress/train/losses.py MarginRegularizer), on s_ii = cos(image_i, text_i):
+    # hinge relu(margin - s_ii) (inert once positives pass `margin`), linear 1 - s_ii (Chen et al.: always on),
+    # square (1 - s_ii)^2 (always on, fading near 1). Only `hinge` reads `margin`.
+    margin_form: Literal["hinge", "linear", "square"] = "hinge"
     # TinyCLIP-style affinity mimicking: KL between the teacher's and the student's in-batch image-text
     # similarity distributions (needs a teacher); 0 = off.
     affinity_weight: float = Field(0.0, ge=0, le=1e6)
@@ -300,8 +345,12 @@ class ExportConfig(Strict):
         return self
 
 
+EVAL_SPLITS = ("known", "eval", "transfer", "unseen", "unseen_sibling", "unseen_novel", "unseen_flags")
+
+
 class EvalConfig(Strict):
-    splits: list[Literal["eval", "transfer", "unseen"]] = ["eval", "transfer", "unseen"]
+    # known and the unseen strata exist only in the S/K/U world (data.split_seed); a split the data lacks is skipped
+    splits: list[Literal[EVAL_SPLITS]] = ["eval", "transfer", "unseen"]
     latency_runs: int = Field(20, ge=1, le=100_000)
     batch_size: int = Field(256, ge=1, le=65_536)
 
@@ -433,6 +482,16 @@ class Recipe(Strict):
         for key, off in (("self_distill", 0), ("calibrate", False), ("contrastive", 1.0)):  # recipes from before these keys keep their hash
             if payload["qat"][key] == off:
                 del payload["qat"][key]
+        if payload["align"]["margin_form"] == "hinge":  # recipes from before align.margin_form keep their hash
+            del payload["align"]["margin_form"]
+        # stage-1 options at their defaults (today's stage 1) stay out, so recipes from before these keys keep their hash
+        for section, key, off in (("distill", "embed_adapter", "shared"), ("distill", "cross_lingual", False),
+                                  ("teacher", "text_layers", None)):
+            if payload[section][key] == off:
+                del payload[section][key]
+        if payload["data"]["split_seed"] is None:  # today's world: recipes from before the S/K/U keys keep their hash
+            for key in ("split_seed", "student_fraction", "pairs"):
+                del payload["data"][key]
         for tower in ("image", "text"):  # unset specs stay out, so recipes from before `spec` keep their hash
             if payload["students"][tower].get("spec") is None:
                 payload["students"][tower].pop("spec", None)

@@ -4,15 +4,17 @@ It is a checkpoint folder like any student's; this adapter gives it the `Teacher
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from compress.model import DualEncoder, load_checkpoint
 from compress.recipe import Recipe, load_recipe
-from compress.teachers.base import ImageFeatures, TextFeatures
+from compress.teachers.base import ImageFeatures, TextFeatures, resolve_text_layers
 from compress.tokenizer import BilingualTokenizer
 
 TEACHER_CACHE = Path(".cache/teachers")
@@ -31,10 +33,19 @@ def reference_recipe(recipe_path: str, data_overrides: dict | None = None, seed:
     return teacher_recipe
 
 
+def shared_data(recipe: Recipe) -> dict:
+    """The data keys a student run forces onto its reference teacher. In the S/K/U world (data.split_seed) the
+    teacher takes the same class split and trains on the teacher's pairs (S and K)."""
+    same = {k: getattr(recipe.data, k) for k in SHARED_DATA_KEYS}
+    if recipe.data.split_seed is not None:
+        same |= {"split_seed": recipe.data.split_seed, "student_fraction": recipe.data.student_fraction,
+                 "pairs": "teacher"}
+    return same
+
+
 def reference_recipe_for(recipe: Recipe) -> Recipe:
     """The reference teacher recipe that the student `recipe` trains against."""
-    same_data = {k: getattr(recipe.data, k) for k in SHARED_DATA_KEYS}
-    return reference_recipe(recipe.teacher.recipe, same_data, recipe.seed)
+    return reference_recipe(recipe.teacher.recipe, shared_data(recipe), recipe.seed)
 
 
 def reference_teacher_folder(teacher_recipe: Recipe) -> Path:
@@ -56,8 +67,43 @@ def teacher_data_relation(recipe: Recipe) -> list[str]:
     return check_train_subset(student_args, teacher_args)
 
 
+@contextmanager
+def tapped_text_blocks(tower: nn.Module, blocks: Sequence[int]) -> Iterator[list[torch.Tensor | None]]:
+    """Slots filled, while a forward of the text tower `tower` (students/text.py TextTower) runs inside the block,
+    with the outputs (B, L, width) of its blocks `blocks`, in the order given. Autograd flows through them."""
+    slots: list[torch.Tensor | None] = [None] * len(blocks)
+
+    def hook(index: int):
+        def store(_module: nn.Module, _args: object, out: torch.Tensor) -> None:
+            slots[index] = out
+
+        return store
+
+    handles = [tower.blocks[b].register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    try:
+        yield slots
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def pool_tokens(states: torch.Tensor, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Masked mean over the non-pad tokens of (B, L, C) block outputs: the text tower's own pooling."""
+    keep = (ids != pad_id).to(states.dtype)[..., None]
+    return (states * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+
+def text_features_with_taps(tower: nn.Module, ids: torch.Tensor, blocks: Sequence[int]
+                            ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """A TextTower's (embedding, pooled hidden) plus the pooled outputs of its blocks `blocks`, in one forward."""
+    with tapped_text_blocks(tower, blocks) as slots:
+        emb, pooled = tower.forward_features(ids)
+    return emb, pooled, [pool_tokens(s, ids, tower.pad_id) for s in slots]
+
+
 class ReferenceTeacher:
-    def __init__(self, model: DualEncoder, tokenizer: BilingualTokenizer, name: str = "reference") -> None:
+    def __init__(self, model: DualEncoder, tokenizer: BilingualTokenizer, name: str = "reference",
+                 text_layers: Sequence[int] | None = None) -> None:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
@@ -65,11 +111,14 @@ class ReferenceTeacher:
         self.map_channels = list(model.image.map_channels)
         self.image_size = model.spec.image_size
         self.logit_scale = float(model.logit_scale.exp())
+        # teacher.text_layers: blocks whose pooled (masked-mean) outputs are the text-hidden targets; None: the
+        # pooled final state, as ever
+        self.text_layers = resolve_text_layers(text_layers, len(model.text.blocks))
 
     @classmethod
-    def from_folder(cls, folder: str | Path) -> "ReferenceTeacher":
+    def from_folder(cls, folder: str | Path, text_layers: Sequence[int] | None = None) -> "ReferenceTeacher":
         model, tokenizer, _ = load_checkpoint(folder)
-        return cls(model, tokenizer, name=f"reference:{Path(folder).name}")
+        return cls(model, tokenizer, name=f"reference:{Path(folder).name}", text_layers=text_layers)
 
     def to(self, device: torch.device | str) -> "ReferenceTeacher":
         self.model.to(device)
@@ -85,7 +134,11 @@ class ReferenceTeacher:
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> TextFeatures:
         device = self.model.logit_scale.device
-        emb, hidden = self.model.text.forward_features(self.tokenizer(texts).to(device))
+        ids = self.tokenizer(texts).to(device)
+        if self.text_layers is not None:
+            emb, _, taps = text_features_with_taps(self.model.text, ids, self.text_layers)
+            return TextFeatures(emb, None, taps)
+        emb, hidden = self.model.text.forward_features(ids)
         return TextFeatures(emb, hidden)
 
     def num_params(self) -> int:

@@ -55,7 +55,10 @@ def folder_sha256(folder: Path) -> str:
 def teacher_identity(recipe: Recipe) -> dict:
     """What fixes the teacher's outputs, from the recipe alone (the teacher need not be loaded): which checkpoint
     (content hash of a local folder, the cached revision of a hub id, or the reference teacher's recipe
-    fingerprint), its taps (map and text layers, resolved against the checkpoint's config) and its dtype."""
+    fingerprint), its taps (map and text layers, resolved against the checkpoint's config) and its dtype.
+    `text_layers` is there only when the recipe sets it, so caches from before that key keep their fingerprint."""
+    from compress.teachers.base import resolve_text_layers
+
     cfg = recipe.teacher
     if cfg.kind == "none":
         raise UserError("teacher.kind is 'none': there is no teacher whose features could be cached")
@@ -65,7 +68,14 @@ def teacher_identity(recipe: Recipe) -> dict:
         # The reference teacher as a student run trains it (the run's class subset, held-out split and seed); its own
         # cache is keyed by this recipe's fingerprint too.
         t = reference_recipe_for(recipe)
-        return {"kind": "reference", "recipe": cfg.recipe, "checkpoint": f"recipe:{t.name}-{t.fingerprint()}", "taps": "all"}
+        identity = {"kind": "reference", "recipe": cfg.recipe, "checkpoint": f"recipe:{t.name}-{t.fingerprint()}", "taps": "all"}
+        if cfg.text_layers is not None:
+            from students.registry import check_text_arch
+
+            text = t.students.text
+            depth = int(text.spec["layers"]) if text.spec else check_text_arch(text.arch).layers
+            identity["text_layers"] = resolve_text_layers(cfg.text_layers, depth)
+        return identity
     from compress.teachers.hf import resolve_map_layers, resolve_text_layer
     from compress.teachers.hub import cached_revision, locate, tower_depths
 
@@ -73,12 +83,15 @@ def teacher_identity(recipe: Recipe) -> dict:
     source, local = locate(spec)
     checkpoint = f"sha256:{folder_sha256(Path(source))}" if local else f"hub:{spec}@{cached_revision(spec)}"
     vision_layers, text_layers = tower_depths(source, spec)
-    return {
+    identity = {
         "kind": "hf", "spec": spec, "checkpoint": checkpoint,
         "map_layers": resolve_map_layers(cfg.map_layers, vision_layers),
         "text_layer": resolve_text_layer(cfg.text_layer, text_layers),
         "dtype": cfg.dtype,
     }
+    if cfg.text_layers is not None:
+        identity["text_layers"] = resolve_text_layers(cfg.text_layers, text_layers)
+    return identity
 
 
 def samples_digest(pairs: PairSet) -> dict:
@@ -112,7 +125,9 @@ def cache_fingerprint(recipe: Recipe, pairs: PairSet, views: int | None = None, 
         "teacher": identity if identity is not None else teacher_identity(recipe),
         "seed": seed,
         "views": int(views if views is not None else recipe.teacher.cache_views),
-        "data": recipe.data.model_dump(exclude={"cache_dir", "eval_renders", "eval_manifest"}),
+        "data": recipe.data.model_dump(exclude={"cache_dir", "eval_renders", "eval_manifest"}
+                                       | ({"split_seed", "student_fraction", "pairs"} if recipe.data.split_seed is None
+                                          else set())),  # today's world: caches from before the S/K/U keys stay valid
         "samples": samples_digest(pairs),
         "training_version": TRAINING_VERSION,
         "augmentation": augmentation_probe(pairs, seed),

@@ -1,0 +1,98 @@
+"""The S/K/U world: students' pairs (S), the teacher's pairs only (K), nobody's (U), drawn by data.split_seed."""
+import pytest
+
+from compress.data.world import ClassSplit, is_flag, restrict, split_classes, unseen_strata
+from compress.data.emoji import emoji_classes
+from compress.pipeline.data import load_run_data
+from compress.recipe import load_recipe, parse_recipe
+from compress.teachers.reference import reference_recipe_for
+from compress.tokenizer import tokenizer_corpus
+
+
+def _recipe(emoji_cache, **data):
+    return parse_recipe({"name": "w", "data": {"limit": 40, "image_size": 32, "train_renders": 2,
+                                               "cache_dir": str(emoji_cache), "unseen_fraction": 0.3,
+                                               "split_seed": 7, "student_fraction": 0.3, **data}})
+
+
+@pytest.fixture(scope="module")
+def world(emoji_cache):
+    recipe = _recipe(emoji_cache)
+    return recipe, load_run_data(recipe.data, recipe.seed)
+
+
+def test_s_k_and_u_never_share_a_class(world):
+    _, data = world
+    w = data.world
+    s, k, u = set(w.students), set(w.teacher_only), set(w.unseen)
+    assert s and k and u and not (s & k or s & u or k & u)
+    assert len(s | k | u) == 40 and len(s) == 12 and len(u) == 12  # 0.3 / 0.4 / 0.3 of 40
+    with pytest.raises(ValueError, match="must not share"):
+        ClassSplit([1, 2], [2, 3], [4])
+
+
+def test_the_students_train_on_s_only_and_u_never_reaches_the_tokenizer(world):
+    _, data = world
+    w = data.world
+    names = {c.index: c for c in emoji_classes()[:40]}
+    assert set(data.train.zh) == {names[i].zh for i in w.students}
+    corpus = "\n".join(tokenizer_corpus(data.train))
+    for i in w.unseen:
+        assert names[i].zh not in corpus and f" {names[i].en}" not in corpus
+    for i in w.teacher_only:  # K is the teacher's: no student caption names it either
+        assert names[i].zh not in corpus
+
+
+def test_eval_splits_of_the_world(world):
+    _, data = world
+    w, ev = data.world, data.eval_splits
+    assert set(ev["known"].labels.tolist()) == set(w.teacher_only) and ev["known"].class_ids == w.teacher_only
+    assert set(ev["eval"].labels.tolist()) == set(w.students) and ev["eval"].class_ids == w.students
+    assert set(ev["unseen"].labels.tolist()) == set(w.unseen)
+    strata = [ev[f"unseen_{s}"] for s in ("sibling", "novel", "flags")]
+    assert sum(len(s) for s in strata) == len(ev["unseen"])  # the strata partition unseen
+    for s in strata:
+        assert s.class_ids == ev["unseen"].class_ids  # scored against all of U: as hard as unseen itself
+
+
+def test_the_teacher_trains_on_s_and_k_with_the_same_split(emoji_cache, world):
+    recipe, data = world
+    teacher = reference_recipe_for(recipe)
+    assert (teacher.data.split_seed, teacher.data.student_fraction, teacher.data.pairs) == (7, 0.3, "teacher")
+    t_data = load_run_data(teacher.data, teacher.seed)
+    assert t_data.world == data.world
+    assert set(t_data.train.zh) == set(data.train.zh) | {c.zh for c in emoji_classes()[:40]
+                                                          if c.index in data.world.teacher_only}
+
+
+def test_split_seed_is_apart_from_the_seed(emoji_cache):
+    a = load_run_data(_recipe(emoji_cache).data, seed=0).world
+    b = load_run_data(_recipe(emoji_cache).data, seed=3).world
+    c = load_run_data(_recipe(emoji_cache, split_seed=8).data, seed=0).world
+    assert a == b and a != c
+
+
+def test_strata_rules():
+    classes = emoji_classes()
+    by_en = {c.en: c for c in classes}
+    flag = next(c for c in classes if is_flag(c))
+    dog, cat = by_en["dog face"], by_en["cat face"]
+    out = unseen_strata(classes, [flag.index, dog.index, cat.index], [cat.index])
+    assert flag.index in out["flags"]
+    assert cat.index in out["sibling"]  # every word and character of it is trained
+    assert dog.index in out["novel"]  # "dog" / 狗 are not
+    assert sorted(split_classes(list(range(10)), [10, 11], 12, 0.25, 0).students) == \
+        sorted(split_classes(list(range(10)), [10, 11], 12, 0.25, 0).students)
+
+
+def test_today_s_world_is_unchanged():
+    """No split_seed: the shipped recipes keep their fingerprint (the cached reference teacher stays valid)."""
+    assert load_recipe("recipes/mobilevit_int8.yaml").fingerprint() == "900bea425d44d07a"
+    assert load_recipe("recipes/emoji_teacher.yaml").fingerprint() == "b04b9e2263294d04"
+
+
+def test_restrict_keeps_row_order(world):
+    _, data = world
+    ev = data.eval_splits["eval"]
+    sub = restrict(ev, ev.class_ids[:2])
+    assert sub.labels.tolist() == [l for l in ev.labels.tolist() if l in ev.class_ids[:2]]
