@@ -41,6 +41,18 @@ def test_the_students_train_on_s_only_and_u_never_reaches_the_tokenizer(world):
         assert names[i].zh not in corpus and f" {names[i].en}" not in corpus
     for i in w.teacher_only:  # K is the teacher's: no student caption names it either
         assert names[i].zh not in corpus
+    # with distill.text_only "world" K's names join stage 1's corpus (tests/test_unpaired.py); U's never do
+    from compress.pipeline.data import with_unpaired
+
+    recipe = _recipe_with_text(world[0])
+    corpus = "\n".join(tokenizer_corpus(with_unpaired(recipe, data).stage1))
+    for i in w.unseen:
+        assert names[i].zh not in corpus and f" {names[i].en}" not in corpus
+    assert all(names[i].zh in corpus for i in w.teacher_only)
+
+
+def _recipe_with_text(recipe):
+    return recipe.model_copy(update={"distill": recipe.distill.model_copy(update={"text_only": "world"})})
 
 
 def test_eval_splits_of_the_world(world):

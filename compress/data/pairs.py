@@ -28,6 +28,11 @@ class PairSet:
     distillation) use every row.
     Groups with several captions in a language keep the first in `en` / `zh` and all of them in `more`;
     `captions()` draws one of them at random from `rng` each time.
+
+    Unpaired stage-1 data (`stage1_pairs`): an image-only row is a group with None in both languages; a text-only
+    row has no image at all. Text-only rows come last: samples `num_images..len-1` have no row in `images`, and
+    `has_image()` says which samples have one (None: all, as in every set that has no text-only rows). The batches
+    carry it as `Batch.has_image`, and every image loss uses only the rows where it is True.
     """
 
     images: torch.Tensor  # uint8 (N, 3, H, W)
@@ -49,7 +54,18 @@ class PairSet:
         return cls(images, torch.arange(len(en)), first(en), first(zh), templated=False, more=more)
 
     def __len__(self) -> int:
+        return int(self.groups.shape[0])
+
+    @property
+    def num_images(self) -> int:
+        """Samples with an image: the first `num_images` (text-only samples come after them)."""
         return int(self.images.shape[0])
+
+    def has_image(self, index: torch.Tensor) -> torch.Tensor | None:
+        """bool per sample of `index`: whether it has an image; None when every sample of the set has one."""
+        if self.num_images == len(self):
+            return None
+        return index < self.num_images
 
     @property
     def num_groups(self) -> int:
@@ -80,3 +96,44 @@ class PairSet:
         names = self.en if lang == "en" else self.zh
         alts = self.more.get(lang, {})
         return [t for g, n in enumerate(names) if n is not None for t in alts.get(g, (n,))]
+
+
+def text_only_pairs(en: Sequence[Sequence[str]], zh: Sequence[Sequence[str]], templated: bool,
+                    image_shape: tuple[int, int, int]) -> PairSet:
+    """Text with no image, one group per row (a row's captions per language; empty = none in that language).
+    `templated`: the captions are class names or labels that get a caption template, as the emoji pairs' do."""
+    first = [c[0] if len(c) else None for c in en], [c[0] if len(c) else None for c in zh]
+    more = {lang: m for lang, caps in (("en", en), ("zh", zh))
+            if (m := {g: tuple(c) for g, c in enumerate(caps) if len(c) > 1})}
+    return PairSet(torch.zeros((0, *image_shape), dtype=torch.uint8), torch.arange(len(en)), *first,
+                   templated=templated, more=more)
+
+
+def image_only_pairs(images: torch.Tensor, groups: torch.Tensor | None = None) -> PairSet:
+    """Images with no caption (None in both languages), one group per image unless `groups` says otherwise."""
+    groups = torch.arange(len(images)) if groups is None else groups
+    n = int(groups.max()) + 1 if len(groups) else 0
+    return PairSet(images, groups, [None] * n, [None] * n)
+
+
+def stage1_pairs(pairs: PairSet, image_only: PairSet | None = None, text_only: PairSet | None = None) -> PairSet:
+    """Stage 1's training set: the pairs, then the image-only rows, then the text-only rows (images none), each with
+    groups of its own. With neither, `pairs` itself (today's stage 1, bit for bit). Text-only captions follow the
+    pairs' `templated` (a class name or label gets a template, a caption is used as it is): they must agree."""
+    if image_only is None and text_only is None:
+        return pairs
+    parts = [pairs] + [p for p in (image_only, text_only) if p is not None]
+    if len(pairs) != pairs.num_images or (image_only is not None and len(image_only) != image_only.num_images):
+        raise ValueError("stage1_pairs: only the text-only set may hold samples without an image")
+    if text_only is not None and text_only.num_groups and text_only.templated != pairs.templated:
+        raise ValueError("stage1_pairs: the text-only captions and the pairs must agree on `templated`")
+    images = torch.cat([pairs.images] + ([image_only.images] if image_only is not None else []))
+    groups, en, zh, more, offset = [], [], [], {}, 0
+    for p in parts:
+        groups.append(p.groups + offset)
+        en += p.en
+        zh += p.zh
+        for lang, m in p.more.items():
+            more.setdefault(lang, {}).update({g + offset: c for g, c in m.items()})
+        offset += p.num_groups
+    return PairSet(images, torch.cat(groups), en, zh, templated=pairs.templated, more=more)

@@ -5,14 +5,14 @@ the students train on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from compress.data.emoji import EmojiData, Split, build_emoji_dataset
-from compress.data.pairs import PairSet
+from compress.data.pairs import PairSet, image_only_pairs, stage1_pairs, text_only_pairs
 from compress.data.world import ClassSplit, restrict, split_classes, stratum, unseen_strata
-from compress.recipe.schema import DataConfig
+from compress.recipe.schema import DataConfig, Recipe
 
 
 @dataclass
@@ -23,6 +23,43 @@ class RunData:
     skipped: dict[str, int] = field(default_factory=dict)
     source: str = "emoji-zh-en"
     world: ClassSplit | None = None  # the S/K/U class split (data.split_seed), None in today's world
+    known: PairSet | None = None  # K's train renders as pairs (the S/K/U world, students' pairs): distill "world" data
+    # Unpaired stage-1 data (distill.unpaired_images / text_only; `with_unpaired` fills them): stage 1 only
+    unpaired_images: PairSet | None = None
+    text_only: PairSet | None = None
+
+    @property
+    def stage1(self) -> PairSet:
+        """Stage 1's training set: the pairs, then the image-only and text-only rows (`train` itself without them)."""
+        return stage1_pairs(self.train, self.unpaired_images, self.text_only)
+
+
+def with_unpaired(recipe: Recipe, data: RunData) -> RunData:
+    """`data` with the recipe's unpaired stage-1 data (distill.unpaired_images / text_only): "world" is K's
+    renders (images) and K's names in both languages (text, templated like the pairs); anything else a file
+    (compress/data/unpaired.py). Unset: nothing changes."""
+    d = recipe.distill
+    if d.unpaired_images is None and d.text_only is None:
+        return data
+    shape = tuple(data.train.images.shape[1:])
+    if d.unpaired_images == "world" or d.text_only == "world":
+        if data.known is None:  # the recipe validator asks for data.split_seed and pairs: students
+            raise ValueError("distill 'world' data needs the S/K/U world's K pairs (data.split_seed)")
+    images = text = None
+    if d.unpaired_images == "world":
+        images = image_only_pairs(data.known.images, data.known.groups)
+    elif d.unpaired_images is not None:
+        from compress.data.unpaired import load_image_only
+
+        images = load_image_only(d.unpaired_images, recipe.data.image_size)
+    if d.text_only == "world":
+        k = data.known
+        text = text_only_pairs([[n] for n in k.en], [[n] for n in k.zh], k.templated, shape)
+    elif d.text_only is not None:
+        from compress.data.unpaired import load_text_only
+
+        text = load_text_only(d.text_only, data.train.templated, shape)
+    return replace(data, unpaired_images=images, text_only=text)
 
 
 def emoji_pairs(data: EmojiData) -> PairSet:
@@ -69,7 +106,11 @@ def load_run_data(cfg: DataConfig, seed: int) -> RunData:
             keep = world.students if cfg.pairs == "students" else world.students + world.teacher_only
             train = restrict(emoji.splits["train"], keep)
             pairs = emoji_pairs(EmojiData(emoji.classes, {"train": train}, seen_ids=emoji.seen_ids))
-            return RunData(pairs, evals, names, world=world)
+            known = None
+            if cfg.pairs == "students":
+                k_train = restrict(emoji.splits["train"], world.teacher_only)
+                known = emoji_pairs(EmojiData(emoji.classes, {"train": k_train}, seen_ids=emoji.seen_ids))
+            return RunData(pairs, evals, names, world=world, known=known)
         return RunData(emoji_pairs(emoji), evals, names)
     if cfg.kind == "webdataset":
         from compress.data.webdataset import load_shards

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
-from compress.pipeline.data import RunData
+from compress.pipeline.data import RunData, with_unpaired
 from compress.pipeline.state import RunState, loop_context
 from compress.progress import log
 from compress.recipe.schema import Recipe
@@ -61,9 +61,10 @@ def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple
         model, tokenizer, meta = load_checkpoint(distilled)
         state.history.update(meta.get("history", {}))
     else:
+        stage1 = with_unpaired(recipe, data).stage1  # the pairs, plus distill.unpaired_images / text_only rows
         with state.stage("tokenizer"):
             t = recipe.students.text
-            tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data.train), t.vocab_size), t.context_length)
+            tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(stage1), t.vocab_size), t.context_length)
         model = build_student(recipe, tokenizer)
         cached = recipe.teacher.cache is not None
         if recipe.distill.enabled and (teacher is not None or cached) and recipe.distill.epochs > 0:
@@ -72,7 +73,7 @@ def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple
                 targets = stage1_targets(recipe, data, teacher)
                 ctx.views = getattr(targets, "views", None)  # a K-view cache: the plan draws views from range(K)
                 stage = DistillStage(model, targets, recipe.distill, seed=recipe.seed)
-                hist = loop.train(stage, data.train, tokenizer, recipe.distill, ctx)
+                hist = loop.train(stage, stage1, tokenizer, recipe.distill, ctx)  # stage 2 below: pairs only
                 model.eval()
                 state.history["distill"] = hist.as_dict()
                 if loop.is_main_process():

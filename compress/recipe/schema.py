@@ -199,6 +199,13 @@ class DistillConfig(StageConfig):
     # For one-language (English-only) teachers: a Chinese caption's embedding target is the teacher's embedding of
     # the same sample's English caption (rows without one get no embedding term); its hidden-state targets are skipped.
     cross_lingual: bool = False
+    # Unpaired stage-1 data (stage 2 keeps using pairs only). `unpaired_images`: images with no caption, for the image
+    # tower's distillation only; `text_only`: text with no image, for the text tower's, in each language it has.
+    # "world": the S/K/U world's K classes (data.split_seed): K's train renders as images, K's names (both languages,
+    # templated) as text. Otherwise a path: images, a JSONL manifest of {"image": path} rows (paths relative to its
+    # folder); text, a JSONL of {"en": ..., "zh": ...} rows or a .txt of one caption (or label) per line.
+    unpaired_images: str | None = Field(None, min_length=1)
+    text_only: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _cross_lingual_needs_embedding(self) -> "DistillConfig":
@@ -460,6 +467,18 @@ class Recipe(Strict):
     search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
+    def _unpaired_fits(self) -> "Recipe":
+        for key in ("unpaired_images", "text_only"):
+            value = getattr(self.distill, key)
+            if value == "world" and (self.data.split_seed is None or self.data.pairs != "students"):
+                raise ValueError(f"distill.{key}: 'world' is the S/K/U world's K data; set data.split_seed (with "
+                                 "data.pairs: students), or give a path")
+            if value is not None and self.teacher.cache is not None:
+                raise ValueError(f"distill.{key}: not yet with teacher.cache (the cache holds targets of pairs only); "
+                                 "unset teacher.cache to run the teacher online")
+        return self
+
+    @model_validator(mode="after")
     def _search_budget(self) -> "Recipe":
         for tower in ("image", "text"):
             if getattr(self.students, tower).arch == "search" and getattr(self.search.budget_ms, tower) is None:
@@ -486,7 +505,8 @@ class Recipe(Strict):
             del payload["align"]["margin_form"]
         # stage-1 options at their defaults (today's stage 1) stay out, so recipes from before these keys keep their hash
         for section, key, off in (("distill", "embed_adapter", "shared"), ("distill", "cross_lingual", False),
-                                  ("teacher", "text_layers", None)):
+                                  ("teacher", "text_layers", None), ("distill", "unpaired_images", None),
+                                  ("distill", "text_only", None)):
             if payload[section][key] == off:
                 del payload[section][key]
         if payload["data"]["split_seed"] is None:  # today's world: recipes from before the S/K/U keys keep their hash

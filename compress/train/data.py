@@ -68,9 +68,20 @@ class Batch:
     zh_ids: torch.Tensor | None = None
     has_en: torch.Tensor | None = None  # bool (B,)
     has_zh: torch.Tensor | None = None
+    # bool (B,): rows with an image; None = all of them. A text-only row's pixels are zeros that no image loss may
+    # use (stage 1 with distill.text_only; see PairSet).
+    has_image: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
+
+    def rows(self, mask: torch.Tensor) -> "Batch":
+        """The sub-batch of the rows where `mask` (bool (B,)) is True: tensors indexed, caption lists filtered."""
+        keep = mask.tolist()
+        pick = lambda t: None if t is None else t[mask]  # noqa: E731
+        return Batch(self.keys[mask], self.pixels[mask], [c for c, k in zip(self.en, keep) if k],
+                     [c for c, k in zip(self.zh, keep) if k], pick(self.en_ids), pick(self.zh_ids), pick(self.has_en),
+                     pick(self.has_zh), pick(self.has_image))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """Move the tensors (accelerate's device placement calls this)."""
@@ -89,12 +100,21 @@ class KeyCollate:
 
     def __call__(self, keys: list[tuple[int, int]]) -> Batch:
         index = torch.tensor([k[0] for k in keys], dtype=torch.long)
-        pixels = apply_augment(self.pairs.images[index], view_augment_params(self.seed, keys))
+        has_image = self.pairs.has_image(index)
+        if has_image is None:  # every sample has an image (every set without text-only rows)
+            pixels = apply_augment(self.pairs.images[index], view_augment_params(self.seed, keys))
+        else:  # text-only rows: zero pixels, masked out of every image loss by `has_image`
+            size = self.pairs.images.shape[1:]
+            with_image = [k for k, h in zip(keys, has_image.tolist()) if h]
+            seen = apply_augment(self.pairs.images[index[has_image]], view_augment_params(self.seed, with_image))
+            pixels = torch.zeros((len(keys), *size), dtype=seen.dtype)
+            pixels[has_image] = seen
         en = [view_caption(self.pairs, self.seed, i, v, "en") for i, v in keys]
         zh = [view_caption(self.pairs, self.seed, i, v, "zh") for i, v in keys]
         batch = Batch(torch.tensor(keys, dtype=torch.long).view(-1, 2), pixels, en, zh)
         batch.has_en = torch.tensor([c is not None for c in en], dtype=torch.bool)
         batch.has_zh = torch.tensor([c is not None for c in zh], dtype=torch.bool)
+        batch.has_image = has_image
         if self.tokenizer is not None:
             batch.en_ids = self.tokenizer([c or "" for c in en])
             batch.zh_ids = self.tokenizer([c or "" for c in zh])

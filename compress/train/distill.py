@@ -12,6 +12,10 @@ embedding (the paper's stage 1: alignment is left to stage 2); `none` drops the 
 states only). `distill.cross_lingual`: a Chinese caption's embedding target is the teacher's embedding of the same
 sample's English caption, for English-only teachers.
 
+Unpaired data (`distill.unpaired_images`, `distill.text_only`) needs no special case: an image-only row has no
+caption (masked out of the text terms by `has_en` / `has_zh`, as ever), and a text-only row has no image (masked out
+of every image term by `batch.has_image`: the image terms see only the rows that have one).
+
 Targets come from a `Targets` source: the teacher itself (`OnlineTargets`), or a teacher-feature cache that holds
 them for K views of every sample, so stage 1 can train with no teacher in memory.
 """
@@ -164,20 +168,30 @@ class DistillStage(nn.Module):
         keep = src >= 0
         return keep, target[src[keep]]
 
+    def image_rows(self, batch: Batch) -> Batch | None:
+        """The rows the image terms use: all of them (today), those with an image when the batch holds text-only
+        rows (`batch.has_image`), or None when no row has one."""
+        if batch.has_image is None or bool(batch.has_image.all()):
+            return batch
+        return batch.rows(batch.has_image) if bool(batch.has_image.any()) else None
+
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, crit, dev = self.cfg, self.crit, batch.pixels.device
-        t_img = self.targets.image(batch)
-        s_emb, s_maps = self.image.forward_features(batch.pixels)
-        n = len(self.adapters.maps)
-        t_maps = [m.to(dev) for m in t_img.maps[-n:]] if n else []
-        map_loss = sum(crit(a(s), t) for a, s, t in zip(self.adapters.maps, s_maps[-n:], t_maps)) / max(1, n)
-        loss = cfg.map_weight * map_loss
-        parts = {"maps": torch.as_tensor(map_loss).detach()}
-        image_adapter = self.adapters.embed_for("image")
-        if image_adapter is not None:
-            img_emb = crit(image_adapter(s_emb), t_img.embedding.to(dev))
-            loss = loss + cfg.embed_weight * img_emb
-            parts["image_embed"] = img_emb.detach()
+        loss, parts, s_emb = 0.0, {}, None
+        images = self.image_rows(batch)  # text-only rows (distill.text_only) never reach an image term
+        if images is not None:
+            t_img = self.targets.image(images)
+            s_emb, s_maps = self.image.forward_features(images.pixels)
+            n = len(self.adapters.maps)
+            t_maps = [m.to(dev) for m in t_img.maps[-n:]] if n else []
+            map_loss = sum(crit(a(s), t) for a, s, t in zip(self.adapters.maps, s_maps[-n:], t_maps)) / max(1, n)
+            loss = cfg.map_weight * map_loss
+            parts = {"maps": torch.as_tensor(map_loss).detach()}
+            image_adapter = self.adapters.embed_for("image")
+            if image_adapter is not None:
+                img_emb = crit(image_adapter(s_emb), t_img.embedding.to(dev))
+                loss = loss + cfg.embed_weight * img_emb
+                parts["image_embed"] = img_emb.detach()
         ids = torch.cat([batch.en_ids[batch.has_en], batch.zh_ids[batch.has_zh]])
         if len(ids):
             t_txt = self.targets.text(batch)
@@ -207,5 +221,5 @@ class DistillStage(nn.Module):
                 loss = loss + cfg.hidden_weight * (sum(terms) / len(terms))
                 parts.update({f"text_hidden_{j}": term.detach() for j, term in enumerate(terms)})
         if not (torch.is_tensor(loss) and loss.requires_grad):  # no term in this batch: a zero that still backprops
-            loss = loss + 0.0 * s_emb.sum()
+            loss = loss + 0.0 * (s_emb.sum() if s_emb is not None else next(self.parameters()).sum())
         return loss, parts
