@@ -1,7 +1,7 @@
 """Latency table: our students beside the teachers and the peers, all through ExecuTorch XNNPACK on this host.
 
     python -m bench.latency_table [--threads 1] [--quick] [--only GLOB ...] [--readme]
-        ->  bench/out/latency_table.json, bench/out/latency_table.md (and the table into README.md with --readme)
+        ->  bench/out/latency_table.json, bench/out/latency_table.md (and the table into docs/latency.md with --readme)
 
 One command, one process, one thread count for every row. Each row is an eager model lowered with
 `get_target("xnnpack").lower` (mobile_export.lower.targets) and timed with `mobile_export.timing.host_latency` (median
@@ -52,7 +52,7 @@ from compress.errors import UserError
 OUT_JSON = Path("bench/out/latency_table.json")
 OUT_MD = Path("bench/out/latency_table.md")
 CACHE_DIR = Path(".cache/latency_table")
-README = Path("README.md")
+README = Path("docs/latency.md")  # the table lives in the latency docs page
 README_START, README_END = "<!-- latency:start -->", "<!-- latency:end -->"
 # Part of the cache key: change a precision's entry when the way its rows are built changes (those .pte files are
 # then rebuilt, the others kept).
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target-s", type=float, default=6.0, help="timed seconds per row (runs = target / probe run)")
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     ap.add_argument("--out", type=Path, default=OUT_JSON)
-    ap.add_argument("--readme", action="store_true", help="write the table into README.md between the latency markers")
+    ap.add_argument("--readme", action="store_true", help="write the table into docs/latency.md between the latency markers")
     args = ap.parse_args(argv)
     try:
         if args.threads < 1:
