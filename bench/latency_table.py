@@ -29,6 +29,8 @@ recorded, and the ratios (measured side by side in one run) are the numbers to t
 """
 from __future__ import annotations
 
+import functools
+
 import argparse
 import fnmatch
 import gc
@@ -276,6 +278,7 @@ def quantize(module: nn.Module, spec: RowSpec) -> nn.Module:
     return quantize_tower(get_scheme(spec.precision), module, example, calibration)
 
 
+@functools.cache  # fixed within a process; computed once, not per row or key
 def _quant_fingerprint() -> str:
     """Content hash of the quantization and lowering code a quantized row is built through: a changed scheme,
     quantizer or XNNPACK lowering rebuilds those rows' cached programs."""
@@ -292,6 +295,7 @@ def quant_source(precision: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ lower + cache
+@functools.cache  # fixed within a process; computed once, not per row or key
 def versions() -> dict[str, str]:
     import executorch.version
     import torchao

@@ -34,7 +34,7 @@ def user_errors(fn):
     return wrapper
 
 
-SUITES = ("elevater", "emoji", "retrieval")  # `eval --suite` choices (compress/pipeline/compare.py runs them)
+SUITES = ("elevater", "emoji", "retrieval")  # `eval --suite` choices (compress/pipeline/compare.py runs them; one list)
 
 
 def parse_list(value: str | None, option: str, allowed=None) -> list[str]:

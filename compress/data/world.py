@@ -49,22 +49,14 @@ def split_classes(seen: Sequence[int], unseen: Sequence[int], n_total: int, stud
     return ClassSplit(students, teacher_only, sorted(unseen))
 
 
-def restrict(split: Split, class_ids: Iterable[int]) -> Split:
-    """The rows of `split` whose class is in `class_ids`, scored against those classes only."""
+def restrict(split: Split, class_ids: Iterable[int], label_space: Sequence[int] | None = None) -> Split:
+    """The rows of `split` whose class is in `class_ids`, scored against those classes (default) or against
+    `label_space` (a stratum of `unseen` is scored against all of U, so it is as hard as `unseen` itself)."""
     keep_ids = set(int(c) for c in class_ids)
     rows = torch.tensor([int(l) in keep_ids for l in split.labels.tolist()], dtype=torch.bool)
-    present = sorted(set(split.labels[rows].tolist()))
+    space = sorted(set(split.labels[rows].tolist())) if label_space is None else list(label_space)
     pick = lambda t: None if t is None else t[rows]  # noqa: E731
-    return Split(split.images[rows], split.labels[rows], present, pick(split.styles), pick(split.renders))
-
-
-def stratum(split: Split, rows_of: Iterable[int]) -> Split:
-    """The rows of `split` whose class is in `rows_of`, scored against the WHOLE split's label space (a stratum of
-    `unseen` must be as hard as `unseen` itself)."""
-    keep_ids = set(int(c) for c in rows_of)
-    rows = torch.tensor([int(l) in keep_ids for l in split.labels.tolist()], dtype=torch.bool)
-    pick = lambda t: None if t is None else t[rows]  # noqa: E731
-    return Split(split.images[rows], split.labels[rows], list(split.class_ids), pick(split.styles), pick(split.renders))
+    return Split(split.images[rows], split.labels[rows], space, pick(split.styles), pick(split.renders))
 
 
 def is_flag(cls: EmojiClass) -> bool:

@@ -20,7 +20,6 @@ from compress.eval.zero_shot import Encoders, eager_encoders, teacher_encoders, 
 from compress.prompts import LANGS
 from compress.recipe.schema import EVAL_SPLITS  # every split a world can have
 
-SUITES = ("elevater", "emoji", "retrieval")
 KNOWN_SPLITS = ("eval", "transfer", "unseen")  # the default; the S/K/U world adds known and the unseen strata
 DEFAULT_DATA_ROOT = "data/elevater"
 
@@ -201,17 +200,10 @@ def _retrieval(models: Sequence[EvalModel], emoji, manifest_sets, langs, batch_s
     return {m.label: {rs.name: evaluate_retrieval(m.enc, rs, langs, batch_size) for rs in sets} for m in models}
 
 
-@dataclass
-class EmojiEval:
-    classes: list
-    names: dict[str, dict[int, str]]
-    splits: dict
-
-
-def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction) -> EmojiEval:
+def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction):
     """One emoji split for every model: the first model's run settings (so its held-out classes stay held out, and
     in the S/K/U world its `known` and `unseen` classes are the run's)."""
-    from compress.data.emoji import build_emoji_dataset
+    from compress.data.emoji import EmojiData, build_emoji_dataset
     from compress.pipeline.data import world_splits
     from compress.recipe.schema import DataConfig
 
@@ -224,4 +216,4 @@ def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction) -> Emo
         split_seed=world.get("split_seed"),
     )
     _, splits = world_splits(emoji, DataConfig(unseen_fraction=unseen, **world))
-    return EmojiEval(emoji.classes, emoji.names, splits)
+    return EmojiData(emoji.classes, splits, seen_ids=emoji.seen_ids)  # the world's eval splits in place of the build's

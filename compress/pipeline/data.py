@@ -11,7 +11,7 @@ import torch
 
 from compress.data.emoji import EmojiData, Split, build_emoji_dataset
 from compress.data.pairs import PairSet, image_only_pairs, stage1_pairs, text_only_pairs
-from compress.data.world import ClassSplit, restrict, split_classes, stratum, unseen_strata
+from compress.data.world import ClassSplit, restrict, split_classes, unseen_strata
 from compress.recipe.schema import DataConfig, Recipe
 
 
@@ -79,13 +79,14 @@ def world_splits(emoji: EmojiData, cfg: DataConfig) -> tuple[ClassSplit | None, 
     if cfg.split_seed is None:
         return None, evals
     n_total = len(emoji.classes)
-    unseen = [c.index for c in emoji.classes if c.index not in set(emoji.seen_ids)]
+    seen = set(emoji.seen_ids)
+    unseen = [c.index for c in emoji.classes if c.index not in seen]
     world = split_classes(emoji.seen_ids, unseen, n_total, cfg.student_fraction, cfg.split_seed)
     out = {"known": restrict(evals["eval"], world.teacher_only), "eval": restrict(evals["eval"], world.students),
            "transfer": restrict(evals["transfer"], world.students), "unseen": evals["unseen"]}
     strata = unseen_strata(emoji.classes, world.unseen, world.students + world.teacher_only)
     for name, ids in strata.items():
-        out[f"unseen_{name}"] = stratum(evals["unseen"], ids)
+        out[f"unseen_{name}"] = restrict(evals["unseen"], ids, label_space=evals["unseen"].class_ids)
     return world, out
 
 

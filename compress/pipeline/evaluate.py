@@ -32,7 +32,7 @@ def evaluate(state, data: RunData, teacher, model, tokenizer, quantized: dict, e
         q = quantized[headline]
         models[f"student_{headline}"] = Encoders(f"student_{headline}", q.image, lambda t: q.text(tokenizer(t)), params,
                                                  model.spec.image_size)
-    on_host = main.files and get_target(recipe.export.target).runs_on_host  # else nothing here can run the programs
+    on_host = bool(main.files) and get_target(recipe.export.target).runs_on_host  # else nothing here runs them
     for quant, files in (main.files.items() if on_host else ()):
         models[f"student_{quant}_pte"] = pte_encoders(f"student_{quant}_pte", files, tokenizer, params, model.spec.image_size)
     results: dict[str, dict] = {}

@@ -239,11 +239,9 @@ def get_scheme(name: str) -> Scheme:
 def quantize_tower(scheme: Scheme, module: nn.Module, example_inputs: tuple[torch.Tensor, ...],
                    calibration: Iterable[tuple[torch.Tensor, ...]] = ()) -> nn.Module:
     """prepare -> calibration batches (no training) -> convert, on a copy of `module`: the post-training path."""
-    import torch
+    from compress.quant.calibrate import observe
 
     prepared = scheme.prepare(copy.deepcopy(module).eval(), example_inputs)
     scheme.set_train(prepared, False)
-    with torch.no_grad():
-        for batch in calibration:
-            prepared(*batch)
+    observe(prepared, calibration)
     return scheme.convert(prepared)

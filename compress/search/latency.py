@@ -13,6 +13,8 @@ predicts it, and candidates predicted well over budget are never lowered.
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import tempfile
 import time
@@ -37,6 +39,7 @@ def runtime_version() -> str:
     return f"executorch-{executorch.version.__version__}"
 
 
+@functools.cache  # fixed within a process; computed once, not per row or key
 def quantizer_fingerprint() -> str:
     """Hash of the int8 quantization recipe (compress.quant.pt2e): a changed quantizer is a different int8 program."""
     import hashlib
