@@ -1,5 +1,6 @@
 """The S/K/U world: students' pairs (S), the teacher's pairs only (K), nobody's (U), drawn by data.split_seed."""
 import pytest
+import torch
 
 from compress.data.world import ClassSplit, is_flag, restrict, split_classes, unseen_strata
 from compress.data.emoji import emoji_classes
@@ -99,7 +100,7 @@ def test_strata_rules():
 
 def test_today_s_world_is_unchanged():
     """No split_seed: the shipped recipes keep their fingerprint (the cached reference teacher stays valid)."""
-    assert load_recipe("recipes/mobilevit_int8.yaml").fingerprint() == "900bea425d44d07a"
+    assert load_recipe("tests/data/mobilevit_int8_closed_set.yaml").fingerprint() == "900bea425d44d07a"
     assert load_recipe("recipes/emoji_teacher.yaml").fingerprint() == "b04b9e2263294d04"
 
 
@@ -108,3 +109,20 @@ def test_restrict_keeps_row_order(world):
     ev = data.eval_splits["eval"]
     sub = restrict(ev, ev.class_ids[:2])
     assert sub.labels.tolist() == [l for l in ev.labels.tolist() if l in ev.class_ids[:2]]
+
+
+def test_val_is_fresh_renders_of_s_and_k(world):
+    """`val` / `val_known`: every choice is made there, on renders no reported split holds."""
+    _, data = world
+    w, ev = data.world, data.eval_splits
+    assert ev["val"].class_ids == w.students and ev["val_known"].class_ids == w.teacher_only
+    assert len(ev["val"]) == len(ev["eval"]) and len(ev["val_known"]) == len(ev["known"])
+    for a, b in (("val", "eval"), ("val_known", "known")):  # same classes, other draws
+        assert ev[a].labels.tolist() == ev[b].labels.tolist()
+        assert not any(torch.equal(x, y) for x, y in zip(ev[a].images, ev[b].images))
+
+
+def test_student_seeds_share_the_world_s_teacher(emoji_cache):
+    one, two = _recipe(emoji_cache), _recipe(emoji_cache, ).model_copy(update={"seed": 3})
+    assert reference_recipe_for(one).fingerprint() == reference_recipe_for(two).fingerprint()
+    assert reference_recipe_for(one).seed == 7  # the split seed

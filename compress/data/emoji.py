@@ -59,6 +59,9 @@ TRANSFER_FONT_PACKAGE = "manimgx-fonts"
 TRANSFER_FONT_FILE = "NotoEmoji[wght].ttf"
 TRANSFER_FONT_INSTALL = "pip install manimgx-fonts==2026.9.26.post1"
 SPLITS = ("train", "eval", "transfer", "unseen")
+# The S/K/U world (split_seed set) adds `val`: fresh renders of every seen class from their own stream, so every choice
+# (learning rates, weights, QAT settings) is made on renders that no reported split holds (issue 16).
+WORLD_SPLITS = SPLITS + ("val",)
 # Glyph styles; `Split.styles` holds the index into this tuple. "noto" is the transfer font.
 STYLES = ("openmoji", "noto")
 DEFAULT_TRAIN_STYLES = ("openmoji",)
@@ -72,6 +75,7 @@ _STREAMS = {
     ("transfer", "noto"): 3,
     ("unseen", "openmoji"): 4,
     ("train", "noto"): 5,
+    ("val", "openmoji"): 6,
 }
 
 
@@ -123,6 +127,7 @@ _AUG = {
     "train": _Aug(scale=(0.6, 1.0), max_rotate=15.0, bg_min=190),
     "eval": _Aug(scale=(0.6, 1.0), max_rotate=15.0, bg_min=190),
     "unseen": _Aug(scale=(0.6, 1.0), max_rotate=15.0, bg_min=190),
+    "val": _Aug(scale=(0.6, 1.0), max_rotate=15.0, bg_min=190),
     "transfer": _Aug(scale=(0.75, 0.95), max_rotate=5.0, bg_min=235),
 }
 
@@ -462,7 +467,8 @@ def _load(path: Path) -> EmojiData:
             styles=tensors[f"{name}.styles"],
             renders=tensors[f"{name}.renders"],
         )
-        for name in SPLITS
+        for name in WORLD_SPLITS
+        if f"{name}.images" in tensors
     }
     return EmojiData(
         classes, splits, cache_path=path, from_cache=True, seen_ids=json.loads(meta["seen_ids"]),
@@ -503,8 +509,11 @@ def build_emoji_dataset(
         "limit": limit,
         "train_styles": list(styles),
     }
+    names = SPLITS
     if split_seed is not None:  # only when set, so every earlier cache key stays valid
         args["split_seed"] = split_seed
+        args["val_renders"] = eval_renders
+        names = WORLD_SPLITS
     path = Path(cache_dir) / f"{DATASET_NAME}-{_cache_key(args)}.safetensors"
     if path.is_file():
         try:
@@ -533,7 +542,7 @@ def build_emoji_dataset(
     fonts = {"openmoji": _font(str(openmoji_font_path()), BASE_SIZE), "noto": transfer}
 
     # Samples per (split, style), each split concatenated style-major in STYLES order below.
-    keys = [(split, style) for split in SPLITS for style in STYLES]
+    keys = [(split, style) for split in names for style in STYLES]
     samples: dict[tuple[str, str], list[np.ndarray]] = {k: [] for k in keys}
     labels: dict[tuple[str, str], list[int]] = {k: [] for k in keys}
     renders: dict[tuple[str, str], list[int]] = {k: [] for k in keys}
@@ -543,6 +552,8 @@ def build_emoji_dataset(
         else:
             plan = [("train", style, train_renders) for style in styles]
             plan += [("eval", "openmoji", eval_renders), ("transfer", "noto", 1)]
+            if "val" in names:
+                plan.append(("val", "openmoji", eval_renders))
         for key, imgs in _render_class(cls, plan, image_size, seed, fonts).items():
             samples[key].extend(imgs)
             labels[key].extend([cls.index] * len(imgs))
@@ -552,7 +563,7 @@ def build_emoji_dataset(
         return [x for style in STYLES for x in table[(split, style)]]
 
     splits = {}
-    for s in SPLITS:
+    for s in names:
         split_labels = joined(labels, s)
         split_styles = [i for i, style in enumerate(STYLES) for _ in labels[(s, style)]]
         # Label space = the classes present: seen ones for train/eval/transfer (transfer may lack a few the font

@@ -50,9 +50,9 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
         from compress.teachers.hf import HFTeacher
 
         return HFTeacher.from_config(cfg)
-    from compress.teachers.reference import ReferenceTeacher, shared_data
+    from compress.teachers.reference import ReferenceTeacher, shared_data, teacher_seed
 
-    return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, shared_data(recipe), recipe.seed),
+    return ReferenceTeacher.from_folder(ensure_reference_teacher(cfg.recipe, shared_data(recipe), teacher_seed(recipe)),
                                         text_layers=cfg.text_layers)
 
 
