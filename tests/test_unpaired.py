@@ -176,3 +176,53 @@ def test_unpaired_files(tmp_path):
     assert (len(both), both.num_images, both.en, both.more) == (5, 4, ["p", "q", None, None, "a"],
                                                                  {"en": {4: ("a", "b")}})
     assert both.has_image(torch.tensor([0, 3, 4])).tolist() == [True, True, False]
+
+
+def test_stage2_retain_anchors_every_row_and_contrasts_pairs_only(world):
+    """align.retain: stage 2 over stage 1's rows; text-only rows reach only the anchor (no image gradient), and with
+    every row an image-caption pair the loss is plain stage 2's plus the anchor."""
+    import copy
+
+    from compress.train.align import AlignStage
+
+    recipe, data, stage1, tok, _ = world
+    model = build_student(recipe, tok).eval()  # no dropout: the towers are exactly their anchor
+    ref = tuple(copy.deepcopy(t).eval().requires_grad_(False) for t in (model.image, model.text))
+    cfg = recipe.align.model_copy(update={"retain": 1.0})
+    stage = AlignStage(model.image, model.text, model.logit_scale, cfg, reference=ref, reference_weight=1.0)
+    pairs, img, txt = _rows(stage1, data)
+    image, at_anchor, parts = _grads(stage, _batch(world, txt[:4]))
+    assert image == 0 and "clip_en" not in parts and float(parts["self_distill"]) < 1e-5  # at the anchor
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.text.parameters():  # leave the anchor
+            p.add_(0.05 * torch.randn_like(p))
+    image, text, parts = _grads(stage, _batch(world, txt[:4]))
+    assert image == 0 and text > 100 * at_anchor and "clip_en" not in parts and float(parts["self_distill"]) > 0
+    mixed = _batch(world, pairs[:4] + img[:2] + txt[:2])
+    loss, parts = stage(mixed)
+    plain = AlignStage(model.image, model.text, model.logit_scale, recipe.align)
+    only_pairs = mixed.rows(mixed.has_image & (mixed.has_en | mixed.has_zh))
+    only_pairs.has_image = None
+    p_loss, p_parts = plain(only_pairs)
+    assert float(parts["clip_en"]) == pytest.approx(float(p_parts["clip_en"]), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(p_loss.detach()) + float(parts["self_distill"]), rel=1e-5)
+
+
+def test_pseudo_labels_caption_k_images_with_the_teacher_s_guess(world):
+    from compress.data.pairs import labelled_pairs
+    from compress.pipeline.data import pseudo_labelled
+
+    recipe, data, _, _, teacher = world
+    names = data.text_only
+    pairs = labelled_pairs(data.train, data.unpaired_images.images[:3], [2, 0, 2], names)
+    assert pairs.num_groups == data.train.num_groups + 2 and len(pairs) == len(data.train) + 3
+    assert pairs.en[-2:] == [names.en[0], names.en[2]] and pairs.zh[-1] == names.zh[2]
+    assert pairs.groups[-3:].tolist() == [pairs.num_groups - 1, pairs.num_groups - 2, pairs.num_groups - 1]
+    recipe = recipe.model_copy(update={"align": recipe.align.model_copy(update={"pseudo_label": True})})
+    pairs, info = pseudo_labelled(recipe, load_run_data(recipe.data, recipe.seed), teacher)
+    assert len(pairs) == len(data.train) + len(data.unpaired_images) and pairs.num_images == len(pairs)
+    assert set(pairs.zh[data.train.num_groups:]) <= set(names.zh) and 0.0 <= info["agree_with_class"] <= 1.0
+    assert info["names_used"] == pairs.num_groups - data.train.num_groups
+    with pytest.raises(UserError, match="align.pseudo_label: the teacher labels"):
+        parse_recipe({"name": "p", "align": {"pseudo_label": True}, "distill": {"text_only": "some.txt"}})

@@ -137,3 +137,21 @@ def stage1_pairs(pairs: PairSet, image_only: PairSet | None = None, text_only: P
             more.setdefault(lang, {}).update({g + offset: c for g, c in m.items()})
         offset += p.num_groups
     return PairSet(images, torch.cat(groups), en, zh, templated=pairs.templated, more=more)
+
+
+def labelled_pairs(pairs: PairSet, images: torch.Tensor, labels: Sequence[int], names: PairSet) -> PairSet:
+    """`pairs` plus `images`, image i captioned with group `labels[i]` of `names` (a text-only set): pseudo-labelled
+    pairs. Images given one label share its group (a batch never holds two of them); unused names are left out."""
+    if len(labels) != len(images):
+        raise ValueError(f"labelled_pairs: {len(images)} images but {len(labels)} labels")
+    if names.num_groups and names.templated != pairs.templated:
+        raise ValueError("labelled_pairs: the names and the pairs must agree on `templated`")
+    used = sorted(set(int(x) for x in labels))
+    pos = {g: i for i, g in enumerate(used)}
+    groups = torch.tensor([pairs.num_groups + pos[int(x)] for x in labels], dtype=torch.int64)
+    more = {lang: dict(m) for lang, m in pairs.more.items()}
+    for lang, m in names.more.items():
+        more.setdefault(lang, {}).update({pairs.num_groups + pos[g]: c for g, c in m.items() if g in pos})
+    return PairSet(torch.cat([pairs.images, images]), torch.cat([pairs.groups, groups]),
+                   pairs.en + [names.en[g] for g in used], pairs.zh + [names.zh[g] for g in used],
+                   templated=pairs.templated, more=more)

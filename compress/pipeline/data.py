@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from compress.data.emoji import EmojiData, Split, build_emoji_dataset
-from compress.data.pairs import PairSet, image_only_pairs, stage1_pairs, text_only_pairs
+from compress.data.pairs import PairSet, image_only_pairs, labelled_pairs, stage1_pairs, text_only_pairs
 from compress.data.world import ClassSplit, restrict, split_classes, unseen_strata
 from compress.recipe.schema import DataConfig, Recipe
 
@@ -62,6 +62,36 @@ def with_unpaired(recipe: Recipe, data: RunData) -> RunData:
     return replace(data, unpaired_images=images, text_only=text)
 
 
+def pseudo_labelled(recipe: Recipe, data: RunData, teacher) -> tuple[PairSet, dict]:
+    """Stage 2's pairs for `align.pseudo_label`: the pairs plus distill.unpaired_images, each captioned by the
+    teacher's zero-shot guess among distill.text_only's names (cosines averaged over the languages a name has): the
+    baseline that uses the teacher only to label, then trains contrastively. -> (pairs, what the labelling did)."""
+    from compress.data.augment import to_float
+    from compress.eval.zero_shot import embed_in_batches, teacher_encoders
+    from compress.prompts import eval_prompts
+
+    full = with_unpaired(recipe, data)
+    images, names = full.unpaired_images, full.text_only
+    enc = teacher_encoders(teacher)
+    img = embed_in_batches(lambda x: enc.encode_image(to_float(x)), images.images, 256)
+    score, count = torch.zeros(len(img), names.num_groups), torch.zeros(names.num_groups)
+    for lang in ("en", "zh"):
+        has = names.has(lang)
+        if not bool(has.any()):
+            continue
+        cols = has.nonzero().flatten()
+        txt = embed_in_batches(enc.encode_text, eval_prompts([(names.en if lang == "en" else names.zh)[int(g)]
+                                                              for g in cols], lang), 256)
+        score[:, cols] += img @ txt.t()
+        count[cols] += 1
+    labels = (score / count.clamp(min=1)).argmax(1).tolist()
+    info = {"images": len(labels), "names": names.num_groups, "names_used": len(set(labels))}
+    if data.known is not None and recipe.distill.unpaired_images == "world" and recipe.distill.text_only == "world":
+        truth = images.groups.tolist()  # the world's K renders and K names share the class order
+        info["agree_with_class"] = sum(int(a == b) for a, b in zip(labels, truth)) / max(1, len(truth))
+    return labelled_pairs(data.train, images.images, labels, names), info
+
+
 def emoji_pairs(data: EmojiData) -> PairSet:
     """Train split -> pairs, one group per class: renders of every style of a class share its group (and names)."""
     train = data.splits["train"]
@@ -84,6 +114,9 @@ def world_splits(emoji: EmojiData, cfg: DataConfig) -> tuple[ClassSplit | None, 
     world = split_classes(emoji.seen_ids, unseen, n_total, cfg.student_fraction, cfg.split_seed)
     out = {"known": restrict(evals["eval"], world.teacher_only), "eval": restrict(evals["eval"], world.students),
            "transfer": restrict(evals["transfer"], world.students), "unseen": evals["unseen"]}
+    if "val" in evals:  # fresh renders of S (`val`) and of K (`val_known`): where every choice is made
+        out["val"] = restrict(evals["val"], world.students)
+        out["val_known"] = restrict(evals["val"], world.teacher_only)
     strata = unseen_strata(emoji.classes, world.unseen, world.students + world.teacher_only)
     for name, ids in strata.items():
         out[f"unseen_{name}"] = restrict(evals["unseen"], ids, label_space=evals["unseen"].class_ids)

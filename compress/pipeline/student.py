@@ -3,10 +3,12 @@
 continues an unfinished one from its newest mid-stage checkpoint."""
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
-from compress.pipeline.data import RunData, with_unpaired
+from compress.pipeline.data import RunData, pseudo_labelled, with_unpaired
 from compress.pipeline.state import RunState, loop_context
 from compress.progress import log
 from compress.recipe.schema import Recipe
@@ -37,6 +39,12 @@ def stage1_targets(recipe: Recipe, data: RunData, teacher: Teacher | None):
 
     log(f"stage 1: teacher targets from the cache {recipe.teacher.cache}")
     return CachedTargets(recipe.teacher.cache, cache_fingerprint(recipe, data.train))
+
+
+def frozen_towers(model: DualEncoder) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Eval-mode, gradient-free copies of the student's towers as they are now (stage 2's `align.retain` anchor)."""
+    copies = tuple(copy.deepcopy(t).eval().requires_grad_(False) for t in (model.image, model.text))
+    return copies[0], copies[1]
 
 
 def checkpoint_meta(state: RunState) -> dict:
@@ -83,8 +91,17 @@ def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple
         with state.stage("align"):
             ctx = loop_context(state, 1)
             model.train()
-            stage = AlignStage(model.image, model.text, model.logit_scale, recipe.align, teacher=teacher)
-            hist = loop.train(stage, data.train, tokenizer, recipe.align, ctx)
+            pairs, reference = data.train, None
+            if recipe.align.retain > 0:  # stage 1's rows, each tower anchored to its frozen stage-1 self
+                pairs, reference = with_unpaired(recipe, data).stage1, frozen_towers(model)
+            if recipe.align.pseudo_label:  # the pairs plus K's images captioned by the teacher's guess
+                pairs, info = pseudo_labelled(recipe, data, teacher)
+                state.history["pseudo_label"] = info
+                log("pseudo-labels: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in info.items()))
+            stage = AlignStage(model.image, model.text, model.logit_scale, recipe.align, teacher=teacher,
+                               reference=reference, reference_weight=recipe.align.retain)
+            hist = loop.train(stage, pairs, tokenizer, recipe.align, ctx)
             model.eval()
             state.history["align"] = hist.as_dict()
     if loop.is_main_process():

@@ -17,7 +17,9 @@ from compress.data.pairs import PairSet
 from compress.prompts import LANGS, caption
 from compress.tokenizer import BilingualTokenizer
 
-BATCHES = 4  # x SIZE rows: what the run's ptq-int8 has always observed (deterministic: the same on every rerun)
+# BATCHES x SIZE rows: what the run's ptq-int8 has always observed (deterministic: the same on every rerun). A
+# recipe's qat.ptq_calibration_batches sets the batches of every calibration its run does (compress/pipeline/quantize.py).
+BATCHES = 4
 SIZE = 64
 
 

@@ -94,10 +94,52 @@ def prepare_qat(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...
     return gm
 
 
-def prepare_ptq(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> GraphModule:
+OBSERVERS = ("histogram", "minmax")  # post-training activation observers; histogram is the XNNPACK config's own
+
+
+def _activation_observer(cfg: Any, observer: str) -> Any:
+    """`cfg` (a QuantizationConfig) with `observer` recording its static activations; the same config for
+    "histogram" (the XNNPACK config's). minmax keeps the full observed range, histogram searches a clipped one."""
+    if observer == "histogram":
+        return cfg
+    if observer != "minmax":
+        raise ValueError(f"unknown post-training observer {observer!r}; use one of {OBSERVERS}")
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    def swap(spec: QuantizationSpec | None) -> QuantizationSpec | None:
+        if spec is None:
+            return None
+        kwargs = getattr(getattr(spec.observer_or_fake_quant_ctr, "p", None), "keywords", {})  # eps, as upstream
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=MinMaxObserver.with_args(**kwargs))
+
+    return dataclasses.replace(cfg, input_activation=swap(cfg.input_activation),
+                               output_activation=swap(cfg.output_activation))
+
+
+def ptq_quantizer(module: torch.nn.Module, observer: str = "histogram", per_channel: bool | None = None):
+    """The post-training quantizer of `module`: the XNNPACK backend's (`make_quantizer`), with per-channel linear
+    weights when `per_channel` (None: the backend's per-tower choice, `linear_per_channel`) and `observer` on the
+    activations. At the defaults it is exactly the quantizer ptq-int8 always used."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+
+    per_channel = linear_per_channel(module) if per_channel is None else per_channel
+    quantizer = make_quantizer(has_embedding(module), is_qat=False, linear_per_channel=per_channel)
+    if observer != "histogram":
+        parts = getattr(quantizer, "quantizers", [quantizer])
+        for xnnpack in (q for q in parts if isinstance(q, XNNPACKQuantizer)):
+            for op in QUANTIZED_OPS.values():
+                xnnpack.set_operator_type(op, _activation_observer(xnnpack.operator_type_config[op], observer))
+    return quantizer
+
+
+def prepare_ptq(module: torch.nn.Module, example_inputs: tuple[torch.Tensor, ...], observer: str = "histogram",
+                per_channel: bool | None = None) -> GraphModule:
     """The same capture and quantizer as `prepare_qat`, with plain observers: run calibration batches through the
-    returned graph (no training), then `convert_qat`. The post-training baseline that QAT has to beat."""
-    quantizer = make_quantizer(has_embedding(module), is_qat=False, linear_per_channel=linear_per_channel(module))
+    returned graph (no training), then `convert_qat`. The post-training baseline that QAT has to beat.
+    `observer` / `per_channel`: the recipe's qat.ptq_observer / qat.ptq_per_channel (see `ptq_quantizer`)."""
+    quantizer = ptq_quantizer(module, observer, per_channel)
     gm = prepare_pt2e(_capture(module, example_inputs), quantizer)
     move_exported_model_to_eval(gm)
     return gm
@@ -170,12 +212,21 @@ def _spec_to_dict(spec: QuantizationSpec | None) -> dict[str, Any] | None:
     }
 
 
-def describe_qat_config(is_qat: bool = True) -> dict[str, Any]:
-    """The exact quantization recipe as a JSON-able dict, for run reports."""
+def _linear_weight_row(is_qat: bool, per_channel: bool | None) -> dict[str, Any]:
+    """Which linear weights are per-channel: per tower by default (`linear_per_channel`), else the recipe's choice."""
+    if per_channel is None:
+        return {"text tower": "as weight (per-channel)",
+                "image towers": _spec_to_dict(xnnpack_config(is_qat, per_channel=False).weight)}
+    return {"both towers": _spec_to_dict(xnnpack_config(is_qat, per_channel=per_channel).weight)}
+
+
+def describe_qat_config(is_qat: bool = True, observer: str = "histogram", per_channel: bool | None = None) -> dict[str, Any]:
+    """The exact quantization recipe as a JSON-able dict, for run reports. `observer` / `per_channel`: the
+    post-training choices (`ptq_quantizer`); at their defaults the dict is what it always was."""
     import executorch.version
     import torchao
 
-    cfg = xnnpack_config(is_qat)
+    cfg = xnnpack_config(is_qat) if is_qat else _activation_observer(xnnpack_config(is_qat), observer)
     embedding = get_embedding_operators_config().config
     return {
         "flow": f"torchao.quantization.pt2e {'prepare_qat_pt2e' if is_qat else 'prepare_pt2e (calibration)'} -> convert_pt2e",
@@ -185,10 +236,7 @@ def describe_qat_config(is_qat: bool = True) -> dict[str, Any]:
         "input_activation": _spec_to_dict(cfg.input_activation),
         "output_activation": _spec_to_dict(cfg.output_activation),
         "weight": _spec_to_dict(cfg.weight),
-        "linear_weight": {
-            "text tower": "as weight (per-channel)",
-            "image towers": _spec_to_dict(xnnpack_config(is_qat, per_channel=False).weight),
-        },
+        "linear_weight": _linear_weight_row(is_qat, None if is_qat else per_channel),
         "bias": "fp32 in training; XNNPACK stores it as int32 (scale = input scale x weight scale)",
         "embedding_weight": _spec_to_dict(embedding.weight),  # observed (not fake-quantized) during QAT
         "batchnorm": "folded into the preceding conv before prepare (frozen running statistics)",

@@ -8,6 +8,10 @@ the same names.
 - `int8`: static int8 for conv + linear (per-channel weights, per-tensor activations), PT2E XNNPACK quantizer,
   QAT through `prepare_qat_pt2e` (compress/train/qat.py).
 - `ptq-int8`: the same quantizer and graph, calibrated only (`prepare_pt2e` observers, no training): the baseline.
+  The recipe's `qat.ptq_*` keys choose its calibration (batches, activation observer, per-channel linears).
+- `ft-ptq-int8`: QAT's training without fake-quant, then `ptq-int8`: the eager fp32 towers are fine-tuned with QAT's
+  loop, losses, seed and batch order (compress/pipeline/quantize.py), then calibrated and converted like `ptq-int8`.
+  The baseline at equal training: what QAT gains over it is what the fake-quant bought, not the extra epochs.
 - `8da8w` / `8da4w`: torchao eager QAT, `QATConfig(Int8DynamicActivationIntxWeightConfig)` on every `nn.Linear`
   (dynamic per-token int8 activations, int8 per-channel / int4 group-32 weights) and `IntxWeightOnlyConfig` int8
   per-row on `nn.Embedding` (the text table). torchao's QAT covers Linear and Embedding only: convolutions stay
@@ -17,6 +21,7 @@ the same names.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -30,6 +35,42 @@ GROUP_SIZE = 32  # 8da4w weight groups along in_features; layers whose in_featur
 
 
 @dataclass(frozen=True)
+class PTQSettings:
+    """How a post-training scheme calibrates: the recipe's qat.ptq_calibration_batches / ptq_observer /
+    ptq_per_channel. The defaults are what ptq-int8 always did (compress/quant/calibrate.py BATCHES, the XNNPACK
+    config's histogram observer, per-channel linears in the text tower only)."""
+
+    batches: int = 4  # x 64 training rows (calibrate.SIZE)
+    observer: str = "histogram"  # static activations: histogram | minmax (compress/quant/pt2e.py OBSERVERS)
+    per_channel: bool | None = None  # linear weights; None: per tower (pt2e's linear_per_channel)
+
+    @property
+    def is_default(self) -> bool:
+        return self == PTQSettings()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calibration_batches": self.batches, "rows_per_batch": 64, "activation_observer": self.observer,
+                "linear_per_channel": "per tower (text yes, image no)" if self.per_channel is None else self.per_channel}
+
+
+def ptq_settings(qat: Any) -> PTQSettings:
+    """The PTQ settings of a recipe's `qat` section (QATConfig)."""
+    return PTQSettings(qat.ptq_calibration_batches, qat.ptq_observer, qat.ptq_per_channel)
+
+
+def train_keeping_batchnorm(module: nn.Module, flag: bool) -> nn.Module:
+    """Train mode for dropout, with BatchNorm kept at its running statistics (as the PT2E flow folds it): a
+    short fine-tune must not re-estimate them from a few batches."""
+    from torch import nn
+
+    module.train(flag)
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return module
+
+
+@dataclass(frozen=True)
 class Scheme:
     """A named way to turn an fp32 tower into a quantized one. Subclasses implement the verbs."""
 
@@ -38,6 +79,14 @@ class Scheme:
     trains: bool  # True: QAT (fake-quant fine-tuning); False: calibration batches or nothing
     calibrates: bool = False  # True: run a few batches through the prepared model before convert
     calibrated_by: str | None = None  # the post-training scheme whose activation ranges `qat.calibrate` starts from
+    # the post-training scheme that quantizes the eager fp32 towers after QAT's fine-tune without fake-quant
+    then: str | None = None
+    ptq: PTQSettings = PTQSettings()  # calibration settings of the post-training schemes (with_ptq)
+
+    def with_ptq(self, settings: PTQSettings) -> "Scheme":
+        """This scheme calibrating with `settings` (the recipe's qat.ptq_*); schemes that never calibrate
+        statically are returned unchanged."""
+        return self
 
     def prepare(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
         return module
@@ -79,7 +128,9 @@ class PT2EInt8(Scheme):
     def prepare(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
         from compress.quant import pt2e as qat
 
-        return qat.prepare_qat(module, example_inputs) if self.trains else qat.prepare_ptq(module, example_inputs)
+        if self.trains:
+            return qat.prepare_qat(module, example_inputs)
+        return qat.prepare_ptq(module, example_inputs, self.ptq.observer, self.ptq.per_channel)
 
     def set_train(self, module: nn.Module, flag: bool) -> nn.Module:
         from compress.quant import pt2e as qat
@@ -96,10 +147,46 @@ class PT2EInt8(Scheme):
 
         return qat.seed_activation_ranges(module, calibrated) if self.trains else 0
 
+    def with_ptq(self, settings: PTQSettings) -> Scheme:
+        return self if self.trains else dataclasses.replace(self, ptq=settings)
+
     def config(self) -> dict[str, Any]:
         from compress.quant import pt2e as qat
 
-        return {"scheme": self.name, "summary": self.summary, **qat.describe_qat_config(is_qat=self.trains)}
+        ptq = {} if self.trains or self.ptq.is_default else {"calibration": self.ptq.as_dict()}
+        return {"scheme": self.name, "summary": self.summary, **ptq,
+                **qat.describe_qat_config(self.trains, self.ptq.observer, self.ptq.per_channel)}
+
+
+@dataclass(frozen=True)
+class FineTuneThenPTQ(Scheme):
+    """fp32 fine-tuning with QAT's loop (compress/pipeline/quantize.py runs it on eager towers), then the
+    post-training scheme `then`. The verbs are `then`'s: where no run trains (`export --quant` without the run's
+    `.pte`, `quantize_tower`) it quantizes post-training and is exactly `then`, as `8da8w` there is QAT's verbs
+    without the QAT steps."""
+
+    def post(self) -> Scheme:
+        """The post-training scheme that quantizes the fine-tuned towers, with this scheme's PTQ settings."""
+        assert self.then is not None
+        return get_scheme(self.then).with_ptq(self.ptq)
+
+    def prepare(self, module: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> nn.Module:
+        return self.post().prepare(module, example_inputs)
+
+    def set_train(self, module: nn.Module, flag: bool) -> nn.Module:
+        return self.post().set_train(module, flag)
+
+    def convert(self, module: nn.Module) -> nn.Module:
+        return self.post().convert(module)
+
+    def with_ptq(self, settings: PTQSettings) -> Scheme:
+        return dataclasses.replace(self, ptq=settings)
+
+    def config(self) -> dict[str, Any]:
+        return {"scheme": self.name, "summary": self.summary,
+                "flow": "eager fp32 fine-tune with QAT's loop, losses, seed and batch order (BatchNorm at its running "
+                        f"statistics, no fake-quant) -> {self.then}",
+                "post_training": self.post().config()}
 
 
 @dataclass(frozen=True)
@@ -109,15 +196,7 @@ class TorchaoDynamic(Scheme):
     weight_bits: int = 8
 
     def set_train(self, module: nn.Module, flag: bool) -> nn.Module:
-        """Train mode for dropout, with BatchNorm kept at its running statistics (as the PT2E flow folds it): a
-        short QAT fine-tune must not re-estimate them from a few batches."""
-        from torch import nn
-
-        module.train(flag)
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-        return module
+        return train_keeping_batchnorm(module, flag)
 
     def linear_configs(self, module: nn.Module) -> list[tuple[Any, Callable[[nn.Module, str], bool]]]:
         """(base config, filter) pairs for the linears. int4 weights go in groups of GROUP_SIZE: XNNPACK's 4-bit
@@ -210,6 +289,8 @@ SCHEMES: dict[str, Scheme] = {s.name: s for s in (
              calibrated_by="ptq-int8"),
     PT2EInt8("ptq-int8", "the int8 graph calibrated only (PT2E prepare_pt2e observers, no training)",
              trains=False, calibrates=True),
+    FineTuneThenPTQ("ft-ptq-int8", "fp32 fine-tuned like QAT (same loop, losses, epochs; no fake-quant), then ptq-int8",
+                    trains=False, calibrates=True, then="ptq-int8"),
     TorchaoDynamic("8da8w", "torchao QAT: dynamic int8 activations, int8 per-channel linear weights, int8 embedding",
                    trains=True, weight_bits=8),
     TorchaoDynamic("8da4w", f"torchao QAT: dynamic int8 activations, int4 linear weights (groups of {GROUP_SIZE}; int8 "

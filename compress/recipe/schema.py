@@ -228,6 +228,14 @@ class AlignConfig(StageConfig):
     # TinyCLIP-style affinity mimicking: KL between the teacher's and the student's in-batch image-text
     # similarity distributions (needs a teacher); 0 = off.
     affinity_weight: float = Field(0.0, ge=0, le=1e6)
+    # Keep what stage 1 taught (issue 16): > 0 runs stage 2 over stage 1's data (the pairs plus distill.unpaired_images
+    # / text_only rows) and adds, with this weight, the cosine distance of each tower's embeddings to the frozen
+    # stage-1 student's on every row; the contrastive terms still see pairs only. Contrastive training on S alone
+    # otherwise drifts the towers away from what they learnt of K. 0 = off (stage 2 on pairs only).
+    retain: float = Field(0.0, ge=0, le=1e6)
+    # The pseudo-label baseline (issue 16): stage 2 also trains on distill.unpaired_images, each captioned by the
+    # teacher's zero-shot guess among distill.text_only's names. Needs both keys set (stage 1 may be off).
+    pseudo_label: bool = False
 
 
 class QATConfig(StageConfig):
@@ -236,8 +244,9 @@ class QATConfig(StageConfig):
     lr: float = Field(1e-4, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0, le=10)
     # The quantization scheme this stage trains (compress/quant/schemes.py): int8 (PT2E static QAT), 8da8w / 8da4w
-    # (torchao QAT), ptq-int8 (calibration only). `compare`: more schemes built from the same fp32 student (QAT with
-    # these settings, or calibration) and exported beside it, so the report compares sizes, latency and accuracy.
+    # (torchao QAT), ptq-int8 (calibration only), ft-ptq-int8 (the fp32 towers fine-tuned with these settings, no
+    # fake-quant, then ptq-int8: PTQ at equal training). `compare`: more schemes built from the same fp32 student (QAT
+    # with these settings, or calibration) and exported beside it, so the report compares sizes, latency and accuracy.
     scheme: str = "int8"
     compare: list[str] = Field(default_factory=list, max_length=8)
     # Weight of a self-distillation term: cosine distance between each fake-quantised tower's embeddings and the
@@ -247,9 +256,16 @@ class QATConfig(StageConfig):
     # Weight of the contrastive (+ margin) loss in QAT; 0 with self_distill > 0: QAT learns only to reproduce the
     # fp32 student (its eval is what int8 should match), not the training captions again.
     contrastive: float = Field(1.0, ge=0, le=1e6)
-    # true: QAT starts from ptq-int8 itself: the ptq-int8 calibration (histogram observers) sets the activation
+    # true: QAT starts from ptq-int8 itself: the ptq-int8 calibration (the ptq_* settings below) sets the activation
     # ranges, which stay frozen (static int8 only), so QAT at lr 0 is ptq-int8 and training moves the weights alone.
     calibrate: bool = False
+    # Post-training calibration, for every one the run does (ptq-int8, ft-ptq-int8 and qat.calibrate's seed ranges);
+    # the defaults are what ptq-int8 always did. Batches of 64 training rows (compress/quant/calibrate.py); the static
+    # activation observer (histogram: the XNNPACK config's, clips outliers; minmax: the full range); per-channel
+    # linear weights (null: per tower as export always did, text per-channel, image per-tensor for a smaller .pte).
+    ptq_calibration_batches: int = Field(4, ge=1, le=1024)
+    ptq_observer: Literal["histogram", "minmax"] = "histogram"
+    ptq_per_channel: bool | None = None
 
     @model_validator(mode="after")
     def _has_a_loss(self) -> "QATConfig":
@@ -352,7 +368,9 @@ class ExportConfig(Strict):
         return self
 
 
-EVAL_SPLITS = ("known", "eval", "transfer", "unseen", "unseen_sibling", "unseen_novel", "unseen_flags")
+# `val` / `val_known` (the S/K/U world): renders of S / K that no reported split holds, for choosing settings.
+EVAL_SPLITS = ("known", "eval", "transfer", "unseen", "unseen_sibling", "unseen_novel", "unseen_flags", "val",
+               "val_known")
 
 
 class EvalConfig(Strict):
@@ -476,6 +494,10 @@ class Recipe(Strict):
             if value is not None and self.teacher.cache is not None:
                 raise ValueError(f"distill.{key}: not yet with teacher.cache (the cache holds targets of pairs only); "
                                  "unset teacher.cache to run the teacher online")
+        if self.align.pseudo_label and (self.distill.unpaired_images is None or self.distill.text_only is None
+                                        or self.teacher.kind == "none"):
+            raise ValueError("align.pseudo_label: the teacher labels distill.unpaired_images with distill.text_only's "
+                             "names; set both (and a teacher), or pseudo_label: false")
         return self
 
     @model_validator(mode="after")
@@ -498,7 +520,9 @@ class Recipe(Strict):
                                             "training": {"checkpoint_every", "keep_last", "tensorboard"}})
         if payload["qat"]["scheme"] == "int8":
             del payload["qat"]["scheme"]
-        for key, off in (("self_distill", 0), ("calibrate", False), ("contrastive", 1.0)):  # recipes from before these keys keep their hash
+        for key, off in (("self_distill", 0), ("calibrate", False), ("contrastive", 1.0),  # recipes from before these
+                         ("ptq_calibration_batches", 4), ("ptq_observer", "histogram"),  # keys keep their hash
+                         ("ptq_per_channel", None)):
             if payload["qat"][key] == off:
                 del payload["qat"][key]
         if payload["align"]["margin_form"] == "hinge":  # recipes from before align.margin_form keep their hash
@@ -506,7 +530,8 @@ class Recipe(Strict):
         # stage-1 options at their defaults (today's stage 1) stay out, so recipes from before these keys keep their hash
         for section, key, off in (("distill", "embed_adapter", "shared"), ("distill", "cross_lingual", False),
                                   ("teacher", "text_layers", None), ("distill", "unpaired_images", None),
-                                  ("distill", "text_only", None)):
+                                  ("distill", "text_only", None), ("align", "retain", 0.0),
+                                  ("align", "pseudo_label", False)):
             if payload[section][key] == off:
                 del payload[section][key]
         if payload["data"]["split_seed"] is None:  # today's world: recipes from before the S/K/U keys keep their hash

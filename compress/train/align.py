@@ -63,17 +63,25 @@ class AlignStage(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
-        has = {"en": batch.has_en, "zh": batch.has_zh}
+        # Rows with an image: the contrastive terms see only those (with a caption); a text-only row (stage-1 data in
+        # stage 2, `align.retain`) reaches only the reference term. Every row has an image in plain stage 2 and QAT.
+        partial = batch.has_image is not None and not bool(batch.has_image.all())
+        pix = batch.rows(batch.has_image) if partial else batch
+        has_all = {"en": batch.has_en, "zh": batch.has_zh}
+        has = {"en": pix.has_en, "zh": pix.has_zh}
         ids = torch.cat([batch.en_ids[batch.has_en], batch.zh_ids[batch.has_zh]])
         txt = self.text(trim_padding(ids) if self.trim_text else ids)
         n_en = int(batch.has_en.sum())
-        local_img = self.image(batch.pixels)
-        img = gather(local_img)
-        texts = {"en": gather(_full(txt[:n_en], has["en"])), "zh": gather(_full(txt[n_en:], has["zh"]))}
+        local_img = self.image(pix.pixels) if len(pix) else None
+        full = {"en": _full(txt[:n_en], has_all["en"]), "zh": _full(txt[n_en:], has_all["zh"])}
+        if partial:
+            full = {lang: t[batch.has_image] for lang, t in full.items()}
+        img = gather(local_img) if local_img is not None else txt.new_zeros(0, txt.shape[1])
+        texts = {lang: gather(t) for lang, t in full.items()}
         masks = {lang: gather(m) for lang, m in has.items()}
-        teacher = self._teacher_embeddings(batch, has) if self.teacher is not None and cfg.affinity_weight > 0 else None
+        teacher = self._teacher_embeddings(pix, has) if self.teacher is not None and cfg.affinity_weight > 0 else None
         langs = [lang for lang in ("en", "zh") if int(masks[lang].sum()) >= 2]  # a language needs negatives
-        loss, parts = img.sum() * 0.0, {}
+        loss, parts = txt.sum() * 0.0, {}
         for lang in langs:
             m = masks[lang]
             i, t = (img, texts[lang]) if bool(m.all()) else (img[m], texts[lang][m])
@@ -95,8 +103,10 @@ class AlignStage(nn.Module):
         if self.reference is not None:
             with torch.no_grad():
                 ref_image, ref_text = (m.to(batch.pixels.device) for m in self.reference)  # no-op once moved
-                ref_img, ref_txt = ref_image(batch.pixels), ref_text(ids)
-            sd = 0.5 * (self.self_distill(local_img, ref_img) + self.self_distill(txt, ref_txt))
+                ref_txt = ref_text(ids)
+                ref_img = ref_image(pix.pixels) if local_img is not None else None
+            sd_txt = self.self_distill(txt, ref_txt)
+            sd = sd_txt if local_img is None else 0.5 * (self.self_distill(local_img, ref_img) + sd_txt)
             loss = loss + self.reference_weight * sd
             parts["self_distill"] = sd.detach()
         for key in ("margin_reg", "affinity"):  # one number per term for the history, like the clip parts
