@@ -1,127 +1,340 @@
-"""The DC-CLIP ablation on the headline student, at equal optimisation steps, as one command.
+"""The DC-CLIP ablation in the S/K/U world (issue 16): what distillation carries that the student's pairs don't.
 
-    python -m bench.ablation [--recipe recipes/mobilevit_int8.yaml] [--lrs 2.5e-4,5e-4,1e-3,2e-3,4e-3] [--readme]
-        ->  bench/out/ablation.json, bench/out/ablation.md (and the table into docs/ablation.md with --readme)
+    python -m bench.ablation [--recipe recipes/mobilevit_int8.yaml] [--rows ID,...] [--seeds 0,1,2] [--split-seeds 0]
+                             [--tune] [--curves] [--docs]
+        ->  bench/out/ablation.json (and with --docs: docs/results/ablation.json, the table in docs/ablation.md)
 
-Rows (every student row gets the same number of optimizer steps: the recipe's stage-1 + stage-2 epochs at the same
-batch size, so steps per epoch are equal):
-- `dcclip`            stage 1 (feature distillation) then stage 2 (contrastive alignment);
-- `stage2_only`       contrastive from scratch, no teacher, all epochs in stage 2; its learning rate is swept
-                      (`--lrs`, the stage-2 lr) and the best on `eval` (mean of en and zh top-1) is the row, every
-                      point of the sweep is in the JSON;
-- `stage1_only`       all epochs in stage 1, zero-shot read straight off the distilled towers;
-- `dcclip_margin`     DC-CLIP with the one-sided positive-pair margin regulariser (Chen et al., ICLR 2024);
-- `dcclip_affinity`   DC-CLIP with TinyCLIP-style affinity mimicking in stage 2 (`align.affinity_weight`);
-- `teacher`           the reference teacher itself.
-Columns: zero-shot top-1 on `eval`, `transfer` and `unseen`, in English and Chinese. QAT and export are off: this
-measures the method, not the int8 path. Each row is a normal run folder under `--out/runs/<row>`; a row whose
-report is already there is read, not retrained, so an interrupted ablation continues where it stopped.
+`make ablation` runs the whole plan in its order (tuning on `val`, the rows at seed 0, the other seeds, the other split
+seeds, the learning curves); a row, seed or split seed already finished is read, not retrained, and a killed run
+resumes from its own checkpoints, so the bench survives being stopped and started again.
+
+Rows (stable ids; each a set of `--set` overrides of the recipe, QAT and export off: this measures the method):
+  teacher, stage2_s, stage2_sk, stage2_s_16renders, dcclip_s, dcclip_k_images, dcclip_k_text, dcclip_both,
+  dcclip_no_retain, pseudo_label, maps_only, embed_only, shared_adapter, per_tower_adapter, affinity_only, margin
+  (`ROWS` below says what each is). Every choice is made on `val` / `val_known` (fresh renders of S / K that no
+reported split holds): stage-2-only's learning rate (`--tune`: a sweep, the best on val is the row) and the recipe's
+stage-2 settings (the `tune` grid in the JSON). Reported: `known`, `eval`, `unseen` (and its strata) top-1, en / zh.
+
+Statistics (compress/eval/stats.py): per row mean ± sd over seeds; per comparison the paired difference (b − a, points)
+with a 95% interval from a bootstrap over classes (items of every common seed pooled, resampled by class), the seed
+t-interval of the per-seed differences, and McNemar's p within each seed's pair of runs.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import re
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from compress.atomic import write_json, write_text
 from compress.recipe import load_recipe
 
-SPLITS = ("eval", "transfer", "unseen")
-README_START, README_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+LANGS = ("en", "zh")
+TABLE_SPLITS = ("known", "eval", "unseen")
+ALL_SPLITS = ("val", "val_known", "known", "eval", "unseen", "unseen_sibling", "unseen_novel", "unseen_flags")
+STAGE2_LRS = (2.5e-4, 5e-4, 1e-3, 2e-3)
+DOCS_START, DOCS_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+NO_UNPAIRED = ["distill.unpaired_images=null", "distill.text_only=null"]
+BOTH = ["distill.unpaired_images=world", "distill.text_only=world"]
 
 
-def row_overrides(base, lrs: list[float]) -> dict[str, list[str]]:
-    """Each row's `--set` overrides of the base recipe."""
-    e1, e2 = base.distill.epochs, base.align.epochs
-    if base.distill.batch_size != base.align.batch_size:
-        raise SystemExit("ablation needs equal stage-1 and stage-2 batch sizes (equal steps per epoch)")
-    common = ["qat.enabled=false", "export.enabled=false", "eval.splits=[eval, transfer, unseen]"]
-    dcclip = common + [f"distill.epochs={e1}", f"align.epochs={e2}", "align.margin_reg=0.0", "align.affinity_weight=0.0"]
-    rows = {
-        "dcclip": dcclip,
-        "stage1_only": common + [f"distill.epochs={e1 + e2}", "align.enabled=false"],
-        "dcclip_margin": dcclip[:-2] + [f"align.margin_reg={base.align.margin_reg or 0.1}", "align.affinity_weight=0.0"],
-        "dcclip_affinity": dcclip[:-1] + ["align.affinity_weight=1.0"],
+@dataclass(frozen=True)
+class Row:
+    label: str
+    overrides: tuple[str, ...]
+    claim: bool = False  # the docs draw a claim from it: run at every --seeds
+    headline: bool = False  # also at every --split-seeds
+
+
+def rows(base, stage2_lr: float) -> dict[str, Row]:
+    """Each row's overrides of the base recipe. `stage2_lr`: stage-2-only's learning rate, chosen on val."""
+    e = base.distill.epochs + base.align.epochs
+    s2 = ("distill.enabled=false", f"align.epochs={e}", f"align.lr={stage2_lr}", "align.retain=0.0", *NO_UNPAIRED)
+    both = (*BOTH,)
+    t = load_recipe(base.teacher.recipe).data
+    return {
+        "stage2_s": Row("stage-2-only on S (contrastive from scratch, lr on val)", s2, True, True),
+        "stage2_sk": Row("stage-2-only on S ∪ K pairs (what K's pairs would buy)", s2 + ("data.pairs=teacher",), True),
+        "stage2_s_16renders": Row(f"stage-2-only on S with the teacher's {t.train_renders} renders",
+                                  s2 + (f"data.train_renders={t.train_renders}",), True),
+        "dcclip_s": Row("DC-CLIP on S pairs", tuple(NO_UNPAIRED), True),
+        "dcclip_k_images": Row("DC-CLIP + K images (unpaired)", ("distill.unpaired_images=world", "distill.text_only=null"), True),
+        "dcclip_k_text": Row("DC-CLIP + K text (unpaired)", ("distill.unpaired_images=null", "distill.text_only=world"), True),
+        "dcclip_both": Row("DC-CLIP + K images + K text", both, True, True),
+        "dcclip_no_retain": Row("DC-CLIP + both, stage 2 on pairs only (align.retain 0)", both + ("align.retain=0.0",), True),
+        "maps_only": Row("+ both, stage 1 maps and hidden states only (embed_adapter none)", both + ("distill.embed_adapter=none",)),
+        "embed_only": Row("+ both, stage 1 embeddings only (map and hidden weights 0)",
+                          both + ("distill.map_weight=0.0", "distill.hidden_weight=0.0")),
+        "shared_adapter": Row("+ both, one shared embedding adapter", both + ("distill.embed_adapter=shared",)),
+        "per_tower_adapter": Row("+ both, per-tower embedding adapters", both + ("distill.embed_adapter=per_tower",)),
+        "pseudo_label": Row("stage-2-only on S + K images labelled by the teacher's zero-shot guess",
+                            s2 + both + ("align.pseudo_label=true",), True),
+        "affinity_only": Row("affinity (logit) distillation instead of stage 1", s2 + ("align.affinity_weight=1.0",)),
+        "margin": Row("+ both, positive-pair term (linear, weight 0.3)", both + ("align.margin_reg=0.3", "align.margin_form=linear")),
     }
-    for lr in lrs:
-        rows[f"stage2_only@lr={lr:g}"] = common + [
-            "distill.enabled=false", f"align.epochs={e1 + e2}", f"align.lr={lr}", "align.margin_reg=0.0",
-            "align.affinity_weight=0.0"]
-    return rows
 
 
-def run_row(recipe_path: str, name: str, overrides: list[str], out: Path) -> dict:
+COMPARISONS = (  # (a, b): b - a
+    ("stage2_s", "dcclip_both"), ("stage2_s_16renders", "dcclip_both"), ("stage2_sk", "dcclip_both"),
+    ("dcclip_s", "dcclip_both"), ("dcclip_s", "dcclip_k_images"), ("dcclip_s", "dcclip_k_text"),
+    ("dcclip_no_retain", "dcclip_both"), ("dcclip_both", "maps_only"), ("dcclip_both", "embed_only"),
+    ("pseudo_label", "dcclip_both"), ("stage2_s", "pseudo_label"), ("shared_adapter", "per_tower_adapter"), ("stage2_s", "affinity_only"), ("dcclip_both", "margin"),
+    ("stage2_s", "stage2_sk"), ("stage2_s", "stage2_s_16renders"),
+)
+CURVES = ("dcclip_both", "stage2_s")  # learning curves at 1x, 2x and 4x the headline steps
+
+
+# ------------------------------------------------------------------------------------------------ running one
+def _key(recipe, exclude: set[str]) -> str:
+    dump = recipe.model_dump(mode="json", exclude={"name", "eval", *exclude})
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def recipe_for(recipe_path: str, overrides: list[str], seed: int, split_seed: int):
+    return load_recipe(recipe_path, [*overrides, f"seed={seed}", f"data.split_seed={split_seed}",
+                                     "qat.enabled=false", "export.enabled=false", "name=ablation",
+                                     f"eval.splits=[{', '.join(ALL_SPLITS)}]"])
+
+
+def run_one(recipe, out: Path) -> Path:
+    """The run of `recipe` under out/runs/<hash>: rows that are the same recipe share it, and a run whose stage 1 is
+    another finished run's (only stage 2 differs) starts from a copy of that run's student_distill."""
     from compress.pipeline.run import run_recipe
 
-    folder = out / "runs" / re.sub(r"[^\w.-]+", "_", name)
+    runs = out / "runs"
+    folder = runs / _key(recipe, set())
+    if (folder / "correct.json").is_file():
+        return folder
+    stage1 = _key(recipe, {"align", "qat", "export"})
+    if not (folder / "student_distill" / "model.json").is_file() and recipe.distill.enabled:
+        for other in sorted(runs.glob("*/stage1.key")) if runs.is_dir() else ():
+            if other.read_text().strip() == stage1 and (other.parent / "student_distill" / "model.json").is_file():
+                shutil.copytree(other.parent / "student_distill", folder / "student_distill", dirs_exist_ok=True)
+                break
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / "stage1.key", stage1 + "\n")
     if not (folder / "report.json").is_file():
-        recipe = load_recipe(recipe_path, overrides + [f"name=ablation_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"])
-        run_recipe(recipe, folder, resume=folder.exists())
-    return json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        t0 = time.perf_counter()
+        run_recipe(recipe, folder, resume=True)
+        write_json(folder / "wall.json", {"seconds": round(time.perf_counter() - t0, 1)})
+    write_json(folder / "correct.json", per_item(recipe, folder))
+    return folder
 
 
-def top1(model: dict) -> dict:
-    return {s: {lang: model["zero_shot"][s][lang]["top1"] for lang in ("en", "zh")} for s in SPLITS if s in model["zero_shot"]}
+def per_item(recipe, folder: Path) -> dict:
+    """Per-split, per-language item correctness (0/1 string) of the run's student and its teacher, with each item's
+    class: what the paired statistics need (the report holds only the means)."""
+    from compress.eval.zero_shot import eager_encoders, teacher_encoders, zero_shot_scores
+    from compress.model import load_checkpoint
+    from compress.pipeline.data import load_run_data
+    from compress.pipeline.run import load_teacher
+
+    data = load_run_data(recipe.data, recipe.seed)
+    model, tok, _ = load_checkpoint(folder / "student_fp32")
+    encs = {"student": eager_encoders("student", model, tok), "teacher": teacher_encoders(load_teacher(recipe))}
+    out: dict = {}
+    for split in ALL_SPLITS:
+        sp = data.eval_splits.get(split)
+        if sp is None or len(sp) == 0:
+            continue
+        out[split] = {"classes": [int(c) for c in sp.labels]}
+        for who, enc in encs.items():
+            targets, scores = zero_shot_scores(enc, sp.images, sp.labels, sp.class_ids, data.names, 256, LANGS)
+            out[split][who] = {lang: "".join("1" if ok else "0" for ok in (s.argmax(1) == targets).tolist())
+                               for lang, s in scores.items()}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def top1(correct: dict, who: str) -> dict:
+    return {s: {lang: 100.0 * v[who][lang].count("1") / len(v[who][lang]) for lang in LANGS} for s, v in correct.items()}
+
+
+def bits(s: str) -> np.ndarray:
+    return np.frombuffer(s.encode(), dtype=np.uint8) - ord("0")
+
+
+def compare(a: dict[tuple[int, int], dict], b: dict[tuple[int, int], dict], who_a: str = "student",
+            who_b: str = "student") -> dict:
+    """b − a per split and language over the (split seed, seed) runs both have."""
+    from compress.eval.stats import mcnemar, paired_bootstrap_ci, paired_seed_ci
+
+    common = sorted(set(a) & set(b))
+    res: dict = {"runs": [list(k) for k in common]}
+    if not common:
+        return res
+    for split in TABLE_SPLITS + ("val", "val_known"):
+        if any(split not in a[k] or split not in b[k] for k in common):
+            continue
+        res[split] = {}
+        for lang in LANGS:
+            ca = np.concatenate([bits(a[k][split][who_a][lang]) for k in common])
+            cb = np.concatenate([bits(b[k][split][who_b][lang]) for k in common])
+            # classes are the same ids across runs of one split seed; across split seeds they are other classes
+            cl = np.concatenate([np.asarray(a[k][split]["classes"]) + 100_000 * k[0] for k in common])
+            boot = paired_bootstrap_ci(ca, cb, cl, n_boot=2000, seed=0)
+            per_run = [100.0 * (bits(b[k][split][who_b][lang]).mean() - bits(a[k][split][who_a][lang]).mean()) for k in common]
+            entry = {"diff": boot["diff"], "ci95_class_bootstrap": [boot["lo"], boot["hi"]], "per_run": per_run,
+                     "mcnemar_p": [mcnemar(bits(a[k][split][who_a][lang]), bits(b[k][split][who_b][lang]))["p"]
+                                   for k in common]}
+            if len(common) >= 2:
+                seed_ci = paired_seed_ci(per_run, seed=0)
+                entry["ci95_seed_t"] = [seed_ci["t_lo"], seed_ci["t_hi"]]
+            res[split][lang] = entry
+    return res
+
+
+def summarise(runs: dict[tuple[int, int], dict], who: str = "student") -> dict:
+    from compress.eval.stats import mean_sd
+
+    per = {f"{ss}/{s}": top1(c, who) for (ss, s), c in sorted(runs.items())}
+    out: dict = {"runs": list(per), "top1": per, "mean": {}, "sd": {}}
+    for split in ALL_SPLITS:
+        vals = {lang: [p[split][lang] for p in per.values() if split in p] for lang in LANGS}
+        if vals["en"]:
+            out["mean"][split] = {lang: mean_sd(v)[0] for lang, v in vals.items()}
+            out["sd"][split] = {lang: mean_sd(v)[1] for lang, v in vals.items()}
+    return out
+
+
+def val_score(correct: dict) -> float:
+    """The selection objective: mean top-1 over val (S) and val_known (K), en and zh."""
+    t = top1(correct, "student")
+    return float(np.mean([t[s][lang] for s in ("val", "val_known") for lang in LANGS]))
+
+
+# ------------------------------------------------------------------------------------------------ the bench
+def load_correct(folder: Path) -> dict:
+    return json.loads((folder / "correct.json").read_text(encoding="utf-8"))
+
+
+def tune_stage2_lr(args, base, out: Path) -> tuple[float, dict]:
+    """stage-2-only's learning rate: each of STAGE2_LRS at seed 0, split seed 0; the best val score wins."""
+    grid = {}
+    for lr in STAGE2_LRS:
+        r = rows(base, lr)["stage2_s"]
+        f = run_one(recipe_for(args.recipe, list(r.overrides), 0, args.split_seeds[0]), out)
+        grid[f"{lr:g}"] = {"val_score": val_score(load_correct(f)), "run": f.name}
+    best = max(grid, key=lambda k: grid[k]["val_score"])
+    return float(best), grid
 
 
 def markdown(result: dict) -> str:
-    head = "| row | steps | " + " | ".join(f"{s} en | {s} zh" for s in SPLITS) + " |"
-    lines = [head, "|" + "---|" * (2 + 2 * len(SPLITS))]
-    for name, row in result["rows"].items():
-        cells = [f"{100 * row['top1'][s][lang]:.1f}" if s in row["top1"] else "–" for s in SPLITS for lang in ("en", "zh")]
-        lines.append(f"| {row['label']} | {row.get('steps', '–')} | " + " | ".join(cells) + " |")
+    head = "| row | runs | " + " | ".join(f"{s} {lang}" for s in TABLE_SPLITS for lang in LANGS) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(TABLE_SPLITS))]
+    for rid, row in result["rows"].items():
+        n = len(row.get("runs", []))
+        if not n:
+            lines.append(f"| `{rid}` {row['label']} | not run | " + " | ".join("–" for _ in range(2 * len(TABLE_SPLITS))) + " |")
+            continue
+        cells = []
+        for s in TABLE_SPLITS:
+            for lang in LANGS:
+                m, sd = row["mean"].get(s, {}).get(lang), row["sd"].get(s, {}).get(lang)
+                cells.append("–" if m is None else (f"{m:.1f} ± {sd:.1f}" if n > 1 else f"{m:.1f} (1 run)"))
+        lines.append(f"| `{rid}` {row['label']} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", "| b − a (points, 95% class-bootstrap interval) | runs | "
+              + " | ".join(f"{s} {lang}" for s in TABLE_SPLITS for lang in LANGS) + " |",
+              "|" + "---|" * (2 + 2 * len(TABLE_SPLITS))]
+    for name, c in result["comparisons"].items():
+        if not c.get("runs"):
+            continue
+        cells = []
+        for s in TABLE_SPLITS:
+            for lang in LANGS:
+                e = c.get(s, {}).get(lang)
+                cells.append("–" if e is None else f"{e['diff']:+.1f} [{e['ci95_class_bootstrap'][0]:+.1f}, "
+                                                   f"{e['ci95_class_bootstrap'][1]:+.1f}]")
+        lines.append(f"| {name} | {len(c['runs'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="recipes/mobilevit_int8.yaml")
-    ap.add_argument("--lrs", default="2.5e-4,5e-4,1e-3,2e-3,4e-3", help="stage-2 learning rates swept for the stage-2-only row")
+    ap.add_argument("--rows", default="", help="comma-separated row ids (default: every row)")
+    ap.add_argument("--seeds", default="0,1,2", help="student seeds of the claim rows (others: the first)")
+    ap.add_argument("--split-seeds", default="0", help="split seeds of the headline rows (others: the first)")
+    ap.add_argument("--only-first-seed", action="store_true", help="run every row at the first seed only (a quick pass)")
+    ap.add_argument("--curves", action="store_true", help="also 2x and 4x the steps for dcclip_both and stage2_s")
     ap.add_argument("--out", type=Path, default=Path("bench/out/ablation"))
-    ap.add_argument("--readme", action="store_true", help="write the table into docs/ablation.md between the ablation markers")
-    args = ap.parse_args()
+    ap.add_argument("--docs", action="store_true", help="copy the JSON to docs/results/ and the table into docs/ablation.md")
+    args = ap.parse_args(argv)
+    args.seeds = [int(x) for x in args.seeds.split(",")]
+    args.split_seeds = [int(x) for x in args.split_seeds.split(",")]
     base = load_recipe(args.recipe)
-    lrs = [float(x) for x in args.lrs.split(",")]
-    reports = {name: run_row(args.recipe, name, ov, args.out) for name, ov in row_overrides(base, lrs).items()}
-
-    def steps(r: dict) -> int:
-        return sum(r["training"].get(s, {}).get("steps", 0) for s in ("distill", "align"))
-
-    sweep = {n: r for n, r in reports.items() if n.startswith("stage2_only@")}
-    score = lambda r: sum(top1(r["models"]["student_fp32"])["eval"].values())  # noqa: E731
-    best = max(sweep, key=lambda n: score(sweep[n]))
-    labels = {
-        "dcclip": "stage 1 + stage 2 (DC-CLIP)",
-        "stage2_only": f"stage 2 only (contrastive from scratch; best lr {best.split('=')[1]} of {args.lrs})",
-        "stage1_only": "stage 1 only",
-        "dcclip_margin": f"DC-CLIP + margin_reg {base.align.margin_reg or 0.1}",
-        "dcclip_affinity": "DC-CLIP + affinity mimicking (weight 1.0)",
-    }
-    rows = {}
-    for key, label in labels.items():
-        r = reports[best if key == "stage2_only" else key]
-        rows[key] = {"label": label, "steps": steps(r), "top1": top1(r["models"]["student_fp32"]),
-                     "params": r["models"]["student_fp32"]["params"]}
-    teacher = reports["dcclip"]["models"]["teacher"]
-    rows["teacher"] = {"label": "the teacher", "steps": "–", "top1": top1(teacher), "params": teacher["params"]}
+    t0 = time.perf_counter()
+    lr, grid = tune_stage2_lr(args, base, args.out)
+    table = rows(base, lr)
+    chosen = [r for r in args.rows.split(",") if r] or list(table)
+    bad = [r for r in chosen if r not in table and r != "teacher"]
+    if bad:
+        raise SystemExit(f"--rows: unknown row {bad[0]!r}; rows: teacher, {', '.join(table)}")
+    runs: dict[str, dict[tuple[int, int], dict]] = {rid: {} for rid in table}
+    teacher_runs: dict[tuple[int, int], dict] = {}
+    for rid, row in table.items():
+        seeds = args.seeds if row.claim and not args.only_first_seed else args.seeds[:1]
+        split_seeds = args.split_seeds if row.headline and not args.only_first_seed else args.split_seeds[:1]
+        for ss in split_seeds:
+            for s in seeds:
+                recipe = recipe_for(args.recipe, list(row.overrides), s, ss)
+                folder = args.out / "runs" / _key(recipe, set())
+                if rid in chosen and not (folder / "correct.json").is_file():
+                    folder = run_one(recipe, args.out)
+                if (folder / "correct.json").is_file():
+                    runs[rid][(ss, s)] = load_correct(folder)
+                    teacher_runs.setdefault((ss, s), runs[rid][(ss, s)])
+    curves: dict = {}
+    if args.curves:
+        e1, e2 = base.distill.epochs, base.align.epochs
+        for rid in CURVES:
+            for mult in (1, 2, 4):
+                extra = ([f"distill.epochs={e1 * mult}", f"align.epochs={e2 * mult}"] if rid == "dcclip_both"
+                         else [f"align.epochs={(e1 + e2) * mult}"])
+                recipe = recipe_for(args.recipe, list(table[rid].overrides) + extra, args.seeds[0], args.split_seeds[0])
+                c = load_correct(run_one(recipe, args.out))
+                steps = json.loads((args.out / "runs" / _key(recipe, set()) / "report.json").read_text())["training"]
+                curves.setdefault(rid, {})[f"{mult}x"] = {"top1": top1(c, "student"),
+                                                          "steps": sum(v.get("steps", 0) for v in steps.values())}
     result = {
-        "recipe": args.recipe, "command": "python -m bench.ablation " + " ".join(
-            f"--{k} {v}" for k, v in (("recipe", args.recipe), ("lrs", args.lrs))),
-        "rows": rows,
-        "stage2_only_sweep": {n: {"top1": top1(r["models"]["student_fp32"]), "steps": steps(r)} for n, r in sweep.items()},
+        "recipe": args.recipe,
+        "command": "python -m bench.ablation " + " ".join(f"--{k} {v}" for k, v in (
+            ("recipe", args.recipe), ("seeds", ",".join(map(str, args.seeds))),
+            ("split-seeds", ",".join(map(str, args.split_seeds))))),
+        "selection": {"objective": "mean top-1 over val and val_known, en and zh",
+                      "stage2_s_lr": {"grid": grid, "chosen": lr}},
+        "rows": {"teacher": {"label": "the teacher", **summarise(teacher_runs, "teacher")}}
+                | {rid: {"label": row.label, "overrides": list(row.overrides), **summarise(runs[rid])}
+                   for rid, row in table.items()},
+        "comparisons": {f"{b} − {a}": compare(runs[a], runs[b]) for a, b in COMPARISONS},
+        "retention_of_teacher_known": {
+            rid: {lang: 100.0 * runs_mean(runs[rid], "known", lang, "student") / runs_mean(runs[rid], "known", lang, "teacher")
+                  for lang in LANGS} for rid in ("dcclip_both", "stage2_s") if runs[rid]},
+        "curves": curves,
+        "bench_seconds_this_call": round(time.perf_counter() - t0, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
+    result["run_seconds"] = {f.parent.name: json.loads(f.read_text())["seconds"]
+                             for f in sorted((args.out / "runs").glob("*/wall.json"))}
     write_json(args.out.parent / "ablation.json", result)
-    table = markdown(result)
-    write_text(args.out.parent / "ablation.md", table + "\n")
-    print(table)
-    if args.readme:
-        readme = Path("docs/ablation.md").read_text(encoding="utf-8")
-        if README_START in readme and README_END in readme:
-            head, rest = readme.split(README_START, 1)
-            readme = head + README_START + "\n" + table + "\n" + README_END + rest.split(README_END, 1)[1]
-            write_text("docs/ablation.md", readme)
+    text = markdown(result)
+    write_text(args.out.parent / "ablation.md", text + "\n")
+    print(text)
+    if args.docs:
+        Path("docs/results").mkdir(parents=True, exist_ok=True)
+        write_json(Path("docs/results/ablation.json"), result)
+        doc = Path("docs/ablation.md").read_text(encoding="utf-8")
+        if DOCS_START in doc and DOCS_END in doc:
+            head, rest = doc.split(DOCS_START, 1)
+            write_text("docs/ablation.md", head + DOCS_START + "\n" + text + "\n" + DOCS_END + rest.split(DOCS_END, 1)[1])
+
+
+def runs_mean(runs: dict, split: str, lang: str, who: str) -> float:
+    return float(np.mean([top1(c, who)[split][lang] for c in runs.values()]))
 
 
 if __name__ == "__main__":
