@@ -32,15 +32,19 @@ java-tools:
 	    apt-get install -y -qq --no-install-recommends default-jdk-headless junit4 >/dev/null || { \
 	    echo "error: apt-get install default-jdk-headless junit4 failed"; exit 2; }; }
 
-# The headline run, the same student trained stage-2-only (contrastive from scratch, no teacher) for comparison, then
-# one eval table of teacher, baseline and the DC-CLIP student (fp32 and the int8 .pte). --resume: an interrupted
-# `make run` continues where it stopped.
+# The headline run; the same student trained stage-2-only (contrastive from scratch on S's pairs, no teacher, at equal
+# steps and its learning rate chosen on val by bench/ablation.py) for comparison; then one eval table of teacher,
+# baseline and the DC-CLIP student (fp32 and the int8 .pte) on known / eval / unseen and unseen's strata. --resume: an
+# interrupted `make run` continues where it stopped.
+TWIN_LR ?= 1e-3
+EVAL_SPLITS ?= known,eval,unseen,unseen_sibling,unseen_novel,unseen_flags
 run: install
 	$(BIN)/dcclip-compress run $(RECIPE) --out $(RUN) --resume
 	$(BIN)/dcclip-compress run $(RECIPE) --out $(RUN)-stage2-only --resume --set name=$(notdir $(RUN))-stage2-only \
-	    --set distill.enabled=false --set qat.enabled=false --set export.enabled=false
+	    --set distill.enabled=false --set align.epochs=60 --set align.lr=$(TWIN_LR) --set align.retain=0.0 \
+	    --set distill.unpaired_images=null --set distill.text_only=null --set qat.enabled=false --set export.enabled=false
 	$(BIN)/dcclip-compress eval teacher=$(RUN)/teacher stage2-only=$(RUN)-stage2-only fp32=$(RUN) int8=$(RUN)/export \
-	    --suite all --out $(RUN)/eval
+	    --suite all --splits $(EVAL_SPLITS) --out $(RUN)/eval
 
 test: install
 	$(BIN)/pytest -q $(PYTEST_WORKERS)
@@ -63,7 +67,7 @@ bench: install
 	$(BIN)/python -m bench.latency_table
 
 ablation: install
-	$(BIN)/python -m bench.ablation --readme
+	$(BIN)/python -m bench.ablation --seeds 0,1,2 --split-seeds 0,1,2 --curves --docs
 
 clean:
 	rm -rf runs .cache
