@@ -122,8 +122,19 @@ def run_one(recipe, out: Path) -> Path:
         t0 = time.perf_counter()
         run_recipe(recipe, folder, resume=True)
         write_json(folder / "wall.json", {"seconds": round(time.perf_counter() - t0, 1)})
-    write_json(folder / "correct.json", per_item(recipe, folder))
+    correct = per_item(recipe, folder)
+    check_against_report(correct, json.loads((folder / "report.json").read_text(encoding="utf-8")))
+    write_json(folder / "correct.json", correct)
     return folder
+
+
+def check_against_report(correct: dict, report: dict) -> None:
+    """The per-item scoring must give the run's own reported top-1 (the same model, items and prompts)."""
+    for split, row in top1(correct, "student").items():
+        for lang, value in row.items():
+            reported = 100.0 * report["models"]["student_fp32"]["zero_shot"][split][lang]["top1"]
+            if abs(value - reported) > 1e-6:
+                raise RuntimeError(f"per-item top-1 {split}/{lang} {value:.3f} != the report's {reported:.3f}")
 
 
 def per_item(recipe, folder: Path) -> dict:

@@ -53,3 +53,14 @@ def test_rows_have_the_issue_s_ids_and_the_table_marks_single_runs():
               "comparisons": {}}
     md = markdown(result)
     assert md.count("100.0 (1 run)") == 6 and "| `dcclip_both` d | not run |" in md
+
+
+def test_the_per_item_scores_must_match_the_report():
+    from bench.ablation import check_against_report
+
+    correct = _run({"known": "1100"})
+    report = {"models": {"student_fp32": {"zero_shot": {"known": {"en": {"top1": 0.5}, "zh": {"top1": 0.5}}}}}}
+    check_against_report(correct, report)
+    report["models"]["student_fp32"]["zero_shot"]["known"]["zh"]["top1"] = 0.75
+    with pytest.raises(RuntimeError, match="known/zh"):
+        check_against_report(correct, report)
