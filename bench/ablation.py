@@ -114,7 +114,10 @@ def run_one(recipe, out: Path) -> Path:
     if not (folder / "student_distill" / "model.json").is_file() and recipe.distill.enabled:
         for other in sorted(runs.glob("*/stage1.key")) if runs.is_dir() else ():
             if other.read_text().strip() == stage1 and (other.parent / "student_distill" / "model.json").is_file():
-                shutil.copytree(other.parent / "student_distill", folder / "student_distill", dirs_exist_ok=True)
+                tmp = folder / "student_distill.partial"  # copy, then rename: a killed copy is never "complete"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(other.parent / "student_distill", tmp)
+                tmp.rename(folder / "student_distill")
                 break
     folder.mkdir(parents=True, exist_ok=True)
     write_text(folder / "stage1.key", stage1 + "\n")
@@ -182,6 +185,8 @@ def compare(a: dict[tuple[int, int], dict], b: dict[tuple[int, int], dict], who_
     for split in TABLE_SPLITS + ("val", "val_known"):
         if any(split not in a[k] or split not in b[k] for k in common):
             continue
+        if any(a[k][split]["classes"] != b[k][split]["classes"] for k in common):
+            raise ValueError(f"compare: the two rows scored different items on {split}")
         res[split] = {}
         for lang in LANGS:
             ca = np.concatenate([bits(a[k][split][who_a][lang]) for k in common])

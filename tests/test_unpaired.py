@@ -226,3 +226,11 @@ def test_pseudo_labels_caption_k_images_with_the_teacher_s_guess(world):
     assert info["names_used"] == pairs.num_groups - data.train.num_groups
     with pytest.raises(UserError, match="align.pseudo_label: the teacher labels"):
         parse_recipe({"name": "p", "align": {"pseudo_label": True}, "distill": {"text_only": "some.txt"}})
+
+
+def test_retain_needs_stage_1_and_excludes_pseudo_labels():
+    with pytest.raises(UserError, match="align.retain: it anchors stage 2 to the stage-1 student"):
+        parse_recipe({"name": "r", "align": {"retain": 1.0}, "distill": {"enabled": False}})
+    with pytest.raises(UserError, match="align.retain with align.pseudo_label"):
+        parse_recipe({"name": "r", "align": {"retain": 1.0, "pseudo_label": True},
+                      "distill": {"unpaired_images": "a.jsonl", "text_only": "b.txt"}})

@@ -126,3 +126,15 @@ def test_student_seeds_share_the_world_s_teacher(emoji_cache):
     one, two = _recipe(emoji_cache), _recipe(emoji_cache, ).model_copy(update={"seed": 3})
     assert reference_recipe_for(one).fingerprint() == reference_recipe_for(two).fingerprint()
     assert reference_recipe_for(one).seed == 7  # the split seed
+
+
+def test_student_seeds_share_the_world_s_renders(emoji_cache):
+    """In the S/K/U world the renders follow the split seed: seeds differ only in init and batch order, and are scored
+    on the same items (paired comparisons across seeds)."""
+    one = _recipe(emoji_cache)
+    a, b = load_run_data(one.data, 0), load_run_data(one.data, 5)
+    assert torch.equal(a.train.images, b.train.images) and torch.equal(a.eval_splits["known"].images, b.eval_splits["known"].images)
+    from compress.teachers.reference import teacher_data_relation
+
+    for seed in (0, 5):  # the students' renders are the first of the teacher's, whatever the student seed
+        assert teacher_data_relation(one.model_copy(update={"seed": seed})) == []

@@ -212,7 +212,7 @@ def _emoji_data(specs: Sequence[str], image_size, limit, unseen_fraction):
     world = {k: run[k] for k in ("split_seed", "student_fraction") if run.get(k) is not None}
     emoji = build_emoji_dataset(
         run.get("cache_dir") or ".cache/emoji", image_size=image_size or run.get("image_size") or 64,
-        limit=limit or run.get("limit"), seed=run.get("seed", 0), unseen_fraction=unseen,
+        limit=limit or run.get("limit"), seed=world.get("split_seed", run.get("seed", 0)), unseen_fraction=unseen,
         split_seed=world.get("split_seed"),
     )
     _, splits = world_splits(emoji, DataConfig(unseen_fraction=unseen, **world))

@@ -123,10 +123,17 @@ def world_splits(emoji: EmojiData, cfg: DataConfig) -> tuple[ClassSplit | None, 
     return world, out
 
 
+def render_seed(cfg: DataConfig, seed: int) -> int:
+    """The seed of the emoji renders. The S/K/U world: data.split_seed, so every student seed trains on the same
+    renders (the first of the teacher's, which is seeded by split_seed too) and is scored on the same items; the run's
+    seed then sets only initialisation and batch order. The closed-set world: the run's seed, as always."""
+    return seed if cfg.split_seed is None else cfg.split_seed
+
+
 def build_run_emoji(cfg: DataConfig, seed: int) -> EmojiData:
     return build_emoji_dataset(
         cfg.cache_dir, image_size=cfg.image_size, train_renders=cfg.train_renders, eval_renders=cfg.eval_renders,
-        unseen_fraction=cfg.unseen_fraction, seed=seed, limit=cfg.limit, train_styles=cfg.train_styles,
+        unseen_fraction=cfg.unseen_fraction, seed=render_seed(cfg, seed), limit=cfg.limit, train_styles=cfg.train_styles,
         split_seed=cfg.split_seed,
     )
 

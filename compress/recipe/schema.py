@@ -494,6 +494,12 @@ class Recipe(Strict):
             if value is not None and self.teacher.cache is not None:
                 raise ValueError(f"distill.{key}: not yet with teacher.cache (the cache holds targets of pairs only); "
                                  "unset teacher.cache to run the teacher online")
+        if self.align.retain > 0 and self.align.enabled and not (self.distill.enabled and self.distill.epochs > 0):
+            raise ValueError("align.retain: it anchors stage 2 to the stage-1 student, and stage 1 is off here (it "
+                             "would anchor to the random init); set align.retain: 0 or enable distill")
+        if self.align.retain > 0 and self.align.pseudo_label:
+            raise ValueError("align.retain with align.pseudo_label: the pseudo-labelled pairs replace stage 1's rows in "
+                             "stage 2; use one of them")
         if self.align.pseudo_label and (self.distill.unpaired_images is None or self.distill.text_only is None
                                         or self.teacher.kind == "none"):
             raise ValueError("align.pseudo_label: the teacher labels distill.unpaired_images with distill.text_only's "

@@ -67,7 +67,7 @@ def teacher_data_relation(recipe: Recipe) -> list[str]:
 
     keys = ("train_renders", "train_styles", "unseen_fraction", "limit")
     teacher = load_recipe(recipe.teacher.recipe).data
-    student_args = {k: getattr(recipe.data, k) for k in keys} | {"seed": recipe.seed}
+    student_args = {k: getattr(recipe.data, k) for k in keys} | {"seed": teacher_seed(recipe)}  # = the render seed
     teacher_args = {k: getattr(teacher, k) for k in keys} | {"seed": teacher_seed(recipe)}
     teacher_args |= {k: student_args[k] for k in ("unseen_fraction", "limit")}  # forced onto the teacher
     return check_train_subset(student_args, teacher_args)

@@ -63,25 +63,29 @@ class AlignStage(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
-        # Rows with an image: the contrastive terms see only those (with a caption); a text-only row (stage-1 data in
-        # stage 2, `align.retain`) reaches only the reference term. Every row has an image in plain stage 2 and QAT.
+        # Rows with an image: the contrastive terms see only those (with a caption); a text-only row (stage-1 rows in
+        # stage 2, `align.retain`) reaches only the reference term. Every process gathers all of its rows (zeros
+        # where a row has no image, masked out), so the collectives see equal shapes whatever each slice holds. Every
+        # row has an image in plain stage 2 and QAT: then nothing here differs from a pairs-only batch.
         partial = batch.has_image is not None and not bool(batch.has_image.all())
         pix = batch.rows(batch.has_image) if partial else batch
-        has_all = {"en": batch.has_en, "zh": batch.has_zh}
-        has = {"en": pix.has_en, "zh": pix.has_zh}
+        has = {"en": batch.has_en, "zh": batch.has_zh}
         ids = torch.cat([batch.en_ids[batch.has_en], batch.zh_ids[batch.has_zh]])
-        txt = self.text(trim_padding(ids) if self.trim_text else ids)
-        n_en = int(batch.has_en.sum())
+        txt = self.text(trim_padding(ids) if self.trim_text else ids) if len(ids) else None
         local_img = self.image(pix.pixels) if len(pix) else None
-        full = {"en": _full(txt[:n_en], has_all["en"]), "zh": _full(txt[n_en:], has_all["zh"])}
+        if txt is None:  # a batch of images without captions (possible with stage-1 rows): no text terms
+            txt = local_img.new_zeros(0, local_img.shape[1])
+        n_en = int(batch.has_en.sum())
+        img_rows = local_img
         if partial:
-            full = {lang: t[batch.has_image] for lang, t in full.items()}
-        img = gather(local_img) if local_img is not None else txt.new_zeros(0, txt.shape[1])
-        texts = {lang: gather(t) for lang, t in full.items()}
-        masks = {lang: gather(m) for lang, m in has.items()}
-        teacher = self._teacher_embeddings(pix, has) if self.teacher is not None and cfg.affinity_weight > 0 else None
+            img_rows = _full(local_img, batch.has_image) if local_img is not None else txt.new_zeros(len(batch), txt.shape[1])
+        img = gather(img_rows)
+        texts = {"en": gather(_full(txt[:n_en], has["en"])), "zh": gather(_full(txt[n_en:], has["zh"]))}
+        masks = {lang: gather(m & batch.has_image if partial else m) for lang, m in has.items()}
+        teacher = (self._teacher_embeddings(batch, pix, has, partial)
+                   if self.teacher is not None and cfg.affinity_weight > 0 else None)
         langs = [lang for lang in ("en", "zh") if int(masks[lang].sum()) >= 2]  # a language needs negatives
-        loss, parts = txt.sum() * 0.0, {}
+        loss, parts = img.sum() * 0.0 + txt.sum() * 0.0, {}  # every parameter gets a (zero) gradient
         for lang in langs:
             m = masks[lang]
             i, t = (img, texts[lang]) if bool(m.all()) else (img[m], texts[lang][m])
@@ -103,10 +107,11 @@ class AlignStage(nn.Module):
         if self.reference is not None:
             with torch.no_grad():
                 ref_image, ref_text = (m.to(batch.pixels.device) for m in self.reference)  # no-op once moved
-                ref_txt = ref_text(ids)
+                ref_txt = ref_text(ids) if len(ids) else None
                 ref_img = ref_image(pix.pixels) if local_img is not None else None
-            sd_txt = self.self_distill(txt, ref_txt)
-            sd = sd_txt if local_img is None else 0.5 * (self.self_distill(local_img, ref_img) + sd_txt)
+            terms = ([self.self_distill(local_img, ref_img)] if local_img is not None else []) + (
+                [self.self_distill(txt, ref_txt)] if ref_txt is not None else [])
+            sd = terms[0] if len(terms) == 1 else 0.5 * (terms[0] + terms[1])
             loss = loss + self.reference_weight * sd
             parts["self_distill"] = sd.detach()
         for key in ("margin_reg", "affinity"):  # one number per term for the history, like the clip parts
@@ -117,13 +122,15 @@ class AlignStage(nn.Module):
                     parts.pop(f"{key}_{lang}", None)
         return loss, parts
 
-    def _teacher_embeddings(self, batch: Batch, has: dict[str, torch.Tensor]):
-        """The teacher's image and caption embeddings for this batch, gathered like the student's."""
+    def _teacher_embeddings(self, batch: Batch, pix: Batch, has: dict[str, torch.Tensor], partial: bool):
+        """The teacher's image and caption embeddings for this batch, laid out and gathered like the student's."""
         dev = batch.pixels.device
         with torch.no_grad():
-            t_img = self.teacher.encode_image(batch.pixels).embedding.to(dev)
             captions = [c for c in batch.en if c is not None] + [c for c in batch.zh if c is not None]
             t_txt = self.teacher.encode_text(captions).embedding.to(dev)
+            t_img = self.teacher.encode_image(pix.pixels).embedding.to(dev) if len(pix) else t_txt.new_zeros(0, t_txt.shape[1])
+        if partial:
+            t_img = _full(t_img, batch.has_image) if len(pix) else t_txt.new_zeros(len(batch), t_txt.shape[1])
         n_en = int(has["en"].sum())
         texts = {"en": gather(_full(t_txt[:n_en], has["en"])), "zh": gather(_full(t_txt[n_en:], has["zh"]))}
         return gather(t_img), texts, float(getattr(self.teacher, "logit_scale", 100.0))
