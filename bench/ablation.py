@@ -1,23 +1,25 @@
 """The DC-CLIP ablation in the S/K/U world (issue 16): what distillation carries that the student's pairs don't.
 
-    python -m bench.ablation [--recipe recipes/mobilevit_int8.yaml] [--rows ID,...] [--seeds 0,1,2] [--split-seeds 0]
-                             [--tune] [--curves] [--docs]
-        ->  bench/out/ablation.json (and with --docs: docs/results/ablation.json, the table in docs/ablation.md)
+    python -m bench.ablation [--recipe recipes/mobilevit_int8.yaml] [--rows ID,...] [--seeds 0,1,2]
+                             [--split-seeds 0,1,2] [--only-first-seed] [--curves] [--docs]
+        ->  bench/out/ablation.json, bench/out/ablation.md (with --docs also docs/results/ablation.json and the table
+            in docs/ablation.md)
 
-`make ablation` runs the whole plan in its order (tuning on `val`, the rows at seed 0, the other seeds, the other split
-seeds, the learning curves); a row, seed or split seed already finished is read, not retrained, and a killed run
-resumes from its own checkpoints, so the bench survives being stopped and started again.
+Every call first tunes stage-2-only's learning rate on `val` (STAGE2_LRS at seed 0; the JSON's
+`selection.stage2_s_lr`), then runs the rows asked for, each row through all its runs before the next row: claim rows
+at every `--seeds`, headline rows also at every `--split-seeds`, other rows once (`--only-first-seed`: every row
+once). `make ablation` runs everything. A run already finished is read, not retrained, and a killed run resumes from
+its own checkpoints, so the bench survives being stopped and started again.
 
-Rows (stable ids; each a set of `--set` overrides of the recipe, QAT and export off: this measures the method):
-  teacher, stage2_s, stage2_sk, stage2_s_16renders, dcclip_s, dcclip_k_images, dcclip_k_text, dcclip_both,
-  dcclip_no_retain, pseudo_label, maps_only, embed_only, shared_adapter, per_tower_adapter, affinity_only, margin
-  (`ROWS` below says what each is). Every choice is made on `val` / `val_known` (fresh renders of S / K that no
-reported split holds): stage-2-only's learning rate (`--tune`: a sweep, the best on val is the row) and the recipe's
-stage-2 settings (the `tune` grid in the JSON). Reported: `known`, `eval`, `unseen` (and its strata) top-1, en / zh.
+Rows (stable ids; `rows()` gives each one's `--set` overrides of the recipe, QAT and export off: this measures the
+method; docs/ablation.md says what each is). Every choice is made on `val` / `val_known` (fresh renders of S / K that
+no reported split holds). Reported: `known`, `eval`, `unseen` (and its strata) top-1, en / zh. Rows compare at equal
+epochs, not equal steps (an epoch over S's pairs is 4 steps, over stage 1's rows 16); `--curves` adds 2x and 4x.
 
-Statistics (compress/eval/stats.py): per row mean ± sd over seeds; per comparison the paired difference (b − a, points)
-with a 95% interval from a bootstrap over classes (items of every common seed pooled, resampled by class), the seed
-t-interval of the per-seed differences, and McNemar's p within each seed's pair of runs.
+Statistics (compress/eval/stats.py): per row mean ± sd over its runs; per comparison the paired difference (b − a,
+points) with a 95% interval from a bootstrap over classes (items of every common run pooled, resampled by class), the
+t-interval of the per-run differences, and McNemar's p within each run. Student seeds share the split seed's renders
+and items, so runs pair item by item.
 """
 from __future__ import annotations
 

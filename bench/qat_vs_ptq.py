@@ -13,7 +13,7 @@ student_fp32/ and recipe.json are there. On that student, with the run's recipe:
    - `ptq-int8`: calibration only;
    - `ft-ptq-int8`: the fp32 towers fine-tuned with QAT's loop, losses, epochs, seed and batch order, then ptq-int8:
      post-training quantization given the same extra training as QAT;
-   - `int8`: QAT (fake-quant) with the recipe's qat settings (whatever qat.scheme the run itself trained), and with
+   - `int8`: static int8 QAT (PT2E fake-quant) with the recipe's qat settings, and with
      qat.calibrate, starting from the chosen ptq-int8's activation ranges.
 3. QAT's gain over ft-ptq-int8 (what the fake-quant buys at equal training) and over ptq-int8, per split and
    language: the difference in points (QAT - baseline) with a 95% bootstrap interval over classes and McNemar's

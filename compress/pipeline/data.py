@@ -24,7 +24,7 @@ class RunData:
     source: str = "emoji-zh-en"
     world: ClassSplit | None = None  # the S/K/U class split (data.split_seed), None in today's world
     known: PairSet | None = None  # K's train renders as pairs (the S/K/U world, students' pairs): distill "world" data
-    # Unpaired stage-1 data (distill.unpaired_images / text_only; `with_unpaired` fills them): stage 1 only
+    # Unpaired stage-1 data (distill.unpaired_images / text_only; `with_unpaired` fills them): stage 1, and stage 2's anchor with align.retain
     unpaired_images: PairSet | None = None
     text_only: PairSet | None = None
 

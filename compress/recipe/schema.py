@@ -199,7 +199,8 @@ class DistillConfig(StageConfig):
     # For one-language (English-only) teachers: a Chinese caption's embedding target is the teacher's embedding of
     # the same sample's English caption (rows without one get no embedding term); its hidden-state targets are skipped.
     cross_lingual: bool = False
-    # Unpaired stage-1 data (stage 2 keeps using pairs only). `unpaired_images`: images with no caption, for the image
+    # Unpaired stage-1 data (stage 2's contrastive terms use pairs only; align.retain > 0 also runs stage 2 over these
+    # rows, for its anchor term). `unpaired_images`: images with no caption, for the image
     # tower's distillation only; `text_only`: text with no image, for the text tower's, in each language it has.
     # "world": the S/K/U world's K classes (data.split_seed): K's train renders as images, K's names (both languages,
     # templated) as text. Otherwise a path: images, a JSONL manifest of {"image": path} rows (paths relative to its
