@@ -93,8 +93,54 @@ CURVES = ("dcclip_both", "stage2_s")  # learning curves at 1x, 2x and 4x the hea
 
 # ------------------------------------------------------------------------------------------------ running one
 def _key(recipe, exclude: set[str]) -> str:
-    dump = recipe.model_dump(mode="json", exclude={"name", "eval", *exclude})
-    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:12]
+    """A run's folder name: the recipe's fingerprint payload (keys added later drop out at their defaults, so a new
+    recipe key does not orphan finished runs), minus the sections `exclude` names (the stage-1 key drops stage 2's,
+    but keeps align.init_temperature, which the stage-1 checkpoint carries)."""
+    payload = recipe.fingerprint_payload()
+    if "align" in exclude:
+        payload["align"] = {"init_temperature": payload["align"]["init_temperature"]}
+    for section in exclude - {"align"}:
+        payload.pop(section, None)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def hold_lock(out: Path) -> None:
+    """One bench per output folder: a second would rename or train the first's runs under it."""
+    import atexit
+    import os
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / "bench.pid"
+    if lock.is_file():
+        try:
+            pid = int(lock.read_text().strip() or 0)
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pid = 0
+        if pid and pid != os.getpid():
+            raise SystemExit(f"bench.ablation: another run (pid {pid}) is using {out}; wait for it or stop it")
+    write_text(lock, f"{os.getpid()}\n")
+    atexit.register(lambda: lock.unlink(missing_ok=True))
+
+
+def migrate_run_keys(runs: Path) -> int:
+    """Rename run folders made under an older key (the recipe each run wrote, re-keyed) and refresh their stage-1
+    keys; a folder whose recipe no longer loads is left alone. Only between bench calls: never while one runs."""
+    from compress.recipe.schema import Recipe
+
+    moved = 0
+    for folder in sorted(p for p in runs.glob("*") if (p / "recipe.json").is_file()) if runs.is_dir() else ():
+        raw = json.loads((folder / "recipe.json").read_text(encoding="utf-8"))
+        try:
+            recipe = Recipe.model_validate(raw)
+        except Exception:  # noqa: BLE001 - a recipe of another code version: leave the run alone
+            continue
+        write_text(folder / "stage1.key", _key(recipe, {"align", "qat", "export"}) + "\n")
+        target = runs / _key(recipe, set())
+        if target != folder and not target.exists():
+            folder.rename(target)
+            moved += 1
+    return moved
 
 
 def recipe_for(recipe_path: str, overrides: list[str], seed: int, split_seed: int):
@@ -231,13 +277,17 @@ def load_correct(folder: Path) -> dict:
     return json.loads((folder / "correct.json").read_text(encoding="utf-8"))
 
 
-def tune_stage2_lr(args, base, out: Path) -> tuple[float, dict]:
+def tune_stage2_lr(args, base, out: Path, train: bool = True) -> tuple[float, dict]:
     """stage-2-only's learning rate: each of STAGE2_LRS at seed 0, split seed 0; the best val score wins."""
     grid = {}
     for lr in STAGE2_LRS:
         r = rows(base, lr)["stage2_s"]
-        f = run_one(recipe_for(args.recipe, list(r.overrides), 0, args.split_seeds[0]), out)
-        grid[f"{lr:g}"] = {"val_score": val_score(load_correct(f)), "run": f.name}
+        recipe = recipe_for(args.recipe, list(r.overrides), 0, args.split_seeds[0])
+        f = run_one(recipe, out) if train else out / "runs" / _key(recipe, set())
+        if (f / "correct.json").is_file():
+            grid[f"{lr:g}"] = {"val_score": val_score(load_correct(f)), "run": f.name}
+    if not grid:
+        raise SystemExit("bench.ablation --no-train: no stage-2-only tuning run is finished yet; run without it first")
     best = max(grid, key=lambda k: grid[k]["val_score"])
     return float(best), grid
 
@@ -281,13 +331,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only-first-seed", action="store_true", help="run every row at the first seed only (a quick pass)")
     ap.add_argument("--curves", action="store_true", help="also 2x and 4x the steps for dcclip_both and stage2_s")
     ap.add_argument("--out", type=Path, default=Path("bench/out/ablation"))
+    ap.add_argument("--no-train", action="store_true", help="train nothing: tables and statistics from the finished runs")
     ap.add_argument("--docs", action="store_true", help="copy the JSON to docs/results/ and the table into docs/ablation.md")
     args = ap.parse_args(argv)
     args.seeds = [int(x) for x in args.seeds.split(",")]
     args.split_seeds = [int(x) for x in args.split_seeds.split(",")]
     base = load_recipe(args.recipe)
+    hold_lock(args.out)
+    moved = migrate_run_keys(args.out / "runs")
+    if moved:
+        print(f"bench.ablation: {moved} run folder(s) renamed to their current keys")
     t0 = time.perf_counter()
-    lr, grid = tune_stage2_lr(args, base, args.out)
+    lr, grid = tune_stage2_lr(args, base, args.out, train=not args.no_train)
     table = rows(base, lr)
     chosen = [r for r in args.rows.split(",") if r] or list(table)
     bad = [r for r in chosen if r not in table and r != "teacher"]
@@ -302,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
             for s in seeds:
                 recipe = recipe_for(args.recipe, list(row.overrides), s, ss)
                 folder = args.out / "runs" / _key(recipe, set())
-                if rid in chosen and not (folder / "correct.json").is_file():
+                if rid in chosen and not args.no_train and not (folder / "correct.json").is_file():
                     folder = run_one(recipe, args.out)
                 if (folder / "correct.json").is_file():
                     runs[rid][(ss, s)] = load_correct(folder)
@@ -315,7 +370,12 @@ def main(argv: list[str] | None = None) -> None:
                 extra = ([f"distill.epochs={e1 * mult}", f"align.epochs={e2 * mult}"] if rid == "dcclip_both"
                          else [f"align.epochs={(e1 + e2) * mult}"])
                 recipe = recipe_for(args.recipe, list(table[rid].overrides) + extra, args.seeds[0], args.split_seeds[0])
-                c = load_correct(run_one(recipe, args.out))
+                folder = args.out / "runs" / _key(recipe, set())
+                if not args.no_train:
+                    folder = run_one(recipe, args.out)
+                if not (folder / "correct.json").is_file():
+                    continue
+                c = load_correct(folder)
                 steps = json.loads((args.out / "runs" / _key(recipe, set()) / "report.json").read_text())["training"]
                 curves.setdefault(rid, {})[f"{mult}x"] = {"top1": top1(c, "student"),
                                                           "steps": sum(v.get("steps", 0) for v in steps.values())}

@@ -1,5 +1,7 @@
 """bench/ablation.py's bookkeeping: per-item correctness -> top-1, the paired comparisons and the table (no training
 here: the bench's runs are normal pipeline runs, tested elsewhere)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -64,3 +66,21 @@ def test_the_per_item_scores_must_match_the_report():
     report["models"]["student_fp32"]["zero_shot"]["known"]["zh"]["top1"] = 0.75
     with pytest.raises(RuntimeError, match="known/zh"):
         check_against_report(correct, report)
+
+
+def test_run_keys_ignore_new_default_keys_and_stage_2(tmp_path):
+    """A run's folder is keyed by the recipe's fingerprint payload: a recipe key added later at its default does not
+    rename it, stage-2 settings do, and the stage-1 key ignores them (but not init_temperature)."""
+    from bench.ablation import _key, migrate_run_keys, recipe_for
+
+    a = recipe_for("recipes/mobilevit_int8.yaml", [], 0, 0)
+    b = recipe_for("recipes/mobilevit_int8.yaml", ["align.lr=1e-3"], 0, 0)
+    c = recipe_for("recipes/mobilevit_int8.yaml", ["align.init_temperature=0.05"], 0, 0)
+    stage1 = lambda r: _key(r, {"align", "qat", "export"})  # noqa: E731
+    assert _key(a, set()) != _key(b, set()) and stage1(a) == stage1(b) != stage1(c)
+    assert _key(a, set()) == _key(recipe_for("recipes/mobilevit_int8.yaml", ["qat.ptq_observer=histogram"], 0, 0), set())
+    old = tmp_path / "runs" / "oldname"
+    old.mkdir(parents=True)
+    (old / "recipe.json").write_text(json.dumps(a.model_dump()))
+    assert migrate_run_keys(tmp_path / "runs") == 1
+    assert (tmp_path / "runs" / _key(a, set()) / "stage1.key").read_text().strip() == stage1(a)

@@ -520,6 +520,11 @@ class Recipe(Strict):
 
         TRAINING_VERSION is part of it: a change to the loop, the sampler or the augmentation retrains cached teachers.
         """
+        return hashlib.sha256(json.dumps(self.fingerprint_payload(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def fingerprint_payload(self) -> dict:
+        """What `fingerprint` hashes: the recipe minus what cannot change trained weights, and minus keys added later
+        while they hold their defaults (so a recipe written before a key keeps its hash)."""
         # export.npu (which extra .pte files are lowered) does not change trained weights either.
         # qat.compare only adds models beside the run's own; qat.scheme int8 is what every recipe trained before it
         # was a key, so it stays out and those recipes keep their hash.
@@ -548,7 +553,7 @@ class Recipe(Strict):
             if payload["students"][tower].get("spec") is None:
                 payload["students"][tower].pop("spec", None)
         payload["training_version"] = TRAINING_VERSION
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        return payload
 
 
 def _check_name(value: str, known, kind: str) -> str:
