@@ -220,7 +220,7 @@ def test_pseudo_labels_caption_k_images_with_the_teacher_s_guess(world):
     assert pairs.en[-2:] == [names.en[0], names.en[2]] and pairs.zh[-1] == names.zh[2]
     assert pairs.groups[-3:].tolist() == [pairs.num_groups - 1, pairs.num_groups - 2, pairs.num_groups - 1]
     recipe = recipe.model_copy(update={"align": recipe.align.model_copy(update={"pseudo_label": True})})
-    pairs, info = pseudo_labelled(recipe, load_run_data(recipe.data, recipe.seed), teacher)
+    pairs, info = pseudo_labelled(recipe, with_unpaired(recipe, load_run_data(recipe.data, recipe.seed)), teacher)
     assert len(pairs) == len(data.train) + len(data.unpaired_images) and pairs.num_images == len(pairs)
     assert set(pairs.zh[data.train.num_groups:]) <= set(names.zh) and 0.0 <= info["agree_with_class"] <= 1.0
     assert info["names_used"] == pairs.num_groups - data.train.num_groups

@@ -62,15 +62,15 @@ def with_unpaired(recipe: Recipe, data: RunData) -> RunData:
     return replace(data, unpaired_images=images, text_only=text)
 
 
-def pseudo_labelled(recipe: Recipe, data: RunData, teacher) -> tuple[PairSet, dict]:
-    """Stage 2's pairs for `align.pseudo_label`: the pairs plus distill.unpaired_images, each captioned by the
+def pseudo_labelled(recipe: Recipe, full: RunData, teacher) -> tuple[PairSet, dict]:
+    """Stage 2's pairs for `align.pseudo_label` (`full`: the run's data `with_unpaired`): the pairs plus
+    distill.unpaired_images, each captioned by the
     teacher's zero-shot guess among distill.text_only's names (cosines averaged over the languages a name has): the
     baseline that uses the teacher only to label, then trains contrastively. -> (pairs, what the labelling did)."""
     from compress.data.augment import to_float
     from compress.eval.zero_shot import embed_in_batches, teacher_encoders
     from compress.prompts import eval_prompts
 
-    full = with_unpaired(recipe, data)
     images, names = full.unpaired_images, full.text_only
     enc = teacher_encoders(teacher)
     img = embed_in_batches(lambda x: enc.encode_image(to_float(x)), images.images, 256)
@@ -86,10 +86,10 @@ def pseudo_labelled(recipe: Recipe, data: RunData, teacher) -> tuple[PairSet, di
         count[cols] += 1
     labels = (score / count.clamp(min=1)).argmax(1).tolist()
     info = {"images": len(labels), "names": names.num_groups, "names_used": len(set(labels))}
-    if data.known is not None and recipe.distill.unpaired_images == "world" and recipe.distill.text_only == "world":
+    if full.known is not None and recipe.distill.unpaired_images == "world" and recipe.distill.text_only == "world":
         truth = images.groups.tolist()  # the world's K renders and K names share the class order
         info["agree_with_class"] = sum(int(a == b) for a, b in zip(labels, truth)) / max(1, len(truth))
-    return labelled_pairs(data.train, images.images, labels, names), info
+    return labelled_pairs(full.train, images.images, labels, names), info
 
 
 def emoji_pairs(data: EmojiData) -> PairSet:
@@ -123,17 +123,10 @@ def world_splits(emoji: EmojiData, cfg: DataConfig) -> tuple[ClassSplit | None, 
     return world, out
 
 
-def render_seed(cfg: DataConfig, seed: int) -> int:
-    """The seed of the emoji renders. The S/K/U world: data.split_seed, so every student seed trains on the same
-    renders (the first of the teacher's, which is seeded by split_seed too) and is scored on the same items; the run's
-    seed then sets only initialisation and batch order. The closed-set world: the run's seed, as always."""
-    return seed if cfg.split_seed is None else cfg.split_seed
-
-
 def build_run_emoji(cfg: DataConfig, seed: int) -> EmojiData:
     return build_emoji_dataset(
         cfg.cache_dir, image_size=cfg.image_size, train_renders=cfg.train_renders, eval_renders=cfg.eval_renders,
-        unseen_fraction=cfg.unseen_fraction, seed=render_seed(cfg, seed), limit=cfg.limit, train_styles=cfg.train_styles,
+        unseen_fraction=cfg.unseen_fraction, seed=cfg.render_seed(seed), limit=cfg.limit, train_styles=cfg.train_styles,
         split_seed=cfg.split_seed,
     )
 

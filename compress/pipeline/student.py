@@ -63,13 +63,14 @@ def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple
         model, tokenizer, meta = load_checkpoint(final)
         state.history.update(meta.get("history", {}))
         return model, tokenizer
+    full = with_unpaired(recipe, data)  # + distill.unpaired_images / text_only: read once, for stage 1 and stage 2
     distilled = out / "student_distill"
     if state.resume and (distilled / "model.json").is_file():
         log(f"resume: loading {distilled}")
         model, tokenizer, meta = load_checkpoint(distilled)
         state.history.update(meta.get("history", {}))
     else:
-        stage1 = with_unpaired(recipe, data).stage1  # the pairs, plus distill.unpaired_images / text_only rows
+        stage1 = full.stage1  # the pairs, plus distill.unpaired_images / text_only rows
         with state.stage("tokenizer"):
             t = recipe.students.text
             tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(stage1), t.vocab_size), t.context_length)
@@ -93,9 +94,9 @@ def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple
             model.train()
             pairs, reference = data.train, None
             if recipe.align.retain > 0:  # stage 1's rows, each tower anchored to its frozen stage-1 self
-                pairs, reference = with_unpaired(recipe, data).stage1, frozen_towers(model)
+                pairs, reference = full.stage1, frozen_towers(model)
             if recipe.align.pseudo_label:  # the pairs plus K's images captioned by the teacher's guess
-                pairs, info = pseudo_labelled(recipe, data, teacher)
+                pairs, info = pseudo_labelled(recipe, full, teacher)
                 state.history["pseudo_label"] = info
                 log("pseudo-labels: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                                                   for k, v in info.items()))

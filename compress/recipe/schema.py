@@ -60,6 +60,12 @@ class DataConfig(Strict):
             raise ValueError("data.train_styles: name each style once, at least one")
         return sorted(v, key=["openmoji", "noto"].index)  # canonical order: the order named does not matter
 
+    def render_seed(self, seed: int) -> int:
+        """The seed of the emoji renders and of the reference teacher for a run at `seed`. The S/K/U world: split_seed,
+        so student seeds share one teacher and the same renders (the first of the teacher's) and are scored on the
+        same items; the run's seed then sets only initialisation and batch order. The closed-set world: `seed`."""
+        return seed if self.split_seed is None else self.split_seed
+
     @model_validator(mode="after")
     def _world_fits(self) -> "DataConfig":
         if self.split_seed is not None:

@@ -44,9 +44,8 @@ def shared_data(recipe: Recipe) -> dict:
 
 
 def teacher_seed(recipe: Recipe) -> int:
-    """The reference teacher's seed for the student run `recipe`. Today's world: the run's seed (it picks the unseen
-    classes). The S/K/U world: data.split_seed, which picks the classes there; so student seeds share one teacher."""
-    return recipe.seed if recipe.data.split_seed is None else recipe.data.split_seed
+    """The reference teacher's seed for the student run `recipe`: its render seed (`DataConfig.render_seed`)."""
+    return recipe.data.render_seed(recipe.seed)
 
 
 def reference_recipe_for(recipe: Recipe) -> Recipe:
@@ -67,7 +66,7 @@ def teacher_data_relation(recipe: Recipe) -> list[str]:
 
     keys = ("train_renders", "train_styles", "unseen_fraction", "limit")
     teacher = load_recipe(recipe.teacher.recipe).data
-    student_args = {k: getattr(recipe.data, k) for k in keys} | {"seed": teacher_seed(recipe)}  # = the render seed
+    student_args = {k: getattr(recipe.data, k) for k in keys} | {"seed": teacher_seed(recipe)}
     teacher_args = {k: getattr(teacher, k) for k in keys} | {"seed": teacher_seed(recipe)}
     teacher_args |= {k: student_args[k] for k in ("unseen_fraction", "limit")}  # forced onto the teacher
     return check_train_subset(student_args, teacher_args)
