@@ -89,6 +89,12 @@ COMPARISONS = (  # (a, b): b - a
     ("stage2_s", "stage2_sk"), ("stage2_s", "stage2_s_16renders"),
 )
 CURVES = ("dcclip_both", "stage2_s")  # learning curves at 1x, 2x and 4x the headline steps
+CURVE_MULTS = (1, 2, 4)
+# The positive-pair term's sweep (issue 16): its weight x the initial temperature (the logit scale then trains), on
+# dcclip_both at the first seed, chosen on val. Weight 0 is dcclip_both itself; the temperature lives in the stage-1
+# checkpoint, so each temperature is one more stage 1 and each weight one more stage 2.
+MARGIN_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
+MARGIN_TEMPERATURES = (0.07, 0.03)
 
 
 # ------------------------------------------------------------------------------------------------ running one
@@ -319,6 +325,23 @@ def markdown(result: dict) -> str:
                 cells.append("–" if e is None else f"{e['diff']:+.1f} [{e['ci95_class_bootstrap'][0]:+.1f}, "
                                                    f"{e['ci95_class_bootstrap'][1]:+.1f}]")
         lines.append(f"| {name} | {len(c['runs'])} | " + " | ".join(cells) + " |")
+    if result.get("curves"):
+        lines += ["", "Learning curves (first seed, one run per cell; steps are optimizer steps over both stages):", "",
+                  "| row | × epochs | steps | val score | " + " | ".join(f"{s} {lang}" for s in TABLE_SPLITS for lang in LANGS) + " |",
+                  "|" + "---|" * (4 + 2 * len(TABLE_SPLITS))]
+        for rid, by_mult in result["curves"].items():
+            for mult, e in sorted(by_mult.items(), key=lambda kv: int(kv[0][:-1])):
+                lines.append(f"| `{rid}` | {mult} | {e['steps']} | {e['val_score']:.1f} | "
+                             + " | ".join(f"{e['top1'][s][lang]:.1f}" for s in TABLE_SPLITS for lang in LANGS) + " |")
+    sweep = result.get("margin_sweep") or {}
+    if sweep.get("cells"):
+        lines += ["", f"Positive-pair term sweep on `dcclip_both` ({sweep['form']} form; first seed, one run per cell; "
+                  f"chosen on val: **{sweep['chosen']}**):", "",
+                  "| weight × initial temperature | val score | " + " | ".join(f"{s} {lang}" for s in TABLE_SPLITS for lang in LANGS) + " |",
+                  "|" + "---|" * (2 + 2 * len(TABLE_SPLITS))]
+        for name, e in sweep["cells"].items():
+            lines.append(f"| {name} | {e['val_score']:.1f} | "
+                         + " | ".join(f"{e['top1'][s][lang]:.1f}" for s in TABLE_SPLITS for lang in LANGS) + " |")
     return "\n".join(lines)
 
 
@@ -330,12 +353,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split-seeds", default="0", help="split seeds of the headline rows (others: the first)")
     ap.add_argument("--only-first-seed", action="store_true", help="run every row at the first seed only (a quick pass)")
     ap.add_argument("--curves", action="store_true", help="also 2x and 4x the steps for dcclip_both and stage2_s")
+    ap.add_argument("--curve-rows", default=",".join(CURVES), help="rows of --curves (in this order)")
+    ap.add_argument("--curve-mults", default=",".join(map(str, CURVE_MULTS)), help="step multiples of --curves")
+    ap.add_argument("--margin-sweep", action="store_true",
+                    help="the positive-pair term's weight x initial temperature on dcclip_both, chosen on val")
     ap.add_argument("--out", type=Path, default=Path("bench/out/ablation"))
     ap.add_argument("--no-train", action="store_true", help="train nothing: tables and statistics from the finished runs")
     ap.add_argument("--docs", action="store_true", help="copy the JSON to docs/results/ and the table into docs/ablation.md")
     args = ap.parse_args(argv)
     args.seeds = [int(x) for x in args.seeds.split(",")]
     args.split_seeds = [int(x) for x in args.split_seeds.split(",")]
+    args.curve_rows = [r for r in args.curve_rows.split(",") if r]
+    args.curve_mults = [int(x) for x in args.curve_mults.split(",")]
+    if any(r not in CURVES for r in args.curve_rows) or any(m < 1 for m in args.curve_mults):
+        raise SystemExit(f"--curve-rows takes {', '.join(CURVES)}; --curve-mults positive integers")
     base = load_recipe(args.recipe)
     hold_lock(args.out)
     moved = migrate_run_keys(args.out / "runs")
@@ -362,23 +393,8 @@ def main(argv: list[str] | None = None) -> None:
                 if (folder / "correct.json").is_file():
                     runs[rid][(ss, s)] = load_correct(folder)
                     teacher_runs.setdefault((ss, s), runs[rid][(ss, s)])
-    curves: dict = {}
-    if args.curves:
-        e1, e2 = base.distill.epochs, base.align.epochs
-        for rid in CURVES:
-            for mult in (1, 2, 4):
-                extra = ([f"distill.epochs={e1 * mult}", f"align.epochs={e2 * mult}"] if rid == "dcclip_both"
-                         else [f"align.epochs={(e1 + e2) * mult}"])
-                recipe = recipe_for(args.recipe, list(table[rid].overrides) + extra, args.seeds[0], args.split_seeds[0])
-                folder = args.out / "runs" / _key(recipe, set())
-                if not args.no_train:
-                    folder = run_one(recipe, args.out)
-                if not (folder / "correct.json").is_file():
-                    continue
-                c = load_correct(folder)
-                steps = json.loads((args.out / "runs" / _key(recipe, set()) / "report.json").read_text())["training"]
-                curves.setdefault(rid, {})[f"{mult}x"] = {"top1": top1(c, "student"),
-                                                          "steps": sum(v.get("steps", 0) for v in steps.values())}
+    curves = run_curves(args, base, table, args.out)
+    sweep = margin_sweep(args, args.out, train=args.margin_sweep and not args.no_train)
     result = {
         "recipe": args.recipe,
         "command": "python -m bench.ablation " + " ".join(f"--{k} {v}" for k, v in (
@@ -394,6 +410,7 @@ def main(argv: list[str] | None = None) -> None:
             rid: {lang: 100.0 * runs_mean(runs[rid], "known", lang, "student") / runs_mean(runs[rid], "known", lang, "teacher")
                   for lang in LANGS} for rid in ("dcclip_both", "stage2_s") if runs[rid]},
         "curves": curves,
+        "margin_sweep": sweep,
         "bench_seconds_this_call": round(time.perf_counter() - t0, 1),
     }
     result["run_seconds"] = {f.parent.name: json.loads(f.read_text())["seconds"]
@@ -409,6 +426,47 @@ def main(argv: list[str] | None = None) -> None:
         if DOCS_START in doc and DOCS_END in doc:
             head, rest = doc.split(DOCS_START, 1)
             write_text("docs/ablation.md", head + DOCS_START + "\n" + text + "\n" + DOCS_END + rest.split(DOCS_END, 1)[1])
+
+
+def run_curves(args, base, table: dict, out: Path) -> dict:
+    """Learning curves: each of args.curve_rows at each multiple of its epochs (both stages for DC-CLIP), first seed,
+    first split seed; with --no-train (or multiples not asked this call) whatever is finished is read."""
+    e1, e2 = base.distill.epochs, base.align.epochs
+    curves: dict = {}
+    for rid in args.curve_rows + [r for r in CURVES if r not in args.curve_rows]:
+        for mult in sorted(set(CURVE_MULTS) | set(args.curve_mults)):
+            extra = ([f"distill.epochs={e1 * mult}", f"align.epochs={e2 * mult}"] if rid == "dcclip_both"
+                     else [f"align.epochs={(e1 + e2) * mult}"])
+            recipe = recipe_for(args.recipe, list(table[rid].overrides) + extra, args.seeds[0], args.split_seeds[0])
+            folder = out / "runs" / _key(recipe, set())
+            if args.curves and not args.no_train and rid in args.curve_rows and mult in args.curve_mults:
+                folder = run_one(recipe, out)
+            if not (folder / "correct.json").is_file():
+                continue
+            c = load_correct(folder)
+            steps = json.loads((folder / "report.json").read_text(encoding="utf-8"))["training"]
+            curves.setdefault(rid, {})[f"{mult}x"] = {"top1": top1(c, "student"), "val_score": val_score(c),
+                                                      "steps": sum(v.get("steps", 0) for v in steps.values())}
+    return curves
+
+
+def margin_sweep(args, out: Path, train: bool) -> dict:
+    """MARGIN_WEIGHTS x MARGIN_TEMPERATURES on dcclip_both (linear form), first seed and split seed; the cell with the
+    best val score is `chosen`. Untrained cells are left out."""
+    cells: dict = {}
+    for t in MARGIN_TEMPERATURES:
+        for w in MARGIN_WEIGHTS:
+            extra = [f"align.init_temperature={t}"] + ([f"align.margin_reg={w}", "align.margin_form=linear"] if w else [])
+            recipe = recipe_for(args.recipe, BOTH + extra, args.seeds[0], args.split_seeds[0])
+            folder = run_one(recipe, out) if train else out / "runs" / _key(recipe, set())
+            if (folder / "correct.json").is_file():
+                c = load_correct(folder)
+                cells[f"w={w:g} T={t:g}"] = {"weight": w, "init_temperature": t, "val_score": val_score(c),
+                                             "top1": top1(c, "student"), "run": folder.name}
+    if not cells:
+        return {}
+    return {"form": "linear", "objective": "mean top-1 over val and val_known, en and zh", "cells": cells,
+            "chosen": max(cells, key=lambda k: cells[k]["val_score"])}
 
 
 def runs_mean(runs: dict, split: str, lang: str, who: str) -> float:

@@ -84,3 +84,15 @@ def test_run_keys_ignore_new_default_keys_and_stage_2(tmp_path):
     (old / "recipe.json").write_text(json.dumps(a.model_dump()))
     assert migrate_run_keys(tmp_path / "runs") == 1
     assert (tmp_path / "runs" / _key(a, set()) / "stage1.key").read_text().strip() == stage1(a)
+
+
+def test_curves_and_margin_sweep_tables():
+    top = {s: {"en": 10.0, "zh": 20.0} for s in ("known", "eval", "unseen")}
+    result = {"rows": {}, "comparisons": {},
+              "curves": {"stage2_s": {"4x": {"top1": top, "val_score": 3.0, "steps": 960},
+                                      "1x": {"top1": top, "val_score": 1.0, "steps": 240}}},
+              "margin_sweep": {"form": "linear", "chosen": "w=0.1 T=0.07",
+                               "cells": {"w=0.1 T=0.07": {"val_score": 5.0, "top1": top}}}}
+    md = markdown(result)
+    assert md.index("| `stage2_s` | 1x | 240 |") < md.index("| `stage2_s` | 4x | 960 |")
+    assert "chosen on val: **w=0.1 T=0.07**" in md and "| w=0.1 T=0.07 | 5.0 | 10.0 | 20.0 |" in md
