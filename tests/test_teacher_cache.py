@@ -4,6 +4,8 @@ import gc
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -254,6 +256,33 @@ def test_cli_cache_teacher(env, tmp_path, monkeypatch):
         assert bad.exit_code == 2, (args, bad.output)
         lines = [l for l in bad.stderr.splitlines() if l.strip()]
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in bad.output, (args, bad.stderr)
+
+
+def _in_small_tmpfs(mnt, size: str, command: str) -> subprocess.CompletedProcess:
+    """`command` with a `size` tmpfs mounted at `mnt`, in a private mount namespace (no root needed where user
+    namespaces are allowed): a real full disk, not a patched disk_usage."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no unshare -rm here: a small tmpfs cannot be mounted")
+    script = f"mount -t tmpfs -o size={size} tmpfs '{mnt}' && {command}"
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+
+
+def test_a_cache_that_does_not_fit_its_disk_is_refused_before_any_shard(env, tmp_path):
+    """issue 17: the estimate (bytes per view x views x samples) against the free disk, in one line, nothing written."""
+    spec, data = env["specs"]["altclip"], env["recipes"]["altclip"].data
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"name: tinydisk\ndata: {{limit: 24, image_size: 32, train_renders: 2, cache_dir: '{data.cache_dir}'}}\n"
+        f"teacher: {{kind: hf, spec: '{spec}', cache_views: 2}}\n", encoding="utf-8")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    cli = f"'{sys.executable}' -m compress.cli cache-teacher '{recipe}' --views 8 --out '{mnt}/cache'"
+    r = _in_small_tmpfs(mnt, "256k", f"{cli}; rc=$?; echo files=$(ls -A '{mnt}' | wc -l); exit $rc")
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and r.stderr.rstrip().endswith(errors[0]), r.stderr
+    assert "free" in errors[0] and "8 views x 44 samples" in errors[0] and "--views" in errors[0]
+    assert "Traceback" not in r.stderr
+    assert "files=0" in r.stdout  # refused before the folder, let alone a shard, was written
 
 
 def test_the_run_reads_stage1_targets_from_the_recipes_cache(env):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -116,6 +117,22 @@ def _compute_shard(targets: OnlineTargets, collate: KeyCollate, device: torch.de
     return out
 
 
+def estimate_bytes(row_bytes: int, views: int, samples: int, shards: int) -> int:
+    """Disk a write of `samples` x `views` rows in `shards` files takes: the features plus each shard's safetensors
+    header and the manifest, with 1% slack (a shard is written beside its final name, then renamed: no copy)."""
+    if not samples:
+        return 0
+    return int(row_bytes * views * samples * 1.01) + shards * (16 << 10) + (64 << 10)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the filesystem that holds `folder` (or would: its nearest existing parent)."""
+    p = Path(os.path.abspath(folder))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
 def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs: PairSet, folder: str | os.PathLike,
                 views: int | None = None, shard_size: int | None = None, batch_size: int = 64,
                 identity: dict | None = None) -> dict:
@@ -186,8 +203,15 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
     batches = [-(-len(r) * views // batch_size) for r in ranges]
     todo = [i for i, k in enumerate(kept) if not k]
     total_bytes = row_bytes * n * views
-    log(f"teacher cache {folder}: {n} samples x {views} views in {len(ranges)} shard(s), ~{human_size(total_bytes)} "
-        f"of fp16 features; {len(ranges) - len(todo)} shard(s) already written, {len(todo)} to compute")
+    need = estimate_bytes(row_bytes, views, sum(len(ranges[i]) for i in todo), len(todo))
+    free = free_bytes(folder)
+    log(f"teacher cache {folder}: {human_size(row_bytes)} per view x {views} views x {n} samples = "
+        f"~{human_size(total_bytes)} of fp16 features in {len(ranges)} shard(s); {len(ranges) - len(todo)} already "
+        f"written, {len(todo)} to compute (~{human_size(need)}); {human_size(free)} free on its disk")
+    if need > free:
+        raise UserError(f"teacher cache {str(folder)!r} needs ~{human_size(need)} more ({human_size(row_bytes)} per view x "
+                        f"{views} views x {n} samples) but its disk has {human_size(free)} free; free space, choose a "
+                        "folder on a larger disk (--out), or cache fewer views (--views)")
     metadata_base = {"format": FORMAT, "version": str(VERSION), "fingerprint": fp, "match": json.dumps(match, sort_keys=True)}
     entries: dict[int, dict] = {}
     for i in range(len(ranges)):
