@@ -298,3 +298,53 @@ def test_the_run_reads_stage1_targets_from_the_recipes_cache(env):
     with pytest.raises(UserError) as err:
         stage1_targets(wrong, data, None)
     assert "teacher.spec" in _one_line(err)
+
+
+@pytest.mark.parametrize("mode", ["pooled:2", "none"])
+def test_cache_map_modes_round_trip_and_stage1_trains_on_them(env, mode):
+    """issue 17: teacher.cache_maps pooled:G stores each map average-pooled to G x G and stage 1 pools the student's
+    maps the same way; none stores no maps and stage 1 has no map term. Smaller than full, refused by a run that asks
+    for another mode."""
+    import torch.nn.functional as F
+
+    base, pairs, tok = env["recipes"]["altclip"], env["pairs"], env["tok"]
+    recipe = base.model_copy(update={"teacher": base.teacher.model_copy(update={"cache_maps": mode})})
+    folder = env["root"] / f"cache-{mode.replace(':', '')}"
+    teacher = HFTeacher.from_config(recipe.teacher)
+    m = write_cache(recipe, teacher, pairs, folder, views=VIEWS, shard_size=SHARD, batch_size=16)
+    assert m["maps"] == mode and m["bytes"] < env["manifests"]["altclip"]["bytes"]
+    maps = sorted(k for k in m["tensors"] if k.startswith("map_"))
+    if mode == "none":
+        assert maps == [] and m["shapes"]["map_channels"] == []
+    else:
+        assert [m["tensors"][k]["shape"] for k in maps] == [[32, 2, 2], [32, 2, 2]]
+    with pytest.raises(UserError) as err:  # a run that wants full maps
+        CachedTargets(folder, cache_fingerprint(base, pairs))
+    assert "teacher.cache_maps" in _one_line(err)
+    cached = CachedTargets(folder, cache_fingerprint(recipe, pairs))
+    batch = KeyCollate(pairs, recipe.seed, tok)([(0, 0), (43, 1), (7, 0)])
+    online = OnlineTargets(teacher).image(batch)
+    want = [] if mode == "none" else [F.adaptive_avg_pool2d(x, 2) for x in online.maps]
+    got = cached.image(batch)
+    assert len(got.maps) == len(want)
+    for x, y in zip(got.maps, want):
+        torch.testing.assert_close(x, y, rtol=2e-3, atol=2e-3 * float(y.abs().max()))
+    del teacher, online
+    gc.collect()
+    stage = DistillStage(build_student(recipe, tok), cached, DistillConfig(epochs=2, batch_size=32, lr=3e-3))
+    assert len(stage.adapters.maps) == (0 if mode == "none" else 2)
+    cfg = DistillConfig(epochs=2, batch_size=32, lr=3e-3)
+    hist = loop.train(stage, pairs, tok, cfg, loop.LoopContext(seed=recipe.seed, views=VIEWS))
+    assert all(np.isfinite(hist.losses))
+    assert (float(hist.parts[0]["maps"]) == 0.0) == (mode == "none")
+
+
+@pytest.mark.parametrize("bad", ["pooled:0", "pooled:65", "pooled", "half", "pooled:2x2"])
+def test_cache_maps_values_are_checked(bad):
+    from pydantic import ValidationError
+
+    from compress.recipe.schema import TeacherConfig
+
+    with pytest.raises(ValidationError, match="cache_maps"):
+        TeacherConfig(cache_maps=bad)
+    assert TeacherConfig(cache_maps="pooled:64").cache_maps == "pooled:64"

@@ -87,6 +87,14 @@ class DataConfig(Strict):
         return self
 
 
+def parse_cache_maps(value: str) -> tuple[str, int] | None:
+    """`teacher.cache_maps` as (mode, grid): ("full", 0), ("none", 0), ("pooled", G); None when malformed."""
+    if value in ("full", "none"):
+        return value, 0
+    m = re.fullmatch(r"pooled:([0-9]{1,2})", value)
+    return ("pooled", int(m.group(1))) if m and 1 <= int(m.group(1)) <= 64 else None
+
+
 class TeacherConfig(Strict):
     kind: Literal["reference", "hf", "none"] = "reference"
     recipe: str = "recipes/emoji_teacher.yaml"  # kind=reference: the recipe that trains (and caches) it
@@ -107,6 +115,10 @@ class TeacherConfig(Strict):
     # targets from it (K = cache_views augmented views per sample) and needs no teacher in memory.
     cache: str | None = None
     cache_views: int = Field(4, ge=1, le=1024)
+    # What the cache keeps of the teacher's feature maps (issue 17: ViT-L's three 16x16x1024 maps are ~1.5 MB per
+    # view in fp16): `full`; `pooled:G`, each map average-pooled to G x G (the student's maps are pooled the same way
+    # before the loss); `none`, embeddings and text hidden states only (no map term when training from the cache).
+    cache_maps: str = "full"
 
     @model_validator(mode="after")
     def _hf_needs_spec(self) -> "TeacherConfig":
@@ -116,6 +128,9 @@ class TeacherConfig(Strict):
             raise ValueError("teacher.cache: name a folder, or leave it unset to run the teacher online")
         if self.cache is not None and self.kind == "none":
             raise ValueError("teacher.cache: kind 'none' has no teacher whose features could be cached")
+        if parse_cache_maps(self.cache_maps) is None:
+            raise ValueError(f"teacher.cache_maps: {self.cache_maps!r} is not full, none or pooled:G with G in 1..64 "
+                             "(e.g. pooled:4)")
         if self.text_layer is not None and self.text_layers is not None:
             raise ValueError("teacher.text_layers: set either text_layer (one text-hidden target) or text_layers "
                              "(several), not both")
@@ -549,7 +564,7 @@ class Recipe(Strict):
         for section, key, off in (("distill", "embed_adapter", "shared"), ("distill", "cross_lingual", False),
                                   ("teacher", "text_layers", None), ("distill", "unpaired_images", None),
                                   ("distill", "text_only", None), ("align", "retain", 0.0),
-                                  ("align", "pseudo_label", False)):
+                                  ("align", "pseudo_label", False), ("teacher", "cache_maps", "full")):
             if payload[section][key] == off:
                 del payload[section][key]
         if payload["data"]["split_seed"] is None:  # today's world: recipes from before the S/K/U keys keep their hash

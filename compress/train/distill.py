@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import UserError
@@ -184,6 +185,8 @@ class DistillStage(nn.Module):
             s_emb, s_maps = self.image.forward_features(images.pixels)
             n = len(self.adapters.maps)
             t_maps = [m.to(dev) for m in t_img.maps[-n:]] if n else []
+            if getattr(self.targets, "pooled_maps", False):  # a cache of pooled maps: pool the student's the same way
+                s_maps = [F.adaptive_avg_pool2d(s, t.shape[-2:]) for s, t in zip(s_maps[-n:], t_maps)] if n else []
             map_loss = sum(crit(a(s), t) for a, s, t in zip(self.adapters.maps, s_maps[-n:], t_maps)) / max(1, n)
             loss = cfg.map_weight * map_loss
             parts = {"maps": torch.as_tensor(map_loss).detach()}

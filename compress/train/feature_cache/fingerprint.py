@@ -132,6 +132,8 @@ def cache_fingerprint(recipe: Recipe, pairs: PairSet, views: int | None = None, 
         "training_version": TRAINING_VERSION,
         "augmentation": augmentation_probe(pairs, seed),
     }
+    if recipe.teacher.cache_maps != "full":  # caches from before teacher.cache_maps (full maps) keep their fingerprint
+        match["maps"] = recipe.teacher.cache_maps
     return json.loads(json.dumps(match))  # JSON-normalised, so it compares equal to what a manifest holds
 
 
@@ -149,7 +151,7 @@ def default_folder(recipe: Recipe, match: dict) -> Path:
 LABELS = {
     "seed": "the augmentation seed (recipe seed)", "views": "views per sample (teacher.cache_views)",
     "samples": "the training sample list", "training_version": "the training code version (TRAINING_VERSION)",
-    "augmentation": "the augmentation/caption code",
+    "augmentation": "the augmentation/caption code", "maps": "the stored feature maps (teacher.cache_maps)",
 }
 
 

@@ -80,6 +80,9 @@ class CachedTargets:
                                    [int(d) for d in s.get("text_layer_dims", [])])
         self.layout = {k: (v["dtype"], tuple(v["shape"])) for k, v in m["tensors"].items()}
         self.n_maps = sum(1 for k in self.layout if k.startswith("map_"))
+        # teacher.cache_maps the cache was written with; pooled maps are matched by pooling the student's maps
+        self.maps_mode = str(m.get("maps", "full"))
+        self.pooled_maps = self.maps_mode.startswith("pooled:")
         self.verify = verify
         self._shards = m["shards"]
         self._starts = np.array([sh["rows"][0] for sh in self._shards], dtype=np.int64)

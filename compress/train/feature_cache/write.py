@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from compress.atomic import write_json
 from compress.data.pairs import PairSet
@@ -21,6 +22,7 @@ from compress.errors import UserError
 from compress.progress import log, progress_bar
 from compress.prompts import LANGS
 from compress.recipe import Recipe
+from compress.recipe.schema import parse_cache_maps
 from compress.teachers.base import ImageFeatures, Teacher
 from compress.train.data import KeyCollate
 from compress.train.distill import OnlineTargets, TargetShapes
@@ -66,10 +68,29 @@ def _fp16(t: torch.Tensor, what: str) -> np.ndarray:
     return out.numpy()
 
 
-def _layout(shapes: TargetShapes, img: ImageFeatures) -> dict[str, list]:
+def stored_maps(maps: list[torch.Tensor], cache_maps: str) -> list[torch.Tensor]:
+    """The teacher's feature maps as a cache with `teacher.cache_maps` keeps them: all, average-pooled to G x G, or
+    none."""
+    mode, grid = parse_cache_maps(cache_maps) or ("full", 0)
+    if mode == "none":
+        return []
+    if mode == "pooled":
+        return [F.adaptive_avg_pool2d(m.float(), grid) for m in maps]
+    return list(maps)
+
+
+def _stored_shapes(shapes: TargetShapes, cache_maps: str) -> TargetShapes:
+    """The target shapes a cache of `cache_maps` serves: no map channels when it keeps no maps (stage 1 then builds
+    no map adapters)."""
+    if cache_maps != "none":
+        return shapes
+    return TargetShapes(shapes.embed_dim, [], shapes.hidden_dim, list(shapes.text_layer_dims))
+
+
+def _layout(shapes: TargetShapes, img: ImageFeatures, cache_maps: str = "full") -> dict[str, list]:
     """Per-row tensor layout {name: [dtype, shape]} of a cache, from the teacher's output for one key."""
     layout: dict[str, list] = {"image_embedding": ["F16", [shapes.embed_dim]]}
-    for i, m in enumerate(img.maps):
+    for i, m in enumerate(stored_maps(img.maps, cache_maps)):
         layout[f"map_{i}"] = ["F16", list(m.shape[1:])]
     for lang in LANGS:
         layout[f"{lang}_embedding"] = ["F16", [shapes.embed_dim]]
@@ -81,12 +102,13 @@ def _layout(shapes: TargetShapes, img: ImageFeatures) -> dict[str, list]:
     return layout
 
 
-def _probe(targets: OnlineTargets, collate: KeyCollate, device: torch.device) -> dict[str, list]:
-    return _layout(targets.shapes, targets.image(collate([(0, 0)]).to(device)))
+def _probe(targets: OnlineTargets, collate: KeyCollate, device: torch.device, cache_maps: str) -> dict[str, list]:
+    return _layout(targets.shapes, targets.image(collate([(0, 0)]).to(device)), cache_maps)
 
 
 def _compute_shard(targets: OnlineTargets, collate: KeyCollate, device: torch.device, samples: range, views: int,
-                   batch_size: int, layout: dict[str, list], advance: Callable[[str], None]) -> dict[str, np.ndarray]:
+                   batch_size: int, layout: dict[str, list], advance: Callable[[str], None],
+                   cache_maps: str = "full") -> dict[str, np.ndarray]:
     keys = [(i, v) for i in samples for v in range(views)]
     out = {name: np.zeros((len(keys), *shape), dtype=NP_DTYPES[d]) for name, (d, shape) in layout.items()}
     n_maps = sum(1 for name in layout if name.startswith("map_"))
@@ -94,10 +116,11 @@ def _compute_shard(targets: OnlineTargets, collate: KeyCollate, device: torch.de
         batch = collate(keys[start : start + batch_size]).to(device)
         rows = slice(start, start + len(batch))
         img = targets.image(batch)
-        if len(img.maps) != n_maps:
-            raise RuntimeError(f"teacher returned {len(img.maps)} feature maps, expected {n_maps}")
+        maps = stored_maps(img.maps, cache_maps)
+        if len(maps) != n_maps:
+            raise RuntimeError(f"teacher returned {len(maps)} feature maps to store, expected {n_maps}")
         out["image_embedding"][rows] = _fp16(img.embedding, "image embedding")
-        for i, m in enumerate(img.maps):
+        for i, m in enumerate(maps):
             out[f"map_{i}"][rows] = _fp16(m, "feature map")
         has = {"en": batch.has_en.cpu().numpy(), "zh": batch.has_zh.cpu().numpy()}
         if has["en"].any() or has["zh"].any():
@@ -152,6 +175,7 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
         raise UserError(f"shard_size: {shard_size} must be at least 1 sample per shard")
     if len(pairs) == 0:
         raise UserError("the training data is empty; there is nothing to cache")
+    cache_maps = recipe.teacher.cache_maps
     match = cache_fingerprint(recipe, pairs, views, identity)
     fp = fingerprint_hash(match)
     if folder.is_dir():
@@ -191,7 +215,8 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
         targets = None
     else:
         targets = OnlineTargets(get_teacher())
-        target, layout = targets.shapes, _probe(targets, collate, _teacher_device(get_teacher()))
+        target = _stored_shapes(targets.shapes, cache_maps)
+        layout = _probe(targets, collate, _teacher_device(get_teacher()), cache_maps)
     row_bytes = sum((2 if d == "F16" else 1) * int(np.prod(shape)) for d, shape in layout.values())
     shard_size = shard_size or max(1, SHARD_BYTES // (views * row_bytes))
     n = len(pairs)
@@ -222,13 +247,15 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
         device = _teacher_device(get_teacher())
         if targets is None:  # shapes came from the manifest: the teacher must still produce them
             targets = OnlineTargets(get_teacher())
-            if _probe(targets, collate, device) != layout or vars(targets.shapes) != vars(target):
+            if (_probe(targets, collate, device, cache_maps) != layout
+                    or vars(_stored_shapes(targets.shapes, cache_maps)) != vars(target)):
                 raise UserError(f"teacher cache {str(folder)!r}: the teacher's output shapes differ from the cache's; "
                                 "delete the folder and rebuild it")
         done = sum(b for i, b in enumerate(batches) if kept[i])
         with progress_bar("cache teacher features", sum(batches), completed=done) as advance:
             for i in todo:
-                arrays = _compute_shard(targets, collate, device, ranges[i], views, batch_size, layout, advance)
+                arrays = _compute_shard(targets, collate, device, ranges[i], views, batch_size, layout, advance,
+                                        cache_maps)
                 r = ranges[i]
                 size, sha = write_shard(folder / names[i], arrays,
                                          {**metadata_base, "rows": f"{r.start * views}:{r.stop * views}"})
@@ -240,6 +267,7 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
         "format": FORMAT, "version": VERSION, "fingerprint": fp, "match": match,
         "samples": n, "views": views, "rows": n * views, "row_order": "index * views + view",
         "samples_per_shard": shard_size,
+        "maps": cache_maps,  # full | pooled:G | none (teacher.cache_maps)
         "shapes": {"embed_dim": target.embed_dim, "map_channels": list(target.map_channels), "hidden_dim": target.hidden_dim,
                    **({"text_layer_dims": list(target.text_layer_dims)} if target.text_layer_dims else {})},
         "tensors": {k: {"dtype": d, "shape": list(shape)} for k, (d, shape) in layout.items()},
