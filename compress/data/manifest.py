@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageOps
 
 from compress.data.pairs import PairSet
+from compress.data.store import ImageSource, LazyImages
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ CORRUPT_IMAGE = "corrupt_image"  # exists but Pillow cannot decode it
 class ManifestData:
     """Rows loaded from a manifest (or from tar shards, see compress.data.webdataset), one image per row."""
 
-    images: torch.Tensor  # uint8 (N, 3, image_size, image_size), letterboxed
+    images: "ImageSource"  # uint8 (N, 3, image_size, image_size), letterboxed; on disk (LazyImages) for corpora
     en: list[tuple[str, ...]]  # every caption of each row, in file order; () where the row has no English caption
     zh: list[tuple[str, ...]]
     skipped: dict[str, int]  # reason -> count
@@ -65,13 +66,13 @@ class RowCollector:
     """What both loaders (JSONL manifest, tar shards) accumulate: usable rows, and skipped ones counted by reason
     with where each was (a line number or a shard member)."""
 
-    images: list[np.ndarray] = field(default_factory=list)
+    images: list = field(default_factory=list)  # pixels (np.ndarray) or, for a lazy source, the image files
     en: list[tuple[str, ...]] = field(default_factory=list)
     zh: list[tuple[str, ...]] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     where: list[tuple] = field(default_factory=list)  # (location, reason) per skipped row
 
-    def add(self, pixels: np.ndarray, en: tuple[str, ...], zh: tuple[str, ...]) -> None:
+    def add(self, pixels: np.ndarray | str, en: tuple[str, ...], zh: tuple[str, ...]) -> None:
         self.images.append(pixels)
         self.en.append(en)
         self.zh.append(zh)
@@ -81,8 +82,9 @@ class RowCollector:
         self.where.append((where, reason))
 
     def finish(self, source: str, unit: str, empty: str, fix: str, show: Callable[[object], str],
-               warn_source: str | None = None, none_usable: str | None = None) -> tuple:
-        """(images tensor, en, zh, skipped) after the one-line error for no usable rows and the skip warning."""
+               warn_source: str | None = None, none_usable: str | None = None, stack: bool = True) -> tuple:
+        """(images tensor, en, zh, skipped) after the one-line error for no usable rows and the skip warning;
+        `stack=False`: `images` holds no pixels (files of a lazy source), and None comes back in their place."""
         if not self.images:
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or empty
             raise UserError(f"{source}: no usable {none_usable or unit} ({reasons}); {fix}")
@@ -90,7 +92,7 @@ class RowCollector:
             first = ", ".join(f"{show(w)}: {r}" for w, r in self.where[:5])
             log.warning("%s: used %d %s, skipped %s (%s%s)", warn_source or source, len(self.images), unit,
                         self.skipped, first, ", ..." if len(self.where) > 5 else "")
-        return torch.from_numpy(np.stack(self.images)), self.en, self.zh, self.skipped
+        return (torch.from_numpy(np.stack(self.images)) if stack else None), self.en, self.zh, self.skipped
 
 
 def caption_list(value: object) -> tuple[str, ...] | None:
@@ -215,13 +217,21 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
             if target is None:
                 skip(lineno, UNSAFE_PATH)
                 continue
-            pixels = _load_image(target, image_size)
+            pixels = _load_image(target, image_size)  # decoded once to skip what cannot be, then dropped
             if isinstance(pixels, str):
                 skip(lineno, pixels)
                 continue
-            rows.add(pixels, text_en, text_zh)
+            rows.add(str(target), text_en, text_zh)
 
     fix = (f"each line must be {{\"image\": path relative to {root_dir}, \"en\": text, \"zh\": text}} "
            f"(at least one language) with a readable image")
-    images, en, zh, skipped = rows.finish(f"manifest {path}", "rows", "file has no rows", fix, lambda n: f"line {n}")
+    _, en, zh, skipped = rows.finish(f"manifest {path}", "rows", "file has no rows", fix, lambda n: f"line {n}",
+                                     stack=False)
+    images = lazy_files(rows.images, image_size)
     return ManifestData(images=images, en=en, zh=zh, skipped=skipped, used=len(images), skipped_lines=rows.where)
+
+
+def lazy_files(files: list[str], image_size: int) -> LazyImages:
+    """One image file per row, read whole and decoded when a batch asks for it."""
+    n = len(files)
+    return LazyImages(files, np.arange(n), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64), image_size)

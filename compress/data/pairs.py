@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from compress.data.store import ImageSource, cat_images
 from compress.prompts import caption
 
 
@@ -35,7 +36,7 @@ class PairSet:
     carry it as `Batch.has_image`, and every image loss uses only the rows where it is True.
     """
 
-    images: torch.Tensor  # uint8 (N, 3, H, W)
+    images: ImageSource  # uint8 (N, 3, H, W): a tensor, or a corpus left on disk (compress/data/store.py)
     groups: torch.Tensor  # int64 (N,) index into en/zh
     en: list[str | None]  # one caption (or class name) per group; None = no English caption for that group
     zh: list[str | None]
@@ -127,7 +128,7 @@ def stage1_pairs(pairs: PairSet, image_only: PairSet | None = None, text_only: P
         raise ValueError("stage1_pairs: only the text-only set may hold samples without an image")
     if text_only is not None and text_only.num_groups and text_only.templated != pairs.templated:
         raise ValueError("stage1_pairs: the text-only captions and the pairs must agree on `templated`")
-    images = torch.cat([pairs.images] + ([image_only.images] if image_only is not None else []))
+    images = cat_images([pairs.images] + ([image_only.images] if image_only is not None else []))
     groups, en, zh, more, offset = [], [], [], {}, 0
     for p in parts:
         groups.append(p.groups + offset)
@@ -152,6 +153,6 @@ def labelled_pairs(pairs: PairSet, images: torch.Tensor, labels: Sequence[int], 
     more = {lang: dict(m) for lang, m in pairs.more.items()}
     for lang, m in names.more.items():
         more.setdefault(lang, {}).update({pairs.num_groups + pos[g]: c for g, c in m.items() if g in pos})
-    return PairSet(torch.cat([pairs.images, images]), torch.cat([pairs.groups, groups]),
+    return PairSet(cat_images([pairs.images, images]), torch.cat([pairs.groups, groups]),
                    pairs.en + [names.en[g] for g in used], pairs.zh + [names.zh[g] for g in used],
                    templated=pairs.templated, more=more)

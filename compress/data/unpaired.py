@@ -2,7 +2,8 @@
 compress/data/pairs.py stage1_pairs): images with no caption, and text with no image.
 
 - Images: a JSONL manifest of {"image": path} rows, paths relative to the manifest's folder and never leaving it
-  (the rules of compress/data/manifest.py; any captions a row has are ignored). Tar shards: not yet.
+  (the rules of compress/data/manifest.py; any captions a row has are ignored), or webdataset shards (a brace
+  pattern or glob, as data.shards; a sample needs only its image). Either way the images stay on disk.
 - Text: a JSONL of {"en": ..., "zh": ...} rows (a caption or a list of them, one language is enough), or a plain text
   file of one caption (or label) per line, its language told by `compress.prompts.caption_lang`.
 """
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 
 from compress.data.manifest import (MISSING_FIELD, NO_CAPTION, UNSAFE_PATH, RowCollector, _load_image, _safe_path,
-                                    parse_json_object, row_captions)
+                                    lazy_files, parse_json_object, row_captions)
 from compress.data.pairs import PairSet, image_only_pairs, text_only_pairs
 from compress.errors import UserError
 from compress.prompts import caption_lang
@@ -20,10 +21,11 @@ from compress.prompts import caption_lang
 
 def load_image_only(path: str | os.PathLike, image_size: int) -> PairSet:
     """Images of an image-only JSONL manifest, one group per row; bad rows are skipped and counted."""
+    if str(path).endswith(".tar") or any(ch in str(path) for ch in "{*?"):  # webdataset shards, captions optional
+        from compress.data.webdataset import load_shards
+
+        return image_only_pairs(load_shards(str(path), image_size, captions=False).images)
     path = Path(path)
-    if path.suffix == ".tar" or any(ch in str(path) for ch in "{*?"):
-        raise UserError(f"distill.unpaired_images: {path}: webdataset shards are not yet supported for image-only "
-                        "data; give a JSONL manifest of {\"image\": path} rows")
     if not path.is_file():
         raise UserError(f"distill.unpaired_images: {path} not found: give a JSONL file of {{\"image\": path}} rows")
     root = path.parent.resolve()
@@ -38,15 +40,15 @@ def load_image_only(path: str | os.PathLike, image_size: int) -> PairSet:
                 rows.skip(lineno, MISSING_FIELD)
                 continue
             target = _safe_path(root, image)
-            pixels = UNSAFE_PATH if target is None else _load_image(target, image_size)
+            pixels = UNSAFE_PATH if target is None else _load_image(target, image_size)  # a check, then dropped
             if isinstance(pixels, str):
                 rows.skip(lineno, pixels)
                 continue
-            rows.add(pixels, (), ())
-    images, _, _, _ = rows.finish(f"distill.unpaired_images {path}", "rows", "file has no rows",
-                                  f"each line must be {{\"image\": path relative to {root}}} with a readable image",
-                                  lambda n: f"line {n}")
-    return image_only_pairs(images)
+            rows.add(str(target), (), ())
+    rows.finish(f"distill.unpaired_images {path}", "rows", "file has no rows",
+                f"each line must be {{\"image\": path relative to {root}}} with a readable image", lambda n: f"line {n}",
+                stack=False)
+    return image_only_pairs(lazy_files(rows.images, image_size))
 
 
 def load_text_only(path: str | os.PathLike, templated: bool, image_shape: tuple[int, int, int]) -> PairSet:

@@ -1,4 +1,4 @@
-"""WebDataset tar shards, the usual layout of real image-text corpora, read into the same data as a JSONL manifest.
+"""WebDataset tar shards, the usual layout of real image-text corpora: indexed, their images left on disk.
 
 Recipe: `data: {kind: webdataset, shards: "data/shards/train-{000000..000009}.tar"}` (a brace pattern or a glob,
 relative to the working directory). Each sample is a run of tar members sharing a key (the member's path up to
@@ -21,26 +21,32 @@ Samples come in a fixed order: shards sorted by path (numbers in names compared 
 filesystem lists them in, then tar member order. Images are decoded and letterboxed exactly as manifest images,
 so the same files give the same uint8 pixels either way.
 
-The tar reading is webdataset's (`tar_file_expander` + `group_by_keys`, the layout's reference implementation);
-shard files are opened here, not through webdataset's URL opener, so a pattern can never run a `pipe:` command.
+Nothing is held in memory but captions: `load_shards` indexes each shard once (key, captions, and the offset and
+size of the image member; cached under .cache/shard-index, keyed by path, size and mtime) and returns `LazyImages`
+(compress/data/store.py), which reads and decodes an image when a batch asks for it. Members are read with Python's
+`tarfile` (plain .tar only: offsets must be file offsets) under the filters of webdataset's `tar_file_iterator`,
+and grouped by webdataset's `group_by_keys`, the layout's reference implementation. Shard files are opened here,
+not through webdataset's URL opener, so a pattern can never run a `pipe:` command.
 `write_shards` / `manifest_to_shards` turn manifest rows into shards (image bytes copied, not re-encoded).
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import itertools
 import json
 import logging
 import os
 import re
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 from braceexpand import UnbalancedBracesError, braceexpand
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from webdataset.tariterators import group_by_keys
 from webdataset.writer import TarWriter
 
 from compress.atomic import atomic_path
@@ -48,6 +54,7 @@ from compress.data.manifest import (
     BAD_JSON, MISSING_FIELD, MISSING_IMAGE, NO_CAPTION, UNSAFE_PATH, ManifestData, RowCollector, _safe_path,
     caption_list, decode_image, parse_json_object, row_captions,
 )
+from compress.data.store import LazyImages
 from compress.errors import UserError
 from compress.prompts import caption_lang
 
@@ -124,64 +131,162 @@ def sample_captions(sample: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | s
     return en, zh
 
 
-def _sample_pixels(sample: dict, image_size: int) -> np.ndarray | str:
-    data = next((sample[ext] for ext in IMAGE_EXTS if ext in sample), None)
-    if data is None:
-        return MISSING_IMAGE
-    return decode_image(io.BytesIO(data), image_size)
+INDEX_VERSION = 1
+INDEX_DIR = Path(".cache/shard-index")
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
-def _shard_samples(path: Path, errors: list[Exception]) -> Iterator[dict]:
+def _members(path: Path, errors: list[Exception]) -> Iterator[dict]:
+    """The shard's regular-file members as webdataset's `tar_file_iterator` yields them (same filters: metadata
+    `__*__` names skipped), each with its data offset: {"fname", "data": (offset, bytes), "__url__"}. A member that
+    cannot be read ends the shard (recorded in `errors`), as a truncated tar does in webdataset."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(6)
+    except OSError as exn:
+        raise UserError(f"shard {str(path)!r} cannot be opened ({exn.strerror}); fix its permissions or data.shards"
+                        ) from None
+    if any(magic.startswith(m) for m in _COMPRESSED):
+        raise UserError(f"shard {str(path)!r} is compressed; training reads samples in place, so shards must be plain "
+                        ".tar files (decompress them, e.g. gunzip)")
+    try:
+        tar = tarfile.open(path, "r:")
+    except tarfile.TarError as exn:
+        errors.append(exn)
+        return
+    with tar:
+        while True:
+            try:
+                info = tar.next()
+                if info is None:
+                    return
+                if not info.isreg() or re.match(r"__[^/]*__($|/)", info.name):
+                    continue
+                f = tar.extractfile(info)
+                data = f.read() if f is not None else b""
+                if len(data) != info.size:
+                    raise tarfile.ReadError("unexpected end of data")
+            except (tarfile.TarError, OSError, EOFError) as exn:
+                errors.append(exn)
+                return
+            yield {"fname": info.name, "data": (info.offset_data, data), "__url__": str(path)}
+
+
+def _index_shard(path: Path, image_size: int, captions: bool = True) -> dict:
+    """One pass over a shard: each usable sample's key, image place (offset, size) and captions, and each skipped
+    one with its reason. Images are decoded once here (and dropped) so a sample that cannot be decoded is skipped
+    now, as the eager reader skipped it."""
+    errors: list[Exception] = []
+
     def keep_going(exn: Exception) -> bool:
         errors.append(exn)
         return True
 
-    # Opened here rather than by webdataset's url_opener (gopen), which would also run "pipe:..." names as commands.
+    samples, skipped = [], []
+    for sample in group_by_keys(_members(path, errors), handler=keep_going):
+        key = sample["__key__"]
+        where = f"{path}:{key}"
+        texts = {ext: v[1] for ext, v in sample.items() if isinstance(v, tuple)}
+        found = sample_captions(texts)
+        if not captions and found == NO_CAPTION:  # image-only data: a caption is neither needed nor used
+            found = ((), ())
+        if isinstance(found, str):
+            skipped.append([where, found])
+            continue
+        ext = next((e for e in IMAGE_EXTS if e in sample), None)
+        if ext is None:
+            skipped.append([where, MISSING_IMAGE])
+            continue
+        offset, data = sample[ext]
+        pixels = decode_image(io.BytesIO(data), image_size)
+        if isinstance(pixels, str):
+            skipped.append([where, pixels])
+            continue
+        samples.append([key, offset, len(data), list(found[0]), list(found[1])])
+    duplicates = [e for e in errors if isinstance(e, ValueError) and "duplicate file name" in str(e)]
+    for e in duplicates:
+        skipped.append([f"{path}:{str(e.args[0]).split(':', 1)[0]}", DUPLICATE_MEMBER])
+    damaged = None
+    if len(errors) > len(duplicates):
+        first = next(e for e in errors if e not in duplicates)
+        damaged = str(first.args[0]).split(" @ ", 1)[0] if first.args else type(first).__name__
+        skipped.append([str(path), CORRUPT_SHARD])
+    return {"samples": samples, "skipped": skipped, "damaged": damaged}
+
+
+def _index_file(path: Path, image_size: int, index_dir: Path, captions: bool = True) -> tuple[Path, dict]:
+    st = path.stat()
+    ident = {"version": INDEX_VERSION, "shard": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+             "image_size": image_size, **({} if captions else {"captions": False})}
+    name = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24] + ".json"
+    return index_dir / name, ident
+
+
+def shard_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> dict:
+    """The shard's index, from the index cache when the shard is unchanged (same path, size and mtime), else built
+    and cached (temp file, then rename). A cache entry that cannot be read is rebuilt."""
+    file, ident = _index_file(path, image_size, index_dir, captions)
     try:
-        stream = path.open("rb")
-    except OSError as exn:
-        raise UserError(f"shard {str(path)!r} cannot be opened ({exn.strerror}); fix its permissions or data.shards"
-                        ) from None
-    with stream:
-        members = tar_file_expander([{"url": str(path), "stream": stream}], handler=keep_going)
-        yield from group_by_keys(members, handler=keep_going)
+        cached = json.loads(file.read_text(encoding="utf-8"))
+        if cached.get("ident") == ident:
+            return cached
+    except (OSError, ValueError, AttributeError):
+        pass
+    index = {"ident": ident, **_index_shard(path, image_size, captions)}
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(file) as tmp:
+            tmp.write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
+    except OSError as exn:  # a read-only or full cache folder costs a rebuild next time, not this run
+        log.warning("shard index %s not cached (%s)", file, exn.strerror or exn)
+    return index
 
 
-def load_shards(pattern: str, image_size: int = 64) -> ManifestData:
-    """Read every sample of the shards `pattern` names; skip and count damaged ones (see the module docstring)."""
+def load_shards(pattern: str, image_size: int = 64, index_dir: str | os.PathLike = INDEX_DIR,
+                captions: bool = True) -> ManifestData:
+    """The samples of the shards `pattern` names, their images left on disk (`LazyImages`: read and decoded when a
+    batch asks for them); damaged samples skipped and counted (see the module docstring). Each shard is indexed
+    once (one pass over it) and the index cached under `index_dir`, keyed by the shard's path, size and mtime.
+    `captions=False`: image-only data (distill.unpaired_images), where a sample without a caption is kept."""
     paths = expand_shards(pattern)
     rows = RowCollector()
-    skip = rows.skip
-
-    for path in paths:
-        errors: list[Exception] = []
-        before = len(rows.images)
-        for sample in _shard_samples(path, errors):
-            where = f"{path}:{sample['__key__']}"
-            captions = sample_captions(sample)
-            if isinstance(captions, str):
-                skip(where, captions)
-                continue
-            pixels = _sample_pixels(sample, image_size)
-            if isinstance(pixels, str):
-                skip(where, pixels)
-                continue
-            rows.add(pixels, captions[0], captions[1])
-        duplicates = [e for e in errors if isinstance(e, ValueError) and "duplicate file name" in str(e)]
-        for e in duplicates:
-            skip(f"{path}:{str(e.args[0]).split(':', 1)[0]}", DUPLICATE_MEMBER)
-        if len(errors) > len(duplicates):  # one count per shard: a truncated tar raises once per member read after it
-            first = next(e for e in errors if e not in duplicates)
-            why = str(first.args[0]).split(" @ ", 1)[0] if first.args else type(first).__name__
-            skip(str(path), CORRUPT_SHARD)
+    source, offset, size, keys = [], [], [], []
+    for s, path in enumerate(progress_paths(paths)):
+        index = shard_index(path, image_size, Path(index_dir), captions)
+        for key, off, n, en, zh in index["samples"]:
+            source.append(s)
+            offset.append(off)
+            size.append(n)
+            keys.append(key)
+            rows.en.append(tuple(en))
+            rows.zh.append(tuple(zh))
+        for where, reason in index["skipped"]:
+            rows.skip(where, reason)
+        if index["damaged"]:
             log.warning("shard %s is damaged after %d usable samples (%s); the rest of it is skipped", path,
-                        len(rows.images) - before, why)
-
+                        len(index["samples"]), index["damaged"])
+    rows.images = keys  # finish() counts usable rows by `images`
     fix = ("each sample needs <key>.jpg (or .png, .webp) and <key>.json {\"en\": text, \"zh\": text} "
            "(at least one language)")
-    images, en, zh, skipped = rows.finish(f"data.shards {pattern!r}", "samples", "the shards hold no samples", fix, str,
-                                          warn_source=f"shards {pattern}", none_usable=f"samples in {len(paths)} shards")
-    return ManifestData(images=images, en=en, zh=zh, skipped=skipped, used=len(images), skipped_samples=rows.where)
+    rows.finish(f"data.shards {pattern!r}", "samples", "the shards hold no samples", fix, str,
+                warn_source=f"shards {pattern}", none_usable=f"samples in {len(paths)} shards", stack=False)
+    images = LazyImages([str(p) for p in paths], np.asarray(source), np.asarray(offset), np.asarray(size), image_size,
+                        keys)
+    return ManifestData(images=images, en=rows.en, zh=rows.zh, skipped=rows.skipped, used=len(images),
+                        skipped_samples=rows.where)
+
+
+def progress_paths(paths: list[Path]) -> Iterator[Path]:
+    """The shards, with a progress bar when there are many to index."""
+    if len(paths) < 8:
+        yield from paths
+        return
+    from compress.progress import progress_bar
+
+    with progress_bar("index shards", len(paths)) as advance:
+        for p in paths:
+            yield p
+            advance(p.name)
 
 
 @dataclass

@@ -38,4 +38,4 @@ def loop_context(state: RunState, stage_offset: int, distributed: bool = True) -
     recipe = state.recipe
     torch.manual_seed(recipe.seed + stage_offset)
     return loop.LoopContext(state.out, recipe.seed + stage_offset, recipe.training, state.resume,
-                            distributed=distributed and state.distributed)
+                            distributed=distributed and state.distributed, workers=recipe.data.workers)

@@ -39,6 +39,9 @@ class DataConfig(Strict):
     unseen_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     limit: int | None = Field(None, ge=8, le=1_000_000)
     manifest: str | None = None
+    # DataLoader worker processes that read and decode training images (0: in the training process). Batches are a
+    # pure function of their keys, so any count gives the same batches; a corpus on disk wants 2 or more.
+    workers: int = Field(0, ge=0, le=64)
     # kind=webdataset: tar shards, a brace pattern ("data/shards/train-{000000..000009}.tar") or a glob, relative
     # to the working directory; each sample is <key>.jpg|png|webp + <key>.json {"en": ..., "zh": ...}
     shards: str | None = None
@@ -567,6 +570,7 @@ class Recipe(Strict):
                                   ("align", "pseudo_label", False), ("teacher", "cache_maps", "full")):
             if payload[section][key] == off:
                 del payload[section][key]
+        payload["data"].pop("workers", None)  # where images are decoded changes no batch
         if payload["data"]["split_seed"] is None:  # today's world: recipes from before the S/K/U keys keep their hash
             for key in ("split_seed", "student_fraction", "pairs"):
                 del payload["data"][key]

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from compress.data.augment import to_float
 from compress.data.pairs import PairSet
+from compress.data.store import LazyImages, select_images
 from compress.model import DualEncoder, DualEncoderSpec
 from compress.prompts import eval_prompts
 from compress.recipe.schema import Recipe
@@ -46,7 +47,7 @@ def split_holdout(pairs: PairSet, n: int, seed: int) -> tuple[PairSet, Holdout]:
     held = [rng.choice(members[g]) for g in chosen]
     keep = torch.ones(len(pairs), dtype=torch.bool)
     keep[held] = False
-    train = PairSet(pairs.images[keep], pairs.groups[keep], pairs.en, pairs.zh, pairs.templated, pairs.more)
+    train = PairSet(select_images(pairs.images, keep), pairs.groups[keep], pairs.en, pairs.zh, pairs.templated, pairs.more)
     names = {lang: [(pairs.en if lang == "en" else pairs.zh)[g] for g in chosen] for lang in ("en", "zh")}
     return train, Holdout(pairs.images[held], chosen, names, pairs.templated)
 
@@ -55,6 +56,8 @@ def resized(pairs: PairSet, size: int) -> PairSet:
     """The same pairs at another square resolution (antialiased bilinear), for candidates of another input size."""
     if pairs.images.shape[-1] == size:
         return pairs
+    if isinstance(pairs.images, LazyImages):  # a corpus on disk: decode at the new size instead
+        return PairSet(pairs.images.at_size(size), pairs.groups, pairs.en, pairs.zh, pairs.templated, pairs.more)
     img = F.interpolate(pairs.images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     img = img.round().clamp(0, 255).to(torch.uint8)
     return PairSet(img, pairs.groups, pairs.en, pairs.zh, pairs.templated, pairs.more)

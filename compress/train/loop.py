@@ -12,6 +12,8 @@ the first step's loss equals a single process's on the same batch.
 """
 from __future__ import annotations
 
+import os
+
 import csv
 import math
 import time
@@ -130,6 +132,13 @@ class History:
                 "steps": self.steps, "batch": self.batch}
 
 
+def _one_thread(_worker: int) -> None:
+    """A loader worker decodes and augments with one torch thread: the training process owns the cores' threads
+    (and the tokenizer stays single-threaded in a forked worker, as HF tokenizers asks)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    torch.set_num_threads(1)
+
+
 @dataclass
 class LoopContext:
     """Where a stage's checkpoints and logs go, and how it runs. `folder=None`: no checkpoints, no logs."""
@@ -140,6 +149,7 @@ class LoopContext:
     resume: bool = False
     distributed: bool = True  # False: this process trains alone (QAT, or the teacher while others wait)
     views: int | None = None  # K views per sample when the data comes with a K-view teacher cache
+    workers: int = 0  # DataLoader worker processes that build batches (read, decode, augment, tokenize)
 
 
 # ------------------------------------------------------------------------------------------------ scalars
@@ -199,7 +209,9 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
     acc.step = 0  # micro-batch counter of `accumulate`; stages (and resumed positions) start on a step boundary
     micro = micro_batch_size(cfg.batch_size, cfg.grad_accum, world, pairs.num_groups)
     plan = EpochPlan(pairs, micro, ctx.seed, cfg.grad_accum, ctx.views)
-    loader = torch.utils.data.DataLoader(KeyDataset(), batch_sampler=plan, collate_fn=KeyCollate(pairs, ctx.seed, tokenizer))
+    loader = torch.utils.data.DataLoader(KeyDataset(), batch_sampler=plan, collate_fn=KeyCollate(pairs, ctx.seed, tokenizer),
+                                         num_workers=ctx.workers, worker_init_fn=_one_thread if ctx.workers else None,
+                                         prefetch_factor=4 if ctx.workers else None, persistent_workers=ctx.workers > 0)
     optimizer = torch.optim.AdamW(stage.param_groups(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     steps_per_epoch = plan.batches_per_epoch // cfg.grad_accum
     total_steps = max(1, cfg.epochs * steps_per_epoch)

@@ -97,9 +97,14 @@ def teacher_identity(recipe: Recipe) -> dict:
 def samples_digest(pairs: PairSet) -> dict:
     """Count and sha256 of the training sample list: images, groups, captions (what KeyCollate reads)."""
     h = hashlib.sha256()
-    images = pairs.images.contiguous()
-    h.update(f"{tuple(images.shape)} {images.dtype}\n".encode())
-    h.update(memoryview(images.numpy()).cast("B"))
+    if torch.is_tensor(pairs.images):
+        images = pairs.images.contiguous()
+        h.update(f"{tuple(images.shape)} {images.dtype}\n".encode())
+        h.update(memoryview(images.numpy()).cast("B"))
+    else:  # a corpus on disk (compress/data/store.py): its files and places, not its pixels
+        from compress.data.store import images_digest
+
+        h.update(f"{tuple(pairs.images.shape)} lazy {images_digest(pairs.images)}\n".encode())
     h.update(pairs.groups.to(torch.int64).contiguous().numpy().tobytes())
     more = {lang: {str(g): list(c) for g, c in sorted(m.items())} for lang, m in sorted(pairs.more.items())}
     h.update(json.dumps([pairs.en, pairs.zh, pairs.templated, more], ensure_ascii=False).encode())
