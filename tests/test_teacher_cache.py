@@ -331,9 +331,9 @@ def test_cache_map_modes_round_trip_and_stage1_trains_on_them(env, mode):
         torch.testing.assert_close(x, y, rtol=2e-3, atol=2e-3 * float(y.abs().max()))
     del teacher, online
     gc.collect()
-    stage = DistillStage(build_student(recipe, tok), cached, DistillConfig(epochs=2, batch_size=32, lr=3e-3))
+    cfg = DistillConfig(epochs=1, batch_size=32, lr=3e-3)
+    stage = DistillStage(build_student(recipe, tok), cached, cfg)
     assert len(stage.adapters.maps) == (0 if mode == "none" else 2)
-    cfg = DistillConfig(epochs=2, batch_size=32, lr=3e-3)
     hist = loop.train(stage, pairs, tok, cfg, loop.LoopContext(seed=recipe.seed, views=VIEWS))
     assert all(np.isfinite(hist.losses))
     assert (float(hist.parts[0]["maps"]) == 0.0) == (mode == "none")
