@@ -183,3 +183,35 @@ def test_image_only_shards_feed_stage_1(corpus, tmp_path, monkeypatch):
     assert isinstance(pairs.images, LazyImages) and len(pairs) == 5 and pairs.en == [None] * 5
     want = decode_image(io.BytesIO((corpus["root"] / "images" / corpus["rows"][2]["image"]).read_bytes()), 32)
     assert np.array_equal(pairs.images[2].numpy(), want)
+
+
+@pytest.mark.parametrize("kind", ["altclip", "chinese_clip"])
+def test_the_teacher_sees_its_image_processor_on_the_students_crop(corpus, tmp_path, kind):
+    """issue 17: on a training crop of a non-square photo, the teacher's input equals its own image processor
+    (CLIPImageProcessor / ChineseCLIPImageProcessor) on that crop within 1/255; the student's view is the same crop."""
+    from transformers import AutoImageProcessor
+
+    from compress.data.store import _resized
+    from compress.teachers.hf import HFTeacher
+    from compress.train.data import KeyCollate, view_augment_params
+    from tests.hf_fixtures import make_tiny_altclip, make_tiny_chinese_clip
+
+    spec = (make_tiny_altclip if kind == "altclip" else make_tiny_chinese_clip)(tmp_path / kind)
+    teacher, processor = HFTeacher.from_pretrained(str(spec)), AutoImageProcessor.from_pretrained(str(spec))
+    pairs = corpus["data"].train
+    keys = [(1, 0), (4, 7), (9, 3)]
+    sizes = [Image.open(corpus["root"] / "images" / corpus["rows"][i]["image"]).size for i, _ in keys]
+    assert all(w != h for w, h in sizes)  # non-square photos
+    batch = KeyCollate(pairs, 0, None, teacher.train_input)(keys)
+    assert batch.teacher_pixels.shape[-1] == teacher.train_input[0] and batch.pixels.shape[-1] == 32
+    params = view_augment_params(0, keys)
+    std = torch.tensor(processor.image_std).view(3, 1, 1)
+    for j, (i, _) in enumerate(keys):
+        crop = pairs.images.crop(i, params[j], max(32, teacher.train_input[0]))
+        want = processor(images=crop, return_tensors="pt")["pixel_values"][0]
+        got = teacher.preprocess(batch.teacher_pixels[j : j + 1])[0]
+        assert float(((got - want).abs() * std).max()) <= 1 / 255 + 1e-6, (kind, i)
+        student, _ = pairs.images.train_views(np.array([i]), params[j : j + 1])
+        assert np.array_equal(student[0].numpy(), _resized(crop, 32, None))
+    crops = {pairs.images.crop(1, view_augment_params(0, [(1, v)])[0], 32).size for v in range(6)}
+    assert len(crops) > 1  # views differ in crop size (and place)

@@ -482,3 +482,15 @@ def test_unsupported_or_broken_folder_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="could not load teacher from folder.*altclip") as err:
         HFTeacher.from_pretrained(str(empty))
     assert "\n" not in str(err.value)
+
+
+def test_a_checkpoint_whose_image_processor_does_not_load_is_refused(folders: dict[str, Path], tmp_path: Path) -> None:
+    """issue 17: no silent fallback to CLIP's preprocessing: the teacher's resize, crop and mean/std are its own."""
+    import shutil
+
+    broken = tmp_path / "no-processor"
+    shutil.copytree(folders["altclip"], broken)
+    (broken / "preprocessor_config.json").unlink()
+    with pytest.raises(UserError, match="preprocessor_config.json") as err:
+        HFTeacher.from_pretrained(str(broken))
+    assert "\n" not in str(err.value) and "image processor" in str(err.value)

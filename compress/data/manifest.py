@@ -107,16 +107,20 @@ def caption_list(value: object) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value if v.strip())
 
 
-def letterbox(img: Image.Image, size: int) -> np.ndarray:
-    """Fit the whole image into size x size keeping its aspect ratio (no crop: a caption may name an edge object)."""
+def rgb(img: Image.Image) -> Image.Image:
+    """Upright RGB: EXIF orientation applied, transparency flattened onto white."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         flat = Image.new("RGB", rgba.size, (255, 255, 255))
         flat.paste(rgba, mask=rgba.getchannel("A"))
-        img = flat
-    else:
-        img = img.convert("RGB")
+        return flat
+    return img.convert("RGB")
+
+
+def letterbox(img: Image.Image, size: int) -> np.ndarray:
+    """Fit the whole image into size x size keeping its aspect ratio (no crop: a caption may name an edge object)."""
+    img = rgb(img)
     w, h = img.size
     s = size / max(w, h)
     nw, nh = max(1, round(w * s)), max(1, round(h * s))

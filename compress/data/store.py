@@ -65,6 +65,48 @@ class LazyImages:
         """The same rows decoded (letterboxed) at another square size."""
         return LazyImages(self.files, self.source, self.offset, self.size, image_size, self.keys)
 
+    def train_views(self, rows: np.ndarray, params: torch.Tensor, teacher: tuple[int, int] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training views of `rows`, crop-consistent (issue 17): each image's shorter side resized to
+        `CROP_MARGIN` x the larger input size, one random square crop per row placed and sized by its augmentation
+        `params` (zoom, shift x, shift y: compress/data/augment.py), then that one crop resized to the student's
+        `image_size` (uint8, letterbox's filter) and, with `teacher` = (size, PIL resample code), to the teacher's
+        first resize with its own filter (uint8): what its image processor gives for that crop."""
+        student = np.empty((len(rows), 3, self.image_size, self.image_size), dtype=np.uint8)
+        t_size = teacher[0] if teacher is not None else 0
+        teach = np.empty((len(rows), 3, t_size, t_size), dtype=np.uint8) if teacher is not None else None
+        for j, i in enumerate(np.asarray(rows).tolist()):
+            crop = self.crop(i, params[j], max(self.image_size, t_size))
+            student[j] = _resized(crop, self.image_size, None)
+            if teach is not None:
+                teach[j] = _resized(crop, t_size, teacher[1])
+        return torch.from_numpy(student), (torch.from_numpy(teach) if teach is not None else None)
+
+    def crop(self, i: int, p: torch.Tensor, size: int):
+        """Row i's training crop (a square PIL image) for augmentation draw `p`, the larger input side `size`."""
+        from PIL import Image
+
+        from compress.data.augment import MAX_SHIFT
+        from compress.data.manifest import rgb
+
+        try:
+            img = Image.open(io.BytesIO(self.read(i)))
+            img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale, still >= 2x the crop
+            img = rgb(img)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            raise UserError(f"image {self.where(i)} no longer decodes (it did when the corpus was indexed); restore "
+                            "it, or delete .cache/shard-index to index the corpus again") from None
+        w, h = img.size
+        base = max(1, round(size * CROP_MARGIN))
+        scale = base / min(w, h)
+        w, h = max(base, round(w * scale)), max(base, round(h * scale))
+        img = img.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        zoom, sx, sy = (float(v) for v in p[:3])
+        side = min(base, max(1, round(base / (CROP_MARGIN * zoom))))
+        ux, uy = (min(1.0, max(0.0, (v / MAX_SHIFT + 1) / 2)) for v in (sx, sy))
+        left, top = round(ux * (w - side)), round(uy * (h - side))
+        return img.crop((left, top, left + side, top + side))
+
     # -- one row
     def where(self, i: int) -> str:
         f = self.files[self.source[i]]
@@ -108,6 +150,23 @@ class LazyImages:
         return h.hexdigest()
 
 
+# Shorter side resized to this times the input size before a random crop: CLIP's 256 / 224, the margin its centre
+# crop keeps at evaluation.
+CROP_MARGIN = 256 / 224
+
+
+def _resized(crop, size: int, resample: int | None) -> np.ndarray:
+    """uint8 (3, size, size) of a square PIL crop: the teacher's filter (`resample`, a PIL code) as its image
+    processor applies it, or letterbox's (LANCZOS, reducing_gap 3) for the student."""
+    from PIL import Image
+
+    if resample is None:
+        out = crop.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    else:
+        out = crop.resize((size, size), resample)
+    return np.asarray(out).transpose(2, 0, 1)
+
+
 class ConcatImages:
     """Several image sources end to end (the pairs, then image-only rows): what `torch.cat` was for tensors."""
 
@@ -140,6 +199,23 @@ class ConcatImages:
             sel = np.flatnonzero(part == p)
             out[torch.from_numpy(sel)] = self.parts[p][torch.from_numpy(rows[sel] - self.starts[p])]
         return out
+
+    def train_views(self, rows: np.ndarray, params: torch.Tensor, teacher: tuple[int, int] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`LazyImages.train_views` part by part (every part is on disk: see `crops_from_disk`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        student = torch.empty((len(rows), *self._item), dtype=torch.uint8)
+        teach = None
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        for p in np.unique(part):
+            sel = np.flatnonzero(part == p)
+            s_p, t_p = self.parts[p].train_views(rows[sel] - self.starts[p], params[torch.from_numpy(sel)], teacher)
+            student[torch.from_numpy(sel)] = s_p
+            if t_p is not None:
+                if teach is None:
+                    teach = torch.empty((len(rows), *t_p.shape[1:]), dtype=torch.uint8)
+                teach[torch.from_numpy(sel)] = t_p
+        return student, teach
 
     def digest(self) -> str:
         h = hashlib.sha256(b"concat\n")
@@ -178,6 +254,13 @@ def _rows(index, n: int) -> np.ndarray:
     if a.size and (a.min() < -n or a.max() >= n):
         raise IndexError(f"image index out of range for {n} images")
     return np.where(a < 0, a + n, a)
+
+
+def crops_from_disk(images: ImageSource) -> bool:
+    """Whether training views of `images` are crops of the files (a corpus on disk), not augmented tensor rows."""
+    if isinstance(images, LazyImages):
+        return True
+    return isinstance(images, ConcatImages) and all(crops_from_disk(p) for p in images.parts)
 
 
 def select_images(images: ImageSource, index) -> ImageSource:

@@ -81,6 +81,7 @@ def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple
                 ctx = loop_context(state, 0)
                 targets = stage1_targets(recipe, data, teacher)
                 ctx.views = getattr(targets, "views", None)  # a K-view cache: the plan draws views from range(K)
+                ctx.teacher_input = getattr(teacher, "train_input", None) if not cached else None
                 stage = DistillStage(model, targets, recipe.distill, seed=recipe.seed)
                 hist = loop.train(stage, stage1, tokenizer, recipe.distill, ctx)  # stage 2 below: pairs only
                 model.eval()
@@ -102,6 +103,8 @@ def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple
                                                   for k, v in info.items()))
             stage = AlignStage(model.image, model.text, model.logit_scale, recipe.align, teacher=teacher,
                                reference=reference, reference_weight=recipe.align.retain)
+            if recipe.align.affinity_weight > 0:  # the teacher scores its own view of each crop
+                ctx.teacher_input = getattr(teacher, "train_input", None)
             hist = loop.train(stage, pairs, tokenizer, recipe.align, ctx)
             model.eval()
             state.history["align"] = hist.as_dict()

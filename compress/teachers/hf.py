@@ -47,6 +47,7 @@ DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, 
 DEVICES = ("auto", "cpu", "cuda")
 # PIL resampling codes of image processor configs -> torch interpolation modes (antialiased, like PIL).
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}
+_PIL_RESAMPLE = {mode: code for code, mode in _RESAMPLE.items()}
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,13 @@ class HFTeacher:
             hidden = at(self.text_layer) if tap else pooled[0]
         return TextFeatures(embedding=_plain(embedding), hidden=_plain(hidden))
 
+    @property
+    def train_input(self) -> tuple[int, int]:
+        """(side, PIL resample code) of the image processor's first resize: a training crop resized so is what
+        `preprocess` then turns into exactly the processor's output (its centre crop, if any, and normalisation)."""
+        p = self.preprocessing
+        return p.resize_shortest or p.size, _PIL_RESAMPLE[p.mode]
+
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
         """[0, 1] pixels (B, 3, H, W) -> the normalised fp32 tensor the vision tower sees (on the teacher's device).
 
@@ -415,9 +423,10 @@ def _image_preprocessing(source: str, offline: bool, config: object) -> ImagePre
     native = _square(config.vision_config.image_size, "image size", source)
     try:
         proc = AutoImageProcessor.from_pretrained(source, local_files_only=offline)
-    except Exception as exc:  # noqa: BLE001 - a missing/odd processor config must not block loading
-        log.warning("no usable image processor config for %s (%s); using CLIP defaults", source, first_line(exc))
-        return ImagePreprocessing(native, native)
+    except Exception as exc:  # noqa: BLE001 - any failure: guessing CLIP's defaults would distil the wrong inputs
+        raise UserError(f"teacher {source!r}: its image processor (preprocessor_config.json) cannot be loaded "
+                        f"({first_line(exc)}); the teacher's resize, crop and normalisation come from it, so add or "
+                        "repair that file (AutoImageProcessor.save_pretrained writes one)") from None
     if getattr(proc, "do_normalize", True):
         mean = tuple(float(v) for v in (getattr(proc, "image_mean", None) or CLIP_MEAN))
         std = tuple(float(v) for v in (getattr(proc, "image_std", None) or CLIP_STD))

@@ -128,7 +128,8 @@ class AlignStage(nn.Module):
         with torch.no_grad():
             captions = [c for c in batch.en if c is not None] + [c for c in batch.zh if c is not None]
             t_txt = self.teacher.encode_text(captions).embedding.to(dev)
-            t_img = self.teacher.encode_image(pix.pixels).embedding.to(dev) if len(pix) else t_txt.new_zeros(0, t_txt.shape[1])
+            view = pix.teacher_pixels if pix.teacher_pixels is not None else pix.pixels  # its own view of each crop
+            t_img = self.teacher.encode_image(view).embedding.to(dev) if len(pix) else t_txt.new_zeros(0, t_txt.shape[1])
         if partial:
             t_img = _full(t_img, batch.has_image) if len(pix) else t_txt.new_zeros(len(batch), t_txt.shape[1])
         n_en = int(has["en"].sum())

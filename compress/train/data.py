@@ -19,8 +19,9 @@ from typing import Iterator
 
 import torch
 
-from compress.data.augment import apply_augment, augment_params
+from compress.data.augment import apply_augment, augment_params, to_float
 from compress.data.pairs import PairSet
+from compress.data.store import crops_from_disk
 from compress.errors import UserError
 from compress.prompts import TEMPLATES
 from compress.tokenizer import BilingualTokenizer
@@ -71,6 +72,9 @@ class Batch:
     # bool (B,): rows with an image; None = all of them. A text-only row's pixels are zeros that no image loss may
     # use (stage 1 with distill.text_only; see PairSet).
     has_image: torch.Tensor | None = None
+    # float32 (B, 3, T, T) in [0, 1]: the teacher's view of the same crop as `pixels`, at its own first resize, for a
+    # corpus on disk and a teacher that asked for it (KeyCollate's `teacher_input`); None: the teacher sees `pixels`.
+    teacher_pixels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
@@ -81,7 +85,7 @@ class Batch:
         pick = lambda t: None if t is None else t[mask]  # noqa: E731
         return Batch(self.keys[mask], self.pixels[mask], [c for c, k in zip(self.en, keep) if k],
                      [c for c, k in zip(self.zh, keep) if k], pick(self.en_ids), pick(self.zh_ids), pick(self.has_en),
-                     pick(self.has_zh), pick(self.has_image))
+                     pick(self.has_zh), pick(self.has_image), pick(self.teacher_pixels))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """Move the tensors (accelerate's device placement calls this)."""
@@ -93,28 +97,49 @@ class Batch:
 
 
 class KeyCollate:
-    """keys -> Batch: images gathered by index, augmented per view, captions drawn per view, then tokenised."""
+    """keys -> Batch: images gathered by index, augmented per view, captions drawn per view, then tokenised.
 
-    def __init__(self, pairs: PairSet, seed: int, tokenizer: BilingualTokenizer | None) -> None:
-        self.pairs, self.seed, self.tokenizer = pairs, seed, tokenizer
+    A corpus on disk (compress/data/store.py) gives crop-consistent views instead: one random crop per view (placed
+    and sized by the view's augmentation draw), resized for the student and, with `teacher_input` = (size, PIL
+    resample code) of a teacher's image processor, for the teacher (`Batch.teacher_pixels`); the student's view also
+    gets the photometric jitter, the teacher's is what its processor makes of the crop."""
+
+    def __init__(self, pairs: PairSet, seed: int, tokenizer: BilingualTokenizer | None,
+                 teacher_input: tuple[int, int] | None = None) -> None:
+        self.pairs, self.seed, self.tokenizer, self.teacher_input = pairs, seed, tokenizer, teacher_input
+        self.crops = crops_from_disk(pairs.images)
+
+    def _views(self, index: torch.Tensor, keys: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        params = view_augment_params(self.seed, keys)
+        if not self.crops:
+            return apply_augment(self.pairs.images[index], params), None
+        student, teacher = self.pairs.images.train_views(index.numpy(), params, self.teacher_input)
+        photometric = params.clone()
+        photometric[:, 0], photometric[:, 1:3] = 1.0, 0.0  # the crop did the geometry
+        return apply_augment(student, photometric), (to_float(teacher) if teacher is not None else None)
 
     def __call__(self, keys: list[tuple[int, int]]) -> Batch:
         index = torch.tensor([k[0] for k in keys], dtype=torch.long)
         has_image = self.pairs.has_image(index)
+        teacher_pixels = None
         if has_image is None:  # every sample has an image (every set without text-only rows)
-            pixels = apply_augment(self.pairs.images[index], view_augment_params(self.seed, keys))
+            pixels, teacher_pixels = self._views(index, keys)
         else:  # text-only rows: zero pixels, masked out of every image loss by `has_image`
             size = self.pairs.images.shape[1:]
             with_image = [k for k, h in zip(keys, has_image.tolist()) if h]
-            seen = apply_augment(self.pairs.images[index[has_image]], view_augment_params(self.seed, with_image))
+            seen, t_seen = self._views(index[has_image], with_image)
             pixels = torch.zeros((len(keys), *size), dtype=seen.dtype)
             pixels[has_image] = seen
+            if t_seen is not None:
+                teacher_pixels = torch.zeros((len(keys), *t_seen.shape[1:]), dtype=t_seen.dtype)
+                teacher_pixels[has_image] = t_seen
         en = [view_caption(self.pairs, self.seed, i, v, "en") for i, v in keys]
         zh = [view_caption(self.pairs, self.seed, i, v, "zh") for i, v in keys]
         batch = Batch(torch.tensor(keys, dtype=torch.long).view(-1, 2), pixels, en, zh)
         batch.has_en = torch.tensor([c is not None for c in en], dtype=torch.bool)
         batch.has_zh = torch.tensor([c is not None for c in zh], dtype=torch.bool)
         batch.has_image = has_image
+        batch.teacher_pixels = teacher_pixels
         if self.tokenizer is not None:
             batch.en_ids = self.tokenizer([c or "" for c in en])
             batch.zh_ids = self.tokenizer([c or "" for c in zh])

@@ -72,8 +72,9 @@ class OnlineTargets:
         self.shapes = TargetShapes(int(teacher.embed_dim), list(teacher.map_channels), hidden, taps)
 
     def image(self, batch: Batch) -> ImageFeatures:
+        pixels = batch.teacher_pixels if batch.teacher_pixels is not None else batch.pixels
         with torch.no_grad():
-            return self.teacher.encode_image(batch.pixels)
+            return self.teacher.encode_image(pixels)
 
     def text(self, batch: Batch) -> TextFeatures:
         with torch.no_grad():

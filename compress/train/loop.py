@@ -150,6 +150,9 @@ class LoopContext:
     distributed: bool = True  # False: this process trains alone (QAT, or the teacher while others wait)
     views: int | None = None  # K views per sample when the data comes with a K-view teacher cache
     workers: int = 0  # DataLoader worker processes that build batches (read, decode, augment, tokenize)
+    # (size, PIL resample) of the teacher's first resize: a corpus on disk then gives the teacher its own view of
+    # each crop (KeyCollate); None: the teacher sees the student's pixels
+    teacher_input: tuple[int, int] | None = None
 
 
 # ------------------------------------------------------------------------------------------------ scalars
@@ -209,7 +212,7 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
     acc.step = 0  # micro-batch counter of `accumulate`; stages (and resumed positions) start on a step boundary
     micro = micro_batch_size(cfg.batch_size, cfg.grad_accum, world, pairs.num_groups)
     plan = EpochPlan(pairs, micro, ctx.seed, cfg.grad_accum, ctx.views)
-    loader = torch.utils.data.DataLoader(KeyDataset(), batch_sampler=plan, collate_fn=KeyCollate(pairs, ctx.seed, tokenizer),
+    loader = torch.utils.data.DataLoader(KeyDataset(), batch_sampler=plan, collate_fn=KeyCollate(pairs, ctx.seed, tokenizer, ctx.teacher_input),
                                          num_workers=ctx.workers, worker_init_fn=_one_thread if ctx.workers else None,
                                          prefetch_factor=4 if ctx.workers else None, persistent_workers=ctx.workers > 0)
     optimizer = torch.optim.AdamW(stage.param_groups(), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)

@@ -137,6 +137,10 @@ def cache_fingerprint(recipe: Recipe, pairs: PairSet, views: int | None = None, 
         "training_version": TRAINING_VERSION,
         "augmentation": augmentation_probe(pairs, seed),
     }
+    from compress.data.store import CROP_MARGIN, crops_from_disk
+
+    if crops_from_disk(pairs.images):  # a corpus on disk: the teacher saw its own view of each random crop
+        match["crop"] = {"margin": round(CROP_MARGIN, 6)}
     if recipe.teacher.cache_maps != "full":  # caches from before teacher.cache_maps (full maps) keep their fingerprint
         match["maps"] = recipe.teacher.cache_maps
     return json.loads(json.dumps(match))  # JSON-normalised, so it compares equal to what a manifest holds

@@ -206,7 +206,13 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
         return loaded[0]
 
     # Shapes: from the manifest of an earlier write when there is one; else from the teacher's output for one key.
-    collate = KeyCollate(pairs, recipe.seed + STAGE1_SEED_OFFSET, None)
+    def collate(keys: list[tuple[int, int]]):  # the teacher's own view of each crop, as online stage 1 gives it
+        if not made:
+            made.append(KeyCollate(pairs, recipe.seed + STAGE1_SEED_OFFSET, None,
+                                   getattr(get_teacher(), "train_input", None)))
+        return made[0](keys)
+
+    made: list[KeyCollate] = []
     old = read_json(folder / MANIFEST)
     if old is not None and old.get("fingerprint") == fp and old.get("version") == VERSION:
         target = TargetShapes(**old["shapes"])
