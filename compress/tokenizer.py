@@ -147,6 +147,25 @@ class BilingualTokenizer:
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
         return torch.tensor([e.ids for e in self.tokenizer.encode_batch(list(texts))], dtype=torch.long)
 
+    def window(self, texts: Sequence[str | None]) -> list[str | None]:
+        """Each text cut to what this tokenizer keeps of it (the characters its first `context_length` tokens
+        cover); a text that fits comes back unchanged. A teacher that reads the caption must read this much, no
+        more: its target then describes the text the student saw (issue 17)."""
+        return self.encode_with_window(texts)[1]
+
+    def encode_with_window(self, texts: Sequence[str | None]) -> tuple[torch.Tensor, list[str | None]]:
+        """(ids as `__call__` gives them, with None encoded as ""; `window(texts)`), from one encoding pass."""
+        encs = self.tokenizer.encode_batch([t or "" for t in texts])
+        ids = torch.tensor([e.ids for e in encs], dtype=torch.long)
+        return ids, [None if t is None else self._cut(t, e) for t, e in zip(texts, encs)]
+
+    @staticmethod
+    def _cut(text: str, enc) -> str:
+        if not enc.overflowing:
+            return text
+        ends = [end for (start, end), special in zip(enc.offsets, enc.special_tokens_mask) if not special and end > start]
+        return text[: max(ends)] if ends else ""
+
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
             self.tokenizer.no_padding()

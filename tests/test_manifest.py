@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from compress.data.manifest import PAD_RGB, load_manifest
+from compress.data.images import PAD_RGB
+from compress.data.manifest import load_manifest
 from compress.errors import UserError
 
 

@@ -14,7 +14,7 @@ import torch
 from accelerate.data_loader import BatchSamplerShard
 from PIL import Image
 
-from compress.data.manifest import decode_image
+from compress.data.images import decode_image
 from compress.data.store import LazyImages
 from compress.data.webdataset import load_shards, write_shards
 from compress.pipeline.data import load_run_data
@@ -215,3 +215,30 @@ def test_the_teacher_sees_its_image_processor_on_the_students_crop(corpus, tmp_p
         assert np.array_equal(student[0].numpy(), _resized(crop, 32, None))
     crops = {pairs.images.crop(1, view_augment_params(0, [(1, v)])[0], 32).size for v in range(6)}
     assert len(crops) > 1  # views differ in crop size (and place)
+
+
+def test_the_teacher_reads_no_more_of_a_caption_than_the_student(corpus):
+    """The length rule: captions are cut to the student's window (its first context_length tokens) before a teacher
+    reads them; captions that fit are untouched, and so is the teacher-cache fingerprint of data that fits."""
+    from compress.data.pairs import PairSet
+    from compress.train.data import KeyCollate
+    from compress.train.feature_cache import cache_fingerprint
+
+    long_zh = "一只戴着红色帽子的小狗坐在公园长椅上看着远处正在放风筝的孩子们和湖边的白色天鹅"
+    long_en = "a small dog wearing a red hat sits on a park bench watching children fly kites by the lake"
+    pairs = PairSet.from_captions(torch.zeros((2, 3, 8, 8), dtype=torch.uint8), [[long_en], ["a dog"]],
+                                  [[long_zh], ["狗"]])
+    tok = BilingualTokenizer(train_tokenizer(tokenizer_corpus(pairs), 300), 12)
+    batch = KeyCollate(pairs, 0, tok)([(0, 0), (1, 0)])
+    cut_zh, cut_en = batch.zh[0], batch.en[0]
+    assert long_zh.startswith(cut_zh) and 0 < len(cut_zh) < len(long_zh)
+    assert long_en.startswith(cut_en) and 0 < len(cut_en) < len(long_en)
+    # exactly the student's window: the cut text encodes to the ids the student read, and one more character does not
+    assert torch.equal(tok([cut_zh]), batch.zh_ids[:1]) and torch.equal(tok([long_zh]), batch.zh_ids[:1])
+    assert tok.tokenizer.encode(cut_zh).overflowing == []
+    assert tok.tokenizer.encode(long_zh[: len(cut_zh) + 1]).overflowing != []
+    assert (batch.en[1], batch.zh[1]) == ("a dog", "狗")  # captions that fit are untouched
+    recipe = corpus["recipe"]
+    assert "text_window" in cache_fingerprint(recipe, pairs, identity={"kind": "test"}, tokenizer=tok)
+    roomy = BilingualTokenizer(tok.tokenizer, 64)
+    assert "text_window" not in cache_fingerprint(recipe, pairs, identity={"kind": "test"}, tokenizer=roomy)

@@ -17,20 +17,18 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import IO, Callable
+from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
+from compress.data.images import decode_image
 from compress.data.pairs import PairSet
 from compress.data.store import ImageSource, LazyImages
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# Letterbox padding: neutral grey, so padding reads as "no content" rather than as a white or black object.
-PAD_RGB = (128, 128, 128)
 
 # Skip reasons, in the order they are checked.
 BAD_JSON = "bad_json"  # not valid UTF-8 JSON, or not a JSON object
@@ -38,7 +36,7 @@ MISSING_FIELD = "missing_field"  # "image" absent or not a string, or a caption 
 NO_CAPTION = "no_caption"  # no non-empty caption in either language
 UNSAFE_PATH = "unsafe_path"  # absolute, contains "..", or resolves outside root
 MISSING_IMAGE = "missing_image"  # no such file
-CORRUPT_IMAGE = "corrupt_image"  # exists but Pillow cannot decode it
+# CORRUPT_IMAGE (compress/data/images.py): exists but Pillow cannot decode it
 
 
 @dataclass
@@ -107,29 +105,6 @@ def caption_list(value: object) -> tuple[str, ...] | None:
     return tuple(v.strip() for v in value if v.strip())
 
 
-def rgb(img: Image.Image) -> Image.Image:
-    """Upright RGB: EXIF orientation applied, transparency flattened onto white."""
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return img.convert("RGB")
-
-
-def letterbox(img: Image.Image, size: int) -> np.ndarray:
-    """Fit the whole image into size x size keeping its aspect ratio (no crop: a caption may name an edge object)."""
-    img = rgb(img)
-    w, h = img.size
-    s = size / max(w, h)
-    nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    img = img.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    canvas = Image.new("RGB", (size, size), PAD_RGB)
-    canvas.paste(img, ((size - nw) // 2, (size - nh) // 2))
-    return np.asarray(canvas).transpose(2, 0, 1)
-
-
 def _safe_path(root: Path, rel: str) -> Path | None:
     """`root / rel` if it stays inside root after resolving symlinks, else None."""
     win = PureWindowsPath(rel)
@@ -175,17 +150,6 @@ def _row_fields(line: bytes) -> tuple[str, tuple[str, ...], tuple[str, ...]] | s
     if isinstance(captions, str):
         return captions
     return image, *captions
-
-
-def decode_image(source: Path | IO[bytes], image_size: int) -> np.ndarray | str:
-    """Letterboxed uint8 (3, S, S) from a file or a byte stream, or CORRUPT_IMAGE."""
-    try:
-        with Image.open(source) as img:
-            img.draft("RGB", (image_size * 2, image_size * 2))  # JPEG: decode at reduced size, much faster
-            img.load()
-            return letterbox(img, image_size)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return CORRUPT_IMAGE
 
 
 def _load_image(path: Path, image_size: int) -> np.ndarray | str:

@@ -87,7 +87,7 @@ class LazyImages:
         from PIL import Image
 
         from compress.data.augment import MAX_SHIFT
-        from compress.data.manifest import rgb
+        from compress.data.images import rgb
 
         try:
             img = Image.open(io.BytesIO(self.read(i)))
@@ -124,7 +124,7 @@ class LazyImages:
         return data
 
     def decode(self, i: int) -> np.ndarray:
-        from compress.data.manifest import decode_image
+        from compress.data.images import decode_image
 
         try:
             data = self.read(i)

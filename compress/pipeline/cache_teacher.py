@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 from compress.errors import UserError
-from compress.pipeline.data import load_run_data
+from compress.pipeline.data import load_run_data, with_unpaired
+from compress.pipeline.student import run_tokenizer
 from compress.pipeline.run import load_teacher
 from compress.recipe import Recipe
 from compress.teachers.base import Teacher
@@ -46,9 +47,12 @@ def build_recipe_cache(recipe: Recipe, out: str | os.PathLike | None = None, vie
     cfg = recipe.teacher
     if cfg.kind == "hf" and not _local(cfg.spec):
         load()  # a hub id: from_pretrained fetches it into the Hugging Face cache, where its revision is read
-    match = cache_fingerprint(recipe, data.train)
+    # the run's student tokenizer: the teacher reads each caption cut to the student's window, as in an online run
+    tokenizer = run_tokenizer(recipe, with_unpaired(recipe, data).stage1)
+    match = cache_fingerprint(recipe, data.train, tokenizer=tokenizer)
     folder = Path(out) if out is not None else default_folder(recipe, match)
-    manifest = write_cache(recipe, load, data.train, folder, shard_size=shard_size, batch_size=batch_size)
+    manifest = write_cache(recipe, load, data.train, folder, shard_size=shard_size, batch_size=batch_size,
+                           tokenizer=tokenizer)
     CachedTargets(folder, match, verify="none")  # opens and matches (write_cache checksummed every shard)
     return folder, manifest
 

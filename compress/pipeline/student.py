@@ -7,6 +7,7 @@ import copy
 
 import torch
 
+from compress.data.pairs import PairSet
 from compress.model import DualEncoder, DualEncoderSpec, load_checkpoint, save_checkpoint
 from compress.pipeline.data import RunData, pseudo_labelled, with_unpaired
 from compress.pipeline.state import RunState, loop_context
@@ -30,7 +31,14 @@ def build_student(recipe: Recipe, tokenizer: BilingualTokenizer) -> DualEncoder:
     return DualEncoder(spec, init_temperature=recipe.align.init_temperature)
 
 
-def stage1_targets(recipe: Recipe, data: RunData, teacher: Teacher | None):
+def run_tokenizer(recipe: Recipe, stage1: PairSet) -> BilingualTokenizer:
+    """The student's tokenizer: WordPiece over every caption stage 1 can produce (a pure function of the recipe and
+    the data, so `cache-teacher` builds the very same one to cut the teacher's captions)."""
+    t = recipe.students.text
+    return BilingualTokenizer(train_tokenizer(tokenizer_corpus(stage1), t.vocab_size), t.context_length)
+
+
+def stage1_targets(recipe: Recipe, data: RunData, teacher: Teacher | None, tokenizer: BilingualTokenizer | None = None):
     """Stage-1 targets: read from the teacher-feature cache when the recipe names one (no teacher in memory),
     else computed by the teacher on every batch."""
     if recipe.teacher.cache is None:
@@ -38,7 +46,7 @@ def stage1_targets(recipe: Recipe, data: RunData, teacher: Teacher | None):
     from compress.train.feature_cache import CachedTargets, cache_fingerprint
 
     log(f"stage 1: teacher targets from the cache {recipe.teacher.cache}")
-    return CachedTargets(recipe.teacher.cache, cache_fingerprint(recipe, data.train))
+    return CachedTargets(recipe.teacher.cache, cache_fingerprint(recipe, data.train, tokenizer=tokenizer))
 
 
 def frozen_towers(model: DualEncoder) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -72,14 +80,13 @@ def train_fp32(state: RunState, data: RunData, teacher: Teacher | None) -> tuple
     else:
         stage1 = full.stage1  # the pairs, plus distill.unpaired_images / text_only rows
         with state.stage("tokenizer"):
-            t = recipe.students.text
-            tokenizer = BilingualTokenizer(train_tokenizer(tokenizer_corpus(stage1), t.vocab_size), t.context_length)
+            tokenizer = run_tokenizer(recipe, stage1)
         model = build_student(recipe, tokenizer)
         cached = recipe.teacher.cache is not None
         if recipe.distill.enabled and (teacher is not None or cached) and recipe.distill.epochs > 0:
             with state.stage("distill"):
                 ctx = loop_context(state, 0)
-                targets = stage1_targets(recipe, data, teacher)
+                targets = stage1_targets(recipe, data, teacher, tokenizer)
                 ctx.views = getattr(targets, "views", None)  # a K-view cache: the plan draws views from range(K)
                 ctx.teacher_input = getattr(teacher, "train_input", None) if not cached else None
                 stage = DistillStage(model, targets, recipe.distill, seed=recipe.seed)

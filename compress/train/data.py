@@ -141,8 +141,9 @@ class KeyCollate:
         batch.has_image = has_image
         batch.teacher_pixels = teacher_pixels
         if self.tokenizer is not None:
-            batch.en_ids = self.tokenizer([c or "" for c in en])
-            batch.zh_ids = self.tokenizer([c or "" for c in zh])
+            # ids, and the captions a teacher reads: no more than the student's window of each (the length rule)
+            batch.en_ids, batch.en = self.tokenizer.encode_with_window(en)
+            batch.zh_ids, batch.zh = self.tokenizer.encode_with_window(zh)
         return batch
 
 

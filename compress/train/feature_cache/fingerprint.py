@@ -120,11 +120,14 @@ def augmentation_probe(pairs: PairSet, seed: int) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_fingerprint(recipe: Recipe, pairs: PairSet, views: int | None = None, identity: dict | None = None) -> dict:
+def cache_fingerprint(recipe: Recipe, pairs: PairSet, views: int | None = None, identity: dict | None = None,
+                      tokenizer=None) -> dict:
     """Everything a cache must agree on with a run for its targets to be that run's stage-1 targets.
 
     `identity` describes the teacher when it is not the one the recipe names (benchmarks, tests); by default it
-    comes from the recipe (`teacher_identity`). `views` defaults to `teacher.cache_views`."""
+    comes from the recipe (`teacher_identity`). `views` defaults to `teacher.cache_views`. `tokenizer`: the run's
+    student tokenizer, whose window cuts the captions the teacher reads; it enters the fingerprint only when it
+    cuts some caption of `pairs` (so caches of data that fits keep their fingerprint)."""
     seed = recipe.seed + STAGE1_SEED_OFFSET
     match = {
         "teacher": identity if identity is not None else teacher_identity(recipe),
@@ -139,11 +142,25 @@ def cache_fingerprint(recipe: Recipe, pairs: PairSet, views: int | None = None, 
     }
     from compress.data.store import CROP_MARGIN, crops_from_disk
 
+    if tokenizer is not None and (cut := text_window_digest(pairs, tokenizer)):
+        match["text_window"] = cut
+
     if crops_from_disk(pairs.images):  # a corpus on disk: the teacher saw its own view of each random crop
         match["crop"] = {"margin": round(CROP_MARGIN, 6)}
     if recipe.teacher.cache_maps != "full":  # caches from before teacher.cache_maps (full maps) keep their fingerprint
         match["maps"] = recipe.teacher.cache_maps
     return json.loads(json.dumps(match))  # JSON-normalised, so it compares equal to what a manifest holds
+
+
+def text_window_digest(pairs: PairSet, tokenizer) -> dict | None:
+    """None when the student's window keeps every caption `pairs` can produce whole; else what fixes the cuts."""
+    from compress.tokenizer import tokenizer_corpus
+
+    texts = tokenizer_corpus(pairs)
+    if texts == tokenizer.window(texts):
+        return None
+    vocab = json.dumps(sorted(tokenizer.tokenizer.get_vocab().items()), ensure_ascii=False).encode()
+    return {"context_length": tokenizer.context_length, "vocab_sha256": hashlib.sha256(vocab).hexdigest()[:16]}
 
 
 def fingerprint_hash(match: dict) -> str:
@@ -161,6 +178,7 @@ LABELS = {
     "seed": "the augmentation seed (recipe seed)", "views": "views per sample (teacher.cache_views)",
     "samples": "the training sample list", "training_version": "the training code version (TRAINING_VERSION)",
     "augmentation": "the augmentation/caption code", "maps": "the stored feature maps (teacher.cache_maps)",
+    "text_window": "the student's text window (students.text), which cuts the teacher's captions",
 }
 
 

@@ -193,8 +193,10 @@ class CachedTargets:
                             [self._tensor(np.concatenate(rows_i), dev) for rows_i in layers])
 
 
-def open_recipe_cache(recipe: Recipe, pairs: PairSet, verify: Literal["lazy", "full", "none"] = "lazy") -> CachedTargets:
-    """Stage 1's targets from `recipe.teacher.cache`, checked against this recipe and its training data."""
+def open_recipe_cache(recipe: Recipe, pairs: PairSet, verify: Literal["lazy", "full", "none"] = "lazy",
+                      tokenizer=None) -> CachedTargets:
+    """Stage 1's targets from `recipe.teacher.cache`, checked against this recipe, its training data and (when
+    given) the student tokenizer whose window cuts the teacher's captions."""
     if not recipe.teacher.cache:
         raise ValueError("recipe.teacher.cache is not set")
-    return CachedTargets(recipe.teacher.cache, cache_fingerprint(recipe, pairs), verify=verify)
+    return CachedTargets(recipe.teacher.cache, cache_fingerprint(recipe, pairs, tokenizer=tokenizer), verify=verify)

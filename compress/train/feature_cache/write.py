@@ -158,13 +158,14 @@ def free_bytes(folder: Path) -> int:
 
 def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs: PairSet, folder: str | os.PathLike,
                 views: int | None = None, shard_size: int | None = None, batch_size: int = 64,
-                identity: dict | None = None) -> dict:
+                identity: dict | None = None, tokenizer=None) -> dict:
     """Compute and store the teacher's stage-1 targets of every (sample, view) key; returns the manifest.
 
     Resumes: shards already in `folder` that belong to this cache and pass their checksum are kept, the others are
     (re)computed, and `manifest.json` is written last. `teacher` may be a zero-argument function that loads it, called
     only if some shard must be computed. `shard_size`: samples per shard (default: about 256 MiB per file).
-    `identity`: the teacher's identity when it is not the teacher the recipe names (see `cache_fingerprint`)."""
+    `identity`: the teacher's identity when it is not the teacher the recipe names (see `cache_fingerprint`).
+    `tokenizer`: the run's student tokenizer: the teacher reads each caption cut to its window, as online."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"teacher cache {str(folder)!r} is a file; pass a folder")
@@ -176,7 +177,7 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
     if len(pairs) == 0:
         raise UserError("the training data is empty; there is nothing to cache")
     cache_maps = recipe.teacher.cache_maps
-    match = cache_fingerprint(recipe, pairs, views, identity)
+    match = cache_fingerprint(recipe, pairs, views, identity, tokenizer)
     fp = fingerprint_hash(match)
     if folder.is_dir():
         stored = stored_match(folder)
@@ -208,7 +209,7 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
     # Shapes: from the manifest of an earlier write when there is one; else from the teacher's output for one key.
     def collate(keys: list[tuple[int, int]]):  # the teacher's own view of each crop, as online stage 1 gives it
         if not made:
-            made.append(KeyCollate(pairs, recipe.seed + STAGE1_SEED_OFFSET, None,
+            made.append(KeyCollate(pairs, recipe.seed + STAGE1_SEED_OFFSET, tokenizer,
                                    getattr(get_teacher(), "train_input", None)))
         return made[0](keys)
 
