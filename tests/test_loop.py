@@ -125,3 +125,90 @@ def test_one_language_rows_take_part_only_in_their_language(tiny):
     all_zh = KeyCollate(PairSet(data.train.images, data.train.groups, [None] * n, data.train.zh), 0, tok)(keys)
     loss, parts = stage(all_zh)
     assert "clip_en" not in parts and "clip_zh" in parts and torch.isfinite(loss)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tiny, tmp_path):
+    """issue 19: the newest checkpoint truncated: the stage resumes from the previous one, with a warning, and ends
+    bit-identical to an uninterrupted run; with every checkpoint damaged, one line says so."""
+    from compress.errors import UserError
+
+    recipe, data, tok = tiny
+    training = TrainingConfig(checkpoint_every=1, keep_last=3, tensorboard=False)
+    torch.manual_seed(0)
+    full, cfg = _align(recipe, tok)
+    clean = loop.train(full, data.train, tok, cfg, loop.LoopContext(folder=tmp_path / "full", training=training))
+    torch.manual_seed(0)
+    broken, _ = _align(recipe, tok)
+    steps = []
+
+    def crash_at_step_4() -> None:
+        steps.append(1)
+        if len(steps) == 4:
+            raise Crash
+
+    broken.after_step = crash_at_step_4
+    with pytest.raises(Crash):
+        loop.train(broken, data.train, tok, cfg, loop.LoopContext(folder=tmp_path / "killed", training=training))
+    found = checkpoint.checkpoints(tmp_path / "killed" / "checkpoints" / "align")
+    weights = found[-1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated newest
+    torch.manual_seed(123)
+    resumed, _ = _align(recipe, tok)
+    hist = loop.train(resumed, data.train, tok, cfg, loop.LoopContext(folder=tmp_path / "killed", training=training,
+                                                                        resume=True))
+    assert hist.losses == clean.losses
+    for k, v in full.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+    ckpts = tmp_path / "again" / "checkpoints" / "align"
+    ckpts.mkdir(parents=True)
+    for i, p in enumerate(found[:2]):  # every checkpoint damaged: a pickle where safetensors belongs, an edited state
+        dst = ckpts / p.name
+        dst.mkdir()
+        (dst / "state.json").write_text("{}" if i else "{not json")
+        (dst / "model.safetensors").write_bytes(b"\x80\x04\x95 pickle")
+    with pytest.raises(UserError) as err:
+        loop.train(_align(recipe, tok)[0], data.train, tok, cfg,
+                   loop.LoopContext(folder=tmp_path / "again", training=training, resume=True))
+    assert "every checkpoint" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resume_with_another_recipe_is_refused_in_one_line(tiny, tmp_path):
+    """issue 19: --resume of a run folder trained with another weight-shaping recipe names the first differing key."""
+    import json as _json
+
+    from compress.errors import UserError
+    from compress.pipeline.run import run_recipe
+
+    recipe, _, _ = tiny
+    out = tmp_path / "run"
+    (out / "student_fp32").mkdir(parents=True)  # a started run
+    (out / "recipe.json").write_text(_json.dumps(recipe.model_dump()))
+    wider = recipe.model_copy(update={"students": recipe.students.model_copy(update={"embed_dim": 64})})
+    with pytest.raises(UserError) as err:
+        run_recipe(wider, out, resume=True, distributed=False)
+    msg = str(err.value)
+    assert "students.embed_dim is 32 there but 64 in this recipe" in msg and "--out" in msg and "\n" not in msg
+    (out / "recipe.json").write_text("{broken")
+    with pytest.raises(UserError, match="recipe.json is unreadable"):
+        run_recipe(recipe, out, resume=True, distributed=False)
+    assert recipe.first_difference(recipe) is None
+
+
+def test_resume_may_change_a_stage_not_reached_yet(tiny, tmp_path):
+    """A finished fp32 student with no QAT checkpoint: other QAT settings resume (bench/qat_sweep.py does this);
+    other stage-2 settings do not."""
+    import json as _json
+
+    from compress.errors import UserError
+    from compress.pipeline.run import check_same_recipe
+
+    recipe, _, _ = tiny
+    out = tmp_path / "run"
+    (out / "student_fp32").mkdir(parents=True)
+    (out / "recipe.json").write_text(_json.dumps(recipe.model_dump()))
+    check_same_recipe(recipe.model_copy(update={"qat": recipe.qat.model_copy(update={"lr": 3e-5}), "name": "x"}), out)
+    with pytest.raises(UserError, match="align.lr"):
+        check_same_recipe(recipe.model_copy(update={"align": recipe.align.model_copy(update={"lr": 3e-5})}), out)
+    (out / "checkpoints" / "qat").mkdir(parents=True)  # QAT started: its settings count now
+    with pytest.raises(UserError, match="qat.lr"):
+        check_same_recipe(recipe.model_copy(update={"qat": recipe.qat.model_copy(update={"lr": 3e-5})}), out)

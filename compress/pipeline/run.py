@@ -7,6 +7,7 @@ One module per stage beside this one (student, quantize, export, evaluate, repor
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
 
         # students.*.arch: search -> the winners (arch: custom)
         recipe = resolve_search(recipe, out, resume, lambda: search_inputs(recipe))
+    if resume and started:
+        check_same_recipe(recipe, out)
     main = is_main_process() or not distributed
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,36 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
     from compress.pipeline.report import write_report
 
     return write_report(state, data, results, exported["main"])
+
+
+def check_same_recipe(recipe: Recipe, out: Path) -> None:
+    """A resumed run must be the run that was started: the same weight-shaping recipe (`Recipe.fingerprint_payload`:
+    data, students, teacher, training, code version, and the settings of every stage that has left an artifact to
+    reuse). Anything else would mix artifacts of two recipes in one folder. A stage not reached yet may change (the
+    QAT sweep reuses a finished fp32 student under other QAT settings)."""
+    stored = out / "recipe.json"
+    try:
+        before = Recipe.model_validate(json.loads(stored.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise UserError(f"run folder {str(out)!r} holds trained artifacts but no recipe.json, so it cannot be checked "
+                        "against this recipe; start a new run with --out NEW_DIR") from None
+    except (OSError, ValueError) as exn:  # pydantic's ValidationError is a ValueError
+        why = (str(exn).strip().splitlines() or [type(exn).__name__])[0]
+        raise UserError(f"run folder {str(out)!r}: its recipe.json is unreadable or from another version ({why}); "
+                        "start a new run with --out NEW_DIR") from None
+    # A stage's own settings matter only once it has left something to reuse; export and eval are always redone.
+    made = {"distill": ("student_distill", "student_fp32", "checkpoints/distill"),
+            "align": ("student_fp32", "checkpoints/align")}
+    skip = {"name", "export"} | {k for k, marks in made.items() if not any((out / m).exists() for m in marks)}
+    if not any(p.name.startswith("qat") for p in (out / "checkpoints").glob("*")):
+        skip.add("qat")
+    diff = recipe.first_difference(before, frozenset(skip))
+    if diff:
+        key, mine, theirs = diff
+        show = lambda v: json.dumps(v, ensure_ascii=False)[:60]  # noqa: E731
+        raise UserError(f"run folder {str(out)!r} was trained with another recipe: {key} is {show(theirs)} there but "
+                        f"{show(mine)} in this recipe; resume it with the recipe it started with ({stored}), or start "
+                        "a new run with --out NEW_DIR")
 
 
 def search_inputs(recipe: Recipe) -> tuple:

@@ -546,6 +546,22 @@ class Recipe(Strict):
         """
         return hashlib.sha256(json.dumps(self.fingerprint_payload(), sort_keys=True).encode()).hexdigest()[:16]
 
+    def first_difference(self, other: "Recipe", skip: frozenset[str] = frozenset()) -> tuple[str, Any, Any] | None:
+        """(dotted key, this recipe's value, `other`'s) of the first weight-shaping value that differs, top-level
+        sections in `skip` left out; None when they agree. A key only one of them has reads "(unset)" there."""
+
+        def walk(x: Any, y: Any, path: str) -> tuple[str, Any, Any] | None:
+            if isinstance(x, dict) and isinstance(y, dict):
+                for k in list(x) + [k for k in y if k not in x]:
+                    found = walk(x.get(k, "(unset)"), y.get(k, "(unset)"), f"{path}.{k}" if path else k)
+                    if found:
+                        return found
+                return None
+            return None if x == y else (path, x, y)
+
+        a, b = ({k: v for k, v in r.fingerprint_payload().items() if k not in skip} for r in (self, other))
+        return walk(a, b, "")
+
     def fingerprint_payload(self) -> dict:
         """What `fingerprint` hashes: the recipe minus what cannot change trained weights, and minus keys added later
         while they hold their defaults (so a recipe written before a key keeps its hash)."""

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from compress.atomic import write_json
+from compress.errors import UserError
 
 PREFIX = "pos-"
 
@@ -104,8 +106,37 @@ def latest(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
+class Damaged(Exception):
+    """A checkpoint folder that cannot be restored (truncated, replaced, edited or from another model)."""
+
+
 def load(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
-    """Restore model, optimizer, scheduler and every RNG from `path`; returns the loop state."""
+    """Restore model, optimizer, scheduler and every RNG from `path`; returns the loop state. A damaged checkpoint
+    raises `Damaged` (what it restored so far is overwritten by whichever checkpoint loads next)."""
+    try:
+        return _load(path, model, optimizer, scheduler)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, SafetensorError) as exn:
+        why = (str(exn).strip().splitlines() or [type(exn).__name__])[0][:160]
+        raise Damaged(f"{path.name}: {type(exn).__name__}: {why}") from None
+
+
+def load_newest(folder: Path, model: torch.nn.Module, optimizer, scheduler) -> tuple[Path, dict, list[str]] | None:
+    """The newest checkpoint of `folder` that restores, newest first; (path, loop state, what was skipped and why),
+    or None when the folder has none. Every checkpoint damaged: a one-line UserError."""
+    found = checkpoints(folder)
+    skipped: list[str] = []
+    for path in reversed(found):
+        try:
+            return path, load(path, model, optimizer, scheduler), skipped
+        except Damaged as exn:
+            skipped.append(str(exn))
+    if found:
+        raise UserError(f"every checkpoint in {str(folder)!r} is damaged ({'; '.join(skipped)[:300]}); delete that "
+                        "folder to restart this stage, or run without --resume")
+    return None
+
+
+def _load(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
     meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     model.load_state_dict({k: v.to(device) for k, v in load_file(str(path / "model.safetensors")).items()})

@@ -225,9 +225,11 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
         model = stage.to(acc.device)
     ckpt_dir = ctx.folder / "checkpoints" / stage.name if ctx.folder is not None else None
     pos = {"epoch": 0, "micro": 0, "step": 0, "sums": {}, "count": 0, "history": History().as_dict()}
-    found = checkpoint.latest(ckpt_dir) if ckpt_dir is not None and ctx.resume else None
-    if found is not None:
-        pos = checkpoint.load(found, stage, optimizer, scheduler)
+    restored = checkpoint.load_newest(ckpt_dir, stage, optimizer, scheduler) if ckpt_dir is not None and ctx.resume else None
+    if restored is not None:
+        found, pos, skipped = restored
+        for why in skipped:  # a damaged newest checkpoint costs its steps, not the run
+            log(f"[yellow]warning:[/] resume: {stage.name}: skipped the damaged checkpoint {why}")
         log(f"resume: {stage.name} from {found.name} (epoch {pos['epoch'] + 1}, step {pos['step']})")
     hist = History(pos["history"]["epoch_loss"], pos["history"]["epoch_parts"], pos["history"]["seconds"], pos["step"])
     hist.batch = {"world_size": world, "global_batch": micro * cfg.grad_accum, "global_micro_batch": micro,
