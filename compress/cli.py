@@ -54,7 +54,31 @@ def parse_suites(value: str) -> list[str]:
     return list(SUITES) if "all" in items else [s for s in SUITES if s in items]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineGroup(click.Group):
+    """Click's usage errors (a bad option value, a missing argument) as one `error:` line and exit code 2, like every
+    other mistake here, instead of a usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exn:
+            where = exn.ctx.command_path if exn.ctx is not None else "dcclip-compress"
+            click.echo(f"error: {one_line(exn.format_message())} (see '{where} --help')", err=True)
+            code = 2
+        except click.ClickException as exn:
+            click.echo(f"error: {one_line(exn.format_message())}", err=True)
+            code = exn.exit_code
+        except click.Abort:
+            click.echo("aborted", err=True)
+            code = 1
+        else:
+            code = rv if isinstance(rv, int) else 0
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dcclip-compress")
 def main() -> None:
     """Distil a bilingual (zh + en) CLIP into small int8 students that run on phones (DC-CLIP method).
@@ -138,7 +162,8 @@ def verify(bundle: Path) -> None:
 @click.option("--splits", default="eval,transfer,unseen", show_default=True, help="Comma-separated emoji-zh-en splits.")
 @click.option("--image-size", type=click.IntRange(16, 512), default=None,
               help="Render size of the emoji splits (default: the run's recipe, else 64).")
-@click.option("--limit", type=click.IntRange(8), default=None, help="Only the first N emoji classes (default: the run's recipe).")
+@click.option("--limit", type=click.IntRange(8, 1_000_000), default=None,
+              help="Only the first N emoji classes, 8..1000000 (default: the run's recipe).")
 @click.option("--unseen-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Held-out emoji class fraction (default: the run's recipe, else 0.4 as in the shipped recipes).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=128, show_default=True)
@@ -175,9 +200,11 @@ def eval_(models: tuple[str, ...], suite: str, lang: str, datasets: str | None, 
 @click.option("--device", default="host", show_default=True, metavar="host|adb[:SERIAL]|vela",
               help="Where to time it: this host's ExecuTorch runtime, a phone over adb (ExecuTorch's minibench app), "
                    "or vela: the Arm Ethos-U compiler's estimate stored in an ethos-u55/u85 export.")
-@click.option("--runs", type=click.IntRange(1), default=20, show_default=True, help="Timed runs after warm-up.")
-@click.option("--warmup", type=click.IntRange(0), default=3, show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=None, help="Runtime threadpool size (default: one per core).")
+@click.option("--runs", type=click.IntRange(1, 100_000), default=20, show_default=True,
+              help="Timed runs after warm-up, 1..100000.")
+@click.option("--warmup", type=click.IntRange(0, 10_000), default=3, show_default=True, help="Untimed runs, 0..10000.")
+@click.option("--threads", type=click.IntRange(1, 1024), default=None,
+              help="Runtime threadpool size, 1..1024 (default: one per core).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder for bench.json, bench.md, bench.png (default: runs/bench/<bundle or .pte name>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the markdown table.")
@@ -234,8 +261,10 @@ def search(recipe: Path, overrides: tuple[str, ...], out: Path | None) -> None:
               help="Override a recipe value (YAML-parsed), e.g. --set teacher.dtype=bf16. Repeatable.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Cache folder (default: teacher.cache from the recipe, else .cache/teacher-features/<name>-<fingerprint>).")
-@click.option("--views", type=int, default=None, help="Augmented views per sample, 1..1024 (default: teacher.cache_views).")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Keys per teacher forward pass.")
+@click.option("--views", type=click.IntRange(1, 1024), default=None,
+              help="Augmented views per sample, 1..1024 (default: teacher.cache_views).")
+@click.option("--batch-size", type=click.IntRange(1, 65_536), default=64, show_default=True,
+              help="Keys per teacher forward pass, 1..65536.")
 @user_errors
 def cache_teacher(recipe: Path, overrides: tuple[str, ...], out: Path | None, views: int | None, batch_size: int) -> None:
     """Run RECIPE's teacher once over K augmented views of every training sample and store its stage-1 targets.

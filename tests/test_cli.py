@@ -54,3 +54,17 @@ def test_other_commands_reject_bad_input(tmp_path):
 def test_offline_hub_id_says_how_to_pass_a_folder(tmp_path):
     line = _fails_cleanly(["eval", "BAAI/AltCLIP", "--splits", "eval"])
     assert "local folder" in line and "BAAI/AltCLIP" in line
+
+
+@pytest.mark.parametrize("args, option", [
+    (["bench", "x.pte", "--runs", str(10**12)], "--runs"), (["bench", "x.pte", "--warmup", "99999999"], "--warmup"),
+    (["bench", "x.pte", "--threads", "100000"], "--threads"), (["bench", "x.pte", "--runs", "many"], "--runs"),
+    (["cache-teacher", "r.yaml", "--views", "0"], "--views"), (["cache-teacher", "r.yaml", "--batch-size", "-1"], "--batch-size"),
+    (["eval", "--limit", "10000000"], "--limit"), (["export"], "CHECKPOINT_OR_RUN"), (["run", "--nope"], "--nope"),
+])
+def test_bad_arguments_are_one_line_before_any_work(args, option):
+    """issue 19: every numeric option has a range checked up front; click's usage errors are one line, exit 2."""
+    res = CliRunner().invoke(main, args)
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith("error: ") and option in lines[0] and "--help" in lines[0]
