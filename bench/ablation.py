@@ -392,7 +392,9 @@ def main(argv: list[str] | None = None) -> None:
                     folder = run_one(recipe, args.out)
                 if (folder / "correct.json").is_file():
                     runs[rid][(ss, s)] = load_correct(folder)
-                    teacher_runs.setdefault((ss, s), runs[rid][(ss, s)])
+                    # one teacher per split seed (student seeds share it and its items): counted once
+                    if not any(k[0] == ss for k in teacher_runs):
+                        teacher_runs[(ss, s)] = runs[rid][(ss, s)]
     curves = run_curves(args, base, table, args.out)
     sweep = margin_sweep(args, args.out, train=args.margin_sweep and not args.no_train)
     result = {
