@@ -93,7 +93,7 @@ CURVE_MULTS = (1, 2, 4)
 # The positive-pair term's sweep (issue 16): its weight x the initial temperature (the logit scale then trains), on
 # dcclip_both at the first seed, chosen on val. Weight 0 is dcclip_both itself; the temperature lives in the stage-1
 # checkpoint, so each temperature is one more stage 1 and each weight one more stage 2.
-MARGIN_WEIGHTS = (0.0, 0.1, 0.3, 1.0)
+MARGIN_WEIGHTS = (0.0, 0.3, 1.0)
 MARGIN_TEMPERATURES = (0.07, 0.03)
 
 
