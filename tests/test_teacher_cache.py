@@ -348,3 +348,23 @@ def test_cache_maps_values_are_checked(bad):
     with pytest.raises(ValidationError, match="cache_maps"):
         TeacherConfig(cache_maps=bad)
     assert TeacherConfig(cache_maps="pooled:64").cache_maps == "pooled:64"
+
+
+def test_processes_write_their_own_slices_and_one_manifest_covers_all(env):
+    """issue 17: under accelerate launch, process r computes shards i % world == r; process 0 writes the manifest.
+    Two processes played in turn (1, then 0: process 0's barrier is where process 1 has finished) give the bytes of
+    a one-process build."""
+    from compress.train.feature_cache.write import Split
+
+    recipe, pairs = env["recipes"]["altclip"], env["pairs"]
+    folder = env["root"] / "split"
+    shutil.rmtree(folder, ignore_errors=True)
+    teacher = HFTeacher.from_config(recipe.teacher)
+    counting = Counting(teacher)
+    assert write_cache(recipe, counting, pairs, folder, views=VIEWS, shard_size=SHARD, batch_size=16,
+                       split=Split(1, 2)) == {}  # process 1 writes no manifest
+    assert not (folder / "manifest.json").exists()
+    assert sorted(p.name for p in folder.iterdir()) == [f"shard-{i:05d}.safetensors" for i in (1, 3, 5)]
+    m = write_cache(recipe, teacher, pairs, folder, views=VIEWS, shard_size=SHARD, batch_size=16, split=Split(0, 2))
+    assert _files(folder) == _files(_folder(env)) and m == env["manifests"]["altclip"]
+    assert counting.calls == 1 + 3  # the shape probe, then one batch for each of its three shards

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -158,14 +159,18 @@ def free_bytes(folder: Path) -> int:
 
 def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs: PairSet, folder: str | os.PathLike,
                 views: int | None = None, shard_size: int | None = None, batch_size: int = 64,
-                identity: dict | None = None, tokenizer=None) -> dict:
+                identity: dict | None = None, tokenizer=None, split: "Split | None" = None) -> dict:
     """Compute and store the teacher's stage-1 targets of every (sample, view) key; returns the manifest.
 
     Resumes: shards already in `folder` that belong to this cache and pass their checksum are kept, the others are
     (re)computed, and `manifest.json` is written last. `teacher` may be a zero-argument function that loads it, called
     only if some shard must be computed. `shard_size`: samples per shard (default: about 256 MiB per file).
     `identity`: the teacher's identity when it is not the teacher the recipe names (see `cache_fingerprint`).
-    `tokenizer`: the run's student tokenizer: the teacher reads each caption cut to its window, as online."""
+    `tokenizer`: the run's student tokenizer: the teacher reads each caption cut to its window, as online.
+    `split`: this process's share (default: accelerate's processes, one when not launched): process r computes the
+    shards i with i % world == r, all wait, and process 0 alone writes the one manifest that covers them all (the
+    others return it once written; {} if it is not there)."""
+    split = split or Split.from_accelerate()
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"teacher cache {str(folder)!r} is a file; pass a folder")
@@ -184,9 +189,11 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
         if stored is not None and (why := mismatch(stored, match)):
             raise UserError(f"teacher cache folder {str(folder)!r} already holds features for another setup ({why}); "
                             "delete it or choose another folder (--out)")
-        for p in folder.iterdir():  # temp files of a killed write
-            if p.name.startswith(".shard-") or p.name.startswith(f".{MANIFEST}."):
-                p.unlink(missing_ok=True)
+        if split.rank == 0:
+            for p in folder.iterdir():  # temp files of a killed write (before any process starts a new one)
+                if p.name.startswith(".shard-") or p.name.startswith(f".{MANIFEST}."):
+                    p.unlink(missing_ok=True)
+    split.barrier()  # every process, whether or not the folder existed yet
 
     loaded: list[Teacher] = []
 
@@ -234,6 +241,7 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
             for name, r in zip(names, ranges)]
     batches = [-(-len(r) * views // batch_size) for r in ranges]
     todo = [i for i, k in enumerate(kept) if not k]
+    mine = [i for i in todo if i % split.world == split.rank]
     total_bytes = row_bytes * n * views
     need = estimate_bytes(row_bytes, views, sum(len(ranges[i]) for i in todo), len(todo))
     free = free_bytes(folder)
@@ -249,7 +257,7 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
     for i in range(len(ranges)):
         if kept[i]:
             entries[i] = {"bytes": (folder / names[i]).stat().st_size, "sha256": file_sha256(folder / names[i])}
-    if todo:
+    if mine:
         folder.mkdir(parents=True, exist_ok=True)
         device = _teacher_device(get_teacher())
         if targets is None:  # shapes came from the manifest: the teacher must still produce them
@@ -258,18 +266,25 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
                     or vars(_stored_shapes(targets.shapes, cache_maps)) != vars(target)):
                 raise UserError(f"teacher cache {str(folder)!r}: the teacher's output shapes differ from the cache's; "
                                 "delete the folder and rebuild it")
-        done = sum(b for i, b in enumerate(batches) if kept[i])
+        done = sum(b for i, b in enumerate(batches) if kept[i] or i not in mine)
         with progress_bar("cache teacher features", sum(batches), completed=done) as advance:
-            for i in todo:
+            for i in mine:
                 arrays = _compute_shard(targets, collate, device, ranges[i], views, batch_size, layout, advance,
                                         cache_maps)
                 r = ranges[i]
                 size, sha = write_shard(folder / names[i], arrays,
                                          {**metadata_base, "rows": f"{r.start * views}:{r.stop * views}"})
                 entries[i] = {"bytes": size, "sha256": sha}
-    for p in folder.iterdir():  # shards of an earlier layout
-        if SHARD_NAME.match(p.name) and p.name not in names:
-            p.unlink()
+    split.barrier()  # every process's shards are on disk
+    if split.rank != 0:  # process 0 checks them all and writes the manifest
+        split.barrier()
+        return read_json(folder / MANIFEST) or {}
+    for i in range(len(ranges)):  # the shards the other processes wrote
+        if i not in entries:
+            if not shard_ok(folder / names[i], fp, (ranges[i].start * views, ranges[i].stop * views), layout):
+                raise UserError(f"teacher cache {str(folder)!r}: {names[i]} is missing or damaged after every process "
+                                "finished; rerun `dcclip-compress cache-teacher RECIPE` (it resumes)")
+            entries[i] = {"bytes": (folder / names[i]).stat().st_size, "sha256": file_sha256(folder / names[i])}
     manifest = {
         "format": FORMAT, "version": VERSION, "fingerprint": fp, "match": match,
         "samples": n, "views": views, "rows": n * views, "row_order": "index * views + view",
@@ -282,6 +297,29 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
                    for i, r in enumerate(ranges)],
         "bytes": sum(e["bytes"] for e in entries.values()),
     }
+    for p in folder.iterdir():  # shards of an earlier layout
+        if SHARD_NAME.match(p.name) and p.name not in names:
+            p.unlink()
     if manifest != old:
         write_json(folder / MANIFEST, manifest)
+    split.barrier()
     return manifest
+
+
+@dataclass(frozen=True)
+class Split:
+    """This process's place among the processes that build one cache together."""
+
+    rank: int = 0
+    world: int = 1
+    barrier: Callable[[], None] = lambda: None
+
+    @classmethod
+    def from_accelerate(cls) -> "Split":
+        """Under `accelerate launch` (or torchrun), accelerate's processes; otherwise this process alone."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls()
+        from accelerate import PartialState
+
+        state = PartialState()
+        return cls(state.process_index, state.num_processes, state.wait_for_everyone)
