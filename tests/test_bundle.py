@@ -143,3 +143,35 @@ def test_bench_host_report_validates_against_the_schema(tiny_bundle, tmp_path):
 def test_mistyped_target_and_device_get_a_did_you_mean(tiny_bundle, tmp_path):
     assert "did you mean 'xnnpack'?" in one_line_exit_2(["export", str(tmp_path), "--target", "xnnpak"])
     assert "did you mean 'host'?" in one_line_exit_2(["bench", str(tiny_bundle[0]), "--device", "hots"])
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_export_never_overwrites_a_users_folder_and_replaces_only_its_own_bundle(tiny_bundle, tmp_path):
+    """issue 19: --out with a user's labels.json / tokenizer.json is refused in one line and left as it was; a bundle
+    of ours is replaced whole; a failed export leaves the old bundle and no folder `verify` would take for one."""
+    from compress.model import load_checkpoint
+    from compress.pipeline.export import export_model
+
+    ckpt = tiny_bundle[0].parent / "ckpt"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "labels.json").write_text('{"my": "labels"}')
+    (mine / "tokenizer.json").write_text("my own tokenizer")
+    before = _tree(mine)
+    line = one_line_exit_2(["export", str(ckpt), "--quant", "fp32", "--out", str(mine)])
+    assert "not a dcclip-compress bundle" in line and "labels.json" in line and _tree(mine) == before
+
+    ours = tmp_path / "ours"
+    shutil.copytree(tiny_bundle[0], ours)
+    (ours / "stale.txt").write_text("from an older export")
+    model, tok, _ = load_checkpoint(ckpt)
+    with pytest.raises(RuntimeError, match="killed"):  # dies after its first .pte, as a kill would
+        export_model(model, tok, "xnnpack", ["fp32"], ours, say=lambda line: (_ for _ in ()).throw(RuntimeError("killed")))
+    assert _tree(ours)["manifest.json"] == _tree(tiny_bundle[0])["manifest.json"]  # the old bundle, whole
+    assert (tmp_path / ".ours.partial").is_dir()  # the dead export's files, hidden beside it
+    assert invoke(["export", str(ckpt), "--quant", "fp32", "--out", str(ours)]).exit_code == 0
+    assert not (ours / "stale.txt").exists() and not (tmp_path / ".ours.partial").exists()
+    assert set(json.loads((ours / "manifest.json").read_text())["files"]) == set(_tree(ours)) - {"manifest.json"}

@@ -61,8 +61,13 @@ def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str,
         raise UserError(f"export: {target} runs int8 only; use --quant int8")
     from compress.quant.schemes import get_scheme
 
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").unlink(missing_ok=True)  # a previous bundle's hashes must not vet the new .pte files
+    final = folder
+    check_bundle_folder(final)
+    # Written into a hidden sibling and renamed when complete: a killed export leaves no folder that `verify` or the
+    # app would take for a bundle, and the previous bundle (if any) stays whole until the new one replaces it.
+    folder = final.parent / f".{final.name}.partial"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     model = model.cpu().eval()
     ex_img, ex_txt = example_inputs(model, 1)
     metadata = pte_metadata(model, tokenizer)
@@ -106,8 +111,47 @@ def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str,
     files = {q: {tw: p.name for tw, p in d.items()} for q, d in result.files.items()}
     for line in write_export_bundle(folder, model, tokenizer, target, files, labels, label_source=label_source,
                                     estimates=result.estimates or None):
-        say(line)
+        say(line.replace(str(folder), str(final)))
+    replace_folder(folder, final)
+    result.folder = final
+    result.files = {q: {tw: final / p.name for tw, p in d.items()} for q, d in result.files.items()}
     return result
+
+
+def check_bundle_folder(folder: Path) -> None:
+    """`export --out` writes into a new or empty folder, or replaces a bundle of ours (its manifest says so);
+    anything else is a user's folder and is refused in one line, untouched."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise UserError(f"export: {str(folder)!r} is a file; choose a folder for the bundle (--out)")
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries or is_bundle(folder):
+        return
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    raise UserError(f"export: {str(folder)!r} already holds files that are not a dcclip-compress bundle ({shown}); "
+                    "choose a new or empty folder (--out)")
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether `folder` holds a bundle this toolkit wrote (its manifest.json names our format)."""
+    from mobile_export.bundle.write import BUNDLE_FORMAT
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith(BUNDLE_FORMAT.split("/")[0])
+
+
+def replace_folder(tmp: Path, final: Path) -> None:
+    """`tmp` becomes `final`; an old `final` (a bundle of ours, checked before) is moved aside first and removed after."""
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ the run's stage
