@@ -70,3 +70,15 @@ def test_parse_demo_results_groups_by_model_and_rejects_garbage():
     assert grouped["text_int8"]["p90_inference_latency(ms)"] == 1.5
     with pytest.raises(UserError, match="not JSON"):
         parse_demo_results("[{oops")
+
+
+def test_bytes_that_are_not_utf8_from_the_device_are_no_traceback(tmp_path, monkeypatch):
+    """issue 19: adb output is bytes of unknown encoding (a vendor build's locale, a binary cat)."""
+    fake_adb(tmp_path, monkeypatch)
+    script = tmp_path / "bin" / "adb"
+    script.write_text(script.read_text().replace(
+        "devices) printf 'List of devices attached\\nphone-1\\tdevice\\n' ;;",
+        "devices) printf 'List of devices \\377\\376 attached\\nphone-1\\tdevice\\n' ;;"))
+    assert "\\377" in script.read_text()
+    assert AdbDevice(timeout_s=10).serial == "phone-1"
+

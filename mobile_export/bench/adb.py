@@ -46,7 +46,8 @@ class AdbDevice:
     def _run(self, *args: str, check: bool = True, timeout: float | None = None) -> str:
         cmd = [self._adb, *(["-s", self.serial] if self.serial else []), *args]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout or 120)
+            # a phone's output is bytes of unknown encoding: undecodable ones become U+FFFD, never a traceback
+            proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout or 120)
         except subprocess.TimeoutExpired:
             raise UserError(f"device: `adb {' '.join(args)}` timed out") from None
         if check and proc.returncode != 0:

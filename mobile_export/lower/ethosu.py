@@ -113,7 +113,8 @@ class _SubprocessVela:
     def main(self, argv: list[str]) -> int:
         argv = [a for a in argv if a]
         out_dir = next((a.split("=", 1)[1] for a in argv if a.startswith("--output-dir=")), None)
-        proc = subprocess.run([sys.executable, "-c", _VELA_CHILD, *argv], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-c", _VELA_CHILD, *argv], capture_output=True, encoding="utf-8",
+                              errors="replace")
         log = (proc.stdout or "") + (proc.stderr or "")
         keep = self.runs.root / f"partition_{len(self.runs.partitions)}"
         keep.mkdir(parents=True, exist_ok=True)
