@@ -368,3 +368,19 @@ def test_processes_write_their_own_slices_and_one_manifest_covers_all(env):
     m = write_cache(recipe, teacher, pairs, folder, views=VIEWS, shard_size=SHARD, batch_size=16, split=Split(0, 2))
     assert _files(folder) == _files(_folder(env)) and m == env["manifests"]["altclip"]
     assert counting.calls == 1 + 3  # the shape probe, then one batch for each of its three shards
+
+
+@pytest.mark.parametrize("damage", [
+    lambda m: m.pop("views"), lambda m: m.update(shapes=[1, 2]), lambda m: m["shards"][0].pop("rows"),
+    lambda m: m.update(tensors=["map_0"]), lambda m: m.update(shards={"file": 1}), lambda m: m["shards"][1].update(file=7),
+    lambda m: m.pop("match"), lambda m: m.update(samples="many"),
+])
+def test_a_damaged_manifest_is_one_line(env, damage):
+    """issue 19: the cache's manifest.json edited or half-written by something else is refused, never a KeyError."""
+    folder = _copy(env, "manifest-damage")
+    m = json.loads((folder / "manifest.json").read_text())
+    damage(m)
+    (folder / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UserError) as err:
+        CachedTargets(folder, cache_fingerprint(env["recipes"]["altclip"], env["pairs"]))
+    assert "cache-teacher" in _one_line(err)

@@ -69,6 +69,37 @@ class CachedTargets:
         self.folder = Path(folder)
         self.manifest = m = load_manifest(self.folder)
         where = f"teacher cache {str(self.folder)!r}"
+        try:  # a manifest edited or written by something else: one line, not a KeyError
+            self._read_manifest(m, where, expected_fingerprint, verify)
+            self._open: dict[int, dict[str, np.ndarray]] = {}
+            self._verified: set[int] = set()
+            self._headers = []
+            for sh in self._shards:  # sizes and headers: cheap, whatever the cache size
+                path = self.folder / sh["file"]
+                if not path.is_file():
+                    raise UserError(f"{where} is missing {sh['file']}; {RESUME}")
+                if path.stat().st_size != sh["bytes"]:
+                    raise UserError(f"{where}: {sh['file']} is {path.stat().st_size} bytes, the manifest says {sh['bytes']} "
+                                    f"(truncated or replaced); {RESUME}")
+                try:
+                    header, start = read_header(path)
+                    n = sh["rows"][1] - sh["rows"][0]
+                    for name, (dtype, shape) in self.layout.items():
+                        if header[name]["dtype"] != dtype or header[name]["shape"] != [n, *shape]:
+                            raise ValueError(name)
+                except (OSError, ValueError, KeyError, TypeError):
+                    raise UserError(f"{where}: {sh['file']} has a damaged or foreign header; {RESUME}") from None
+                self._headers.append((header, start))
+            if self._starts.size == 0 or self._shards[-1]["rows"][1] != self.samples * self.views:
+                raise UserError(f"{where}: its shards do not cover all {self.samples * self.views} rows; {RESUME}")
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exn:
+            raise UserError(f"{where}: {MANIFEST} is damaged ({type(exn).__name__}: {exn}); {REBUILD}") from None
+        if verify == "full":
+            for i in range(len(self._shards)):
+                self._check(i)
+
+    def _read_manifest(self, m: dict, where: str, expected_fingerprint: dict | None, verify: str) -> None:
+        """The manifest's fingerprint check, shapes, tensor layout and shard table (KeyError & co. on damage)."""
         if expected_fingerprint is not None:
             why = mismatch(m["match"], json.loads(json.dumps(expected_fingerprint)))
             if why:
@@ -86,30 +117,6 @@ class CachedTargets:
         self.verify = verify
         self._shards = m["shards"]
         self._starts = np.array([sh["rows"][0] for sh in self._shards], dtype=np.int64)
-        self._open: dict[int, dict[str, np.ndarray]] = {}
-        self._verified: set[int] = set()
-        self._headers = []
-        for sh in self._shards:  # sizes and headers: cheap, whatever the cache size
-            path = self.folder / sh["file"]
-            if not path.is_file():
-                raise UserError(f"{where} is missing {sh['file']}; {RESUME}")
-            if path.stat().st_size != sh["bytes"]:
-                raise UserError(f"{where}: {sh['file']} is {path.stat().st_size} bytes, the manifest says {sh['bytes']} "
-                                f"(truncated or replaced); {RESUME}")
-            try:
-                header, start = read_header(path)
-                n = sh["rows"][1] - sh["rows"][0]
-                for name, (dtype, shape) in self.layout.items():
-                    if header[name]["dtype"] != dtype or header[name]["shape"] != [n, *shape]:
-                        raise ValueError(name)
-            except (OSError, ValueError, KeyError, TypeError):
-                raise UserError(f"{where}: {sh['file']} has a damaged or foreign header; {RESUME}") from None
-            self._headers.append((header, start))
-        if self._starts.size == 0 or self._shards[-1]["rows"][1] != self.samples * self.views:
-            raise UserError(f"{where}: its shards do not cover all {self.samples * self.views} rows; {RESUME}")
-        if verify == "full":
-            for i in range(len(self._shards)):
-                self._check(i)
 
     # -- shards
     def _check(self, i: int) -> None:
