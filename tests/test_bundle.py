@@ -175,3 +175,16 @@ def test_export_never_overwrites_a_users_folder_and_replaces_only_its_own_bundle
     assert invoke(["export", str(ckpt), "--quant", "fp32", "--out", str(ours)]).exit_code == 0
     assert not (ours / "stale.txt").exists() and not (tmp_path / ".ours.partial").exists()
     assert set(json.loads((ours / "manifest.json").read_text())["files"]) == set(_tree(ours)) - {"manifest.json"}
+
+
+@pytest.mark.parametrize("damage", [
+    lambda m: m["files"].update({"tokenizer.json": "not a dict"}), lambda m: m.update(programs=["image_fp32.pte"]),
+    lambda m: m["programs"]["image_fp32.pte"].update(bundled_program=3),
+    lambda m: m["programs"]["image_fp32.pte"].pop("bundled_program"),
+])
+def test_verify_with_a_manifest_entry_of_the_wrong_shape_is_one_line(copy, damage):
+    """issue 19: a hand-edited manifest (an entry of the wrong type) is refused in one line, not an AttributeError."""
+    m = json.loads((copy / "manifest.json").read_text())
+    damage(m)
+    (copy / "manifest.json").write_text(json.dumps(m))
+    assert "manifest.json" in one_line_exit_2(["verify", str(copy)])

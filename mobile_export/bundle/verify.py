@@ -141,8 +141,16 @@ def check_label_embeddings(folder: Path, manifest: dict[str, Any]) -> int:
 
 def verify_bundle(folder: str | Path) -> Iterator[str]:
     """`dcclip-compress verify BUNDLE`: the manifest's files and hashes, each program's bundled samples through the
-    runtime, and the label embeddings. Yields one line per check; the first failure raises a one-line UserError."""
-    folder = Path(folder)
+    runtime, and the label embeddings. Yields one line per check; the first failure raises a one-line UserError,
+    and so does a manifest entry of the wrong shape (edited by hand, or by something else)."""
+    try:
+        yield from _verify(Path(folder))
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exn:
+        raise UserError(f"verify: {MANIFEST} of {str(folder)!r} has an entry of the wrong shape ({type(exn).__name__}: "
+                        f"{str(exn)[:120]}); re-export the bundle") from None
+
+
+def _verify(folder: Path) -> Iterator[str]:
     manifest = load_manifest(folder)
     yield f"files: {check_files(folder, manifest)} match {MANIFEST} (size and sha256)"
     programs = manifest.get("programs") or {}
