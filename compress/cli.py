@@ -30,8 +30,32 @@ def user_errors(fn):
         except KeyboardInterrupt:
             click.echo("interrupted; partial stage outputs were not written (rerun with --resume)", err=True)
             sys.exit(130)
+        except Exception as err:  # noqa: BLE001 - a full disk, however the library that hit it wraps it
+            full = disk_full(err)
+            if full is None:
+                raise
+            click.echo(f"error: no space left on the disk{full}; free some space and run the same command again "
+                       "(`run` continues with --resume; temporary files were removed)", err=True)
+            sys.exit(2)
 
     return wrapper
+
+
+def disk_full(err: BaseException) -> str | None:
+    """' holding <file>' (or '') when `err`, or an exception it came from, is ENOSPC / EDQUOT: an OSError, or a
+    library's wrapper of one (safetensors says `StorageFull` / 'No space left'); None otherwise."""
+    import errno
+
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f" holding {e.filename}" if e.filename else ""
+        if "No space left on device" in str(e) or "StorageFull" in str(e):
+            return ""
+        e = e.__cause__ or e.__context__
+    return None
 
 
 SUITES = ("elevater", "emoji", "retrieval")  # `eval --suite` choices (compress/pipeline/compare.py runs them; one list)

@@ -171,7 +171,7 @@ def test_export_never_overwrites_a_users_folder_and_replaces_only_its_own_bundle
     with pytest.raises(RuntimeError, match="killed"):  # dies after its first .pte, as a kill would
         export_model(model, tok, "xnnpack", ["fp32"], ours, say=lambda line: (_ for _ in ()).throw(RuntimeError("killed")))
     assert _tree(ours)["manifest.json"] == _tree(tiny_bundle[0])["manifest.json"]  # the old bundle, whole
-    assert (tmp_path / ".ours.partial").is_dir()  # the dead export's files, hidden beside it
+    assert not (tmp_path / ".ours.partial").exists()  # the failed export's files are gone (a kill leaves them hidden)
     assert invoke(["export", str(ckpt), "--quant", "fp32", "--out", str(ours)]).exit_code == 0
     assert not (ours / "stale.txt").exists() and not (tmp_path / ".ours.partial").exists()
     assert set(json.loads((ours / "manifest.json").read_text())["files"]) == set(_tree(ours)) - {"manifest.json"}
@@ -188,3 +188,22 @@ def test_verify_with_a_manifest_entry_of_the_wrong_shape_is_one_line(copy, damag
     damage(m)
     (copy / "manifest.json").write_text(json.dumps(m))
     assert "manifest.json" in one_line_exit_2(["verify", str(copy)])
+
+
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_bundle, tmp_path):
+    """issue 19: ENOSPC while writing the bundle (a 64 kB tmpfs, in a private mount namespace): one line, exit 2, the
+    temporary files removed."""
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no unshare -rm here: a small tmpfs cannot be mounted")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    ckpt = tiny_bundle[0].parent / "ckpt"
+    cli = f"'{sys.executable}' -m compress.cli export '{ckpt}' --quant fp32 --out '{mnt}/bundle'"
+    script = f"mount -t tmpfs -o size=64k tmpfs '{mnt}' && {cli}; rc=$?; echo left=$(ls -A '{mnt}' | wc -l); exit $rc"
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "no space left" in errors[0] and "left=0" in r.stdout

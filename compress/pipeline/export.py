@@ -59,8 +59,6 @@ def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str,
     t.check_available()
     if t.int8_only and any(q == "fp32" for q in quants):
         raise UserError(f"export: {target} runs int8 only; use --quant int8")
-    from compress.quant.schemes import get_scheme
-
     final = folder
     check_bundle_folder(final)
     # Written into a hidden sibling and renamed when complete: a killed export leaves no folder that `verify` or the
@@ -68,6 +66,23 @@ def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str,
     folder = final.parent / f".{final.name}.partial"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    try:
+        result = _export_into(folder, final, model, tokenizer, target, t, quants, calibration, quantized, reuse,
+                              labels, label_source, say)
+    except BaseException:  # a failed write (a full disk) leaves nothing behind; a kill leaves the hidden sibling
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    replace_folder(folder, final)
+    result.folder = final
+    result.files = {q: {tw: final / p.name for tw, p in d.items()} for q, d in result.files.items()}
+    return result
+
+
+def _export_into(folder: Path, final: Path, model: DualEncoder, tokenizer: BilingualTokenizer, target: str, t: Target,
+                 quants: list[str], calibration, quantized, reuse, labels, label_source: str, say: Say) -> Exported:
+    """export_model's work, into the hidden sibling `folder` (`final` only names it in messages)."""
+    from compress.quant.schemes import get_scheme
+
     model = model.cpu().eval()
     ex_img, ex_txt = example_inputs(model, 1)
     metadata = pte_metadata(model, tokenizer)
@@ -112,9 +127,6 @@ def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str,
     for line in write_export_bundle(folder, model, tokenizer, target, files, labels, label_source=label_source,
                                     estimates=result.estimates or None):
         say(line.replace(str(folder), str(final)))
-    replace_folder(folder, final)
-    result.folder = final
-    result.files = {q: {tw: final / p.name for tw, p in d.items()} for q, d in result.files.items()}
     return result
 
 
