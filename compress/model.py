@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -64,10 +65,20 @@ def load_checkpoint(folder: str | Path) -> tuple[DualEncoder, BilingualTokenizer
             f"{str(folder)!r} is not a checkpoint folder (needs model.json + model.safetensors); "
             "pass a run's checkpoint folder, e.g. runs/<name>/student_fp32"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    spec = DualEncoderSpec(**meta["spec"])
+    fix = "re-run the stage that wrote it (`dcclip-compress run RECIPE --out RUN --resume` redoes what is missing)"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        spec = DualEncoderSpec(**meta["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as exn:
+        raise UserError(f"checkpoint {str(folder)!r}: model.json is damaged ({type(exn).__name__}: "
+                        f"{str(exn)[:100]}); {fix}") from None
     model = DualEncoder(spec)
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    try:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exn:  # truncated, a pickle, or another model's
+        why = (str(exn).strip().splitlines() or [type(exn).__name__])[0][:120]
+        raise UserError(f"checkpoint {str(folder)!r}: model.safetensors is damaged or belongs to another model "
+                        f"({why}); {fix}") from None
     tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", spec.context_length)
     return model.eval(), tokenizer, meta
 

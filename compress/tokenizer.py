@@ -178,7 +178,13 @@ class BilingualTokenizer:
     def load(cls, path: str | Path, context_length: int) -> "BilingualTokenizer":
         if not Path(path).is_file():
             raise UserError(f"tokenizer file {str(path)!r} not found; point to the run folder that holds tokenizer.json")
-        return cls(Tokenizer.from_file(str(path)), context_length)
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exn:  # noqa: BLE001 - the tokenizers library raises its own Exception for any bad file
+            why = (str(exn).strip().splitlines() or [type(exn).__name__])[0][:120]
+            raise UserError(f"tokenizer file {str(path)!r} is damaged ({why}); restore it from the run or checkpoint "
+                            "it came with") from None
+        return cls(tok, context_length)
 
 
 def tokenizer_corpus(pairs) -> list[str]:

@@ -207,3 +207,23 @@ def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_bundle, 
     errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "no space left" in errors[0] and "left=0" in r.stdout
+
+
+DAMAGED_CHECKPOINTS = [
+    ("model.safetensors", lambda b: b[: len(b) // 2]), ("model.safetensors", lambda b: b"\x80\x04\x95pickle" + b[:64]),
+    ("model.json", lambda b: b[:10]), ("model.json", lambda b: b'{"spec": 3}'), ("tokenizer.json", lambda b: b"{junk"),
+]
+
+
+@pytest.mark.parametrize("damage", DAMAGED_CHECKPOINTS)
+def test_a_damaged_checkpoint_is_one_line_for_export_and_eval(tiny_bundle, tmp_path, damage):
+    """issue 19: a truncated or replaced checkpoint file is one line (exit 2) naming the file, for every command."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_bundle[0].parent / "ckpt", ckpt)
+    name, change = damage
+    (ckpt / name).write_bytes(change((ckpt / name).read_bytes()))
+    assert name in one_line_exit_2(["export", str(ckpt), "--quant", "fp32", "--out", str(tmp_path / "b")])
+    assert not (tmp_path / "b").exists()
+    if damage is DAMAGED_CHECKPOINTS[0]:  # eval reads checkpoints through the same loader (once is enough here)
+        assert name in one_line_exit_2(["eval", f"s={ckpt}", "--suite", "emoji", "--limit", "8",
+                                        "--out", str(tmp_path / "e")])
