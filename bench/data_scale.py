@@ -77,6 +77,7 @@ def _recipe(pattern: str, workers: int):
     from compress.recipe import load_recipe
 
     return load_recipe(HEADLINE, ["data.kind=webdataset", f"data.shards={pattern}", f"data.workers={workers}",
+                                  "data.split_seed=null",
                                   "distill.unpaired_images=null", "distill.text_only=null"])
 
 
