@@ -336,7 +336,7 @@ def markdown(result: dict) -> str:
     sweep = result.get("margin_sweep") or {}
     if sweep.get("cells"):
         lines += ["", f"Positive-pair term sweep on `dcclip_both` ({sweep['form']} form; first seed, one run per cell; "
-                  f"chosen on val: **{sweep['chosen']}**):", "",
+                  f"best val score: **{sweep['chosen']}**; a default changes only past the seed sd, see below):", "",
                   "| weight × initial temperature | val score | " + " | ".join(f"{s} {lang}" for s in TABLE_SPLITS for lang in LANGS) + " |",
                   "|" + "---|" * (2 + 2 * len(TABLE_SPLITS))]
         for name, e in sweep["cells"].items():

@@ -95,4 +95,4 @@ def test_curves_and_margin_sweep_tables():
                                "cells": {"w=0.1 T=0.07": {"val_score": 5.0, "top1": top}}}}
     md = markdown(result)
     assert md.index("| `stage2_s` | 1x | 240 |") < md.index("| `stage2_s` | 4x | 960 |")
-    assert "chosen on val: **w=0.1 T=0.07**" in md and "| w=0.1 T=0.07 | 5.0 | 10.0 | 20.0 |" in md
+    assert "best val score: **w=0.1 T=0.07**" in md and "| w=0.1 T=0.07 | 5.0 | 10.0 | 20.0 |" in md
