@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from compress.atomic import atomic_path, write_json
-from compress.errors import UserError
+from compress.errors import UserError, one_line
 from compress.tokenizer import BilingualTokenizer
 from students.registry import create_image_tower, create_text_tower
 
@@ -76,7 +76,7 @@ def load_checkpoint(folder: str | Path) -> tuple[DualEncoder, BilingualTokenizer
     try:
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
     except (OSError, ValueError, RuntimeError, SafetensorError) as exn:  # truncated, a pickle, or another model's
-        why = (str(exn).strip().splitlines() or [type(exn).__name__])[0][:120]
+        why = (one_line(exn) or type(exn).__name__)[:120]
         raise UserError(f"checkpoint {str(folder)!r}: model.safetensors is damaged or belongs to another model "
                         f"({why}); {fix}") from None
     tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", spec.context_length)

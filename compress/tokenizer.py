@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from compress.atomic import atomic_path
-from compress.errors import UserError
+from compress.errors import UserError, one_line
 
 PAD, UNK = "[PAD]", "[UNK]"
 SPECIAL_TOKENS = (PAD, UNK)  # ids 0 and 1
@@ -181,7 +181,7 @@ class BilingualTokenizer:
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as exn:  # noqa: BLE001 - the tokenizers library raises its own Exception for any bad file
-            why = (str(exn).strip().splitlines() or [type(exn).__name__])[0][:120]
+            why = (one_line(exn) or type(exn).__name__)[:120]
             raise UserError(f"tokenizer file {str(path)!r} is damaged ({why}); restore it from the run or checkpoint "
                             "it came with") from None
         return cls(tok, context_length)

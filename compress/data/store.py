@@ -19,7 +19,31 @@ import torch
 from compress.errors import UserError
 
 
-class LazyImages:
+class _ImageRows:
+    """The uint8 (N, 3, H, W) tensor surface a PairSet uses: `len`, `shape`, `dtype`, and indexing that decodes the
+    rows asked for (`_rows_pixels`)."""
+
+    _item: tuple[int, int, int]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self._item))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.uint8
+
+    def __getitem__(self, index) -> torch.Tensor:
+        return _tensor_index(self._rows_pixels, index, len(self))
+
+    def _rows_pixels(self, rows: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LazyImages(_ImageRows):
     """Images decoded on demand. Row i is `size[i]` bytes at `offset[i]` of file `files[source[i]]` (size -1: the
     whole file). `where[i]`-style names are built only for error messages."""
 
@@ -34,20 +58,12 @@ class LazyImages:
         if not (len(self.source) == len(self.offset) == len(self.size)):
             raise ValueError("LazyImages: source, offset and size differ in length")
 
-    # -- the tensor surface a PairSet uses
+    @property
+    def _item(self) -> tuple[int, int, int]:
+        return (3, self.image_size, self.image_size)
+
     def __len__(self) -> int:
         return int(self.source.shape[0])
-
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((len(self), 3, self.image_size, self.image_size))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.uint8
-
-    def __getitem__(self, index) -> torch.Tensor:
-        return _tensor_index(self._rows_pixels, index, len(self))
 
     def _rows_pixels(self, rows: np.ndarray) -> torch.Tensor:
         out = np.empty((len(rows), 3, self.image_size, self.image_size), dtype=np.uint8)
@@ -94,8 +110,7 @@ class LazyImages:
             img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale, still >= 2x the crop
             img = rgb(img)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            raise UserError(f"image {self.where(i)} no longer decodes (it did when the corpus was indexed); restore "
-                            "it, or delete .cache/shard-index to index the corpus again") from None
+            raise self._undecodable(i) from None
         w, h = img.size
         base = max(1, round(size * CROP_MARGIN))
         scale = base / min(w, h)
@@ -133,9 +148,12 @@ class LazyImages:
                             "drop it from the corpus") from None
         pixels = decode_image(io.BytesIO(data), self.image_size)
         if isinstance(pixels, str):
-            raise UserError(f"image {self.where(i)} no longer decodes (it did when the corpus was indexed); restore "
-                            "it, or delete .cache/shard-index to index the corpus again")
+            raise self._undecodable(i)
         return pixels
+
+    def _undecodable(self, i: int) -> UserError:
+        return UserError(f"image {self.where(i)} no longer decodes (it did when the corpus was indexed); restore it, "
+                         "or delete .cache/shard-index to index the corpus again")
 
     def digest(self) -> str:
         """What identifies these images without reading them: the files (path, size, mtime) and each row's place."""
@@ -167,7 +185,7 @@ def _resized(crop, size: int, resample: int | None) -> np.ndarray:
     return np.asarray(out).transpose(2, 0, 1)
 
 
-class ConcatImages:
+class ConcatImages(_ImageRows):
     """Several image sources end to end (the pairs, then image-only rows): what `torch.cat` was for tensors."""
 
     def __init__(self, parts: Sequence[Union[torch.Tensor, "LazyImages", "ConcatImages"]]) -> None:
@@ -180,17 +198,6 @@ class ConcatImages:
 
     def __len__(self) -> int:
         return int(self.starts[-1])
-
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((len(self), *self._item))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.uint8
-
-    def __getitem__(self, index) -> torch.Tensor:
-        return _tensor_index(self._rows_pixels, index, len(self))
 
     def _rows_pixels(self, rows: np.ndarray) -> torch.Tensor:
         out = torch.empty((len(rows), *self._item), dtype=torch.uint8)

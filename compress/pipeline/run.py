@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from compress.atomic import write_json
-from compress.errors import UserError
+from compress.errors import UserError, one_line
 from compress.pipeline.data import load_run_data
 from compress.pipeline.state import RunState
 from compress.progress import log
@@ -126,7 +126,7 @@ def check_same_recipe(recipe: Recipe, out: Path) -> None:
         raise UserError(f"run folder {str(out)!r} holds trained artifacts but no recipe.json, so it cannot be checked "
                         "against this recipe; start a new run with --out NEW_DIR") from None
     except (OSError, ValueError) as exn:  # pydantic's ValidationError is a ValueError
-        why = (str(exn).strip().splitlines() or [type(exn).__name__])[0]
+        why = (one_line(exn) or type(exn).__name__)[:200]
         raise UserError(f"run folder {str(out)!r}: its recipe.json is unreadable or from another version ({why}); "
                         "start a new run with --out NEW_DIR") from None
     # A stage's own settings matter only once it has left something to reuse; export and eval are always redone.

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from compress.atomic import write_json
-from compress.errors import UserError
+from compress.errors import UserError, one_line
 
 PREFIX = "pos-"
 
@@ -116,7 +116,7 @@ def load(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
     try:
         return _load(path, model, optimizer, scheduler)
     except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, SafetensorError) as exn:
-        why = (str(exn).strip().splitlines() or [type(exn).__name__])[0][:160]
+        why = (one_line(exn) or type(exn).__name__)[:160]
         raise Damaged(f"{path.name}: {type(exn).__name__}: {why}") from None
 
 
