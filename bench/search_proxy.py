@@ -87,7 +87,8 @@ def main() -> None:
     steps = args.proxy_steps or recipe.search.proxy.steps
     data = load_run_data(recipe.data, recipe.seed)
     train, held = split_holdout(data.train, recipe.search.proxy.holdout, recipe.search.seed)
-    base = train_tokenizer(tokenizer_corpus(data.train), recipe.students.text.vocab_size)
+    base = train_tokenizer(tokenizer_corpus(data.train), recipe.students.text.vocab_size,
+                           recipe.students.text.inventory)
     tok = lambda n: BilingualTokenizer(Tokenizer.from_str(base.to_str()), n)  # noqa: E731
     trainer = ProxyTrainer(recipe, train, held, OnlineTargets(load_teacher(recipe)), tok)
     rows = []

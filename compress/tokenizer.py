@@ -24,6 +24,7 @@ PAD, UNK = "[PAD]", "[UNK]"
 SPECIAL_TOKENS = (PAD, UNK)  # ids 0 and 1
 PREFIX = "##"  # marks a piece that continues a word
 MAX_INPUT_CHARS_PER_WORD = 100
+INVENTORIES = ("gb2312", "none")  # students.text.inventory
 
 
 def _normalizer() -> normalizers.Normalizer:
@@ -117,9 +118,46 @@ def wordpiece_vocab(counts: dict[str, int], vocab_size: int) -> list[str]:
     return vocab
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> Tokenizer:
-    """A WordPiece tokenizer whose vocabulary (`wordpiece_vocab`) depends only on `texts` and `vocab_size`."""
+def gb2312_chars() -> list[str]:
+    """Every character of GB2312 (levels 1 and 2: 6,763 hanzi; plus its 682 symbols, kana, Greek, Cyrillic,
+    full-width forms), from Python's own `gb2312` codec: no file, no download."""
+    chars = []
+    for row in range(1, 88):
+        for col in range(1, 95):
+            try:
+                chars.append(bytes([0xA0 + row, 0xA0 + col]).decode("gb2312"))
+            except UnicodeDecodeError:
+                pass
+    return chars
+
+
+def inventory_tokens(name: str) -> list[str]:
+    """The generic character inventory every vocabulary holds besides its corpus (issue 17), as the tokenizer will
+    see it: each character put through the normalizer (lower-cased, accents stripped) and the pre-tokenizer. A
+    character that can continue a word (a letter, a digit) also comes as its "##" piece; a Chinese character or
+    punctuation is always a word of its own. Printable ASCII is part of every inventory but "none"."""
+    if name == "none":
+        return []
+    if name != "gb2312":
+        raise UserError(f"unknown character inventory {name!r}; use one of {', '.join(INVENTORIES)}")
+    norm, pre = _normalizer(), pre_tokenizers.BertPreTokenizer()
+    tokens: set[str] = set()
+    for ch in [chr(c) for c in range(0x21, 0x7F)] + gb2312_chars():
+        for word, _ in pre.pre_tokenize_str(norm.normalize_str(ch)):
+            for c in word:
+                tokens.add(c)
+                if len(pre.pre_tokenize_str(norm.normalize_str("a" + c))) == 1:  # joins a word: it can be a continuation piece
+                    tokens.add(PREFIX + c)
+    return sorted(tokens)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, inventory: str = "none") -> Tokenizer:
+    """A WordPiece tokenizer whose vocabulary depends only on `texts`, `vocab_size` and `inventory`: the learnt
+    `wordpiece_vocab` (ids 0 .. <= vocab_size - 1, as without an inventory), then the inventory's tokens it lacks,
+    by code point. `vocab_size` counts the learnt part only, so an inventory never crowds out corpus pieces."""
     vocab = wordpiece_vocab(word_counts(texts), vocab_size)
+    have = set(vocab)
+    vocab += [t for t in inventory_tokens(inventory) if t not in have]
     model = models.WordPiece(
         vocab={t: i for i, t in enumerate(vocab)}, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD
     )
@@ -165,6 +203,20 @@ class BilingualTokenizer:
             return text
         ends = [end for (start, end), special in zip(enc.offsets, enc.special_tokens_mask) if not special and end > start]
         return text[: max(ends)] if ends else ""
+
+    def unknown_rate(self, texts: Sequence[str]) -> dict:
+        """How much of `texts` this vocabulary cannot spell: the share of texts holding an [UNK], and of their
+        characters that fall in an [UNK] (a held-out label set's coverage, reported per run)."""
+        unk = self.tokenizer.token_to_id(UNK)
+        with_unk = chars = unk_chars = 0
+        for enc, text in zip(self.tokenizer.encode_batch(list(texts)), texts):
+            spans = [end - start for i, (start, end) in zip(enc.ids, enc.offsets) if i == unk]
+            with_unk += bool(spans)
+            unk_chars += sum(spans)
+            chars += sum(not c.isspace() for c in text)
+        n = max(len(texts), 1)
+        return {"texts": len(texts), "texts_with_unk": with_unk, "text_unk_rate": round(with_unk / n, 4),
+                "char_unk_rate": round(unk_chars / max(chars, 1), 4)}
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:

@@ -303,7 +303,7 @@ def duplicate_key(draw):
     section = _at(d, path)
     key = draw(st.sampled_from(sorted(section)))
     _insert(section, DupKey(key, draw(st.booleans())), section[key], draw(st.integers(0, 50)))
-    return Case(f"{'.'.join(path + (key,))} given twice", to_yaml(d).encode(), expect=rf"given twice")
+    return Case(f"{'.'.join(path + (key,))} given twice", to_yaml(d).encode(), expect="given twice")
 
 
 def _get(d, path):

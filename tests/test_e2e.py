@@ -60,6 +60,11 @@ def test_report_has_every_model_and_field(run):
     assert report["data"]["classes"] == report["data"]["splits"]["eval"]["classes"] > 0
     assert report["data"]["used"] > 0 and report["data"]["skipped"] == 0
     assert {"data", "teacher", "distill", "align", "qat", "export", "eval"} <= set(report["timings_s"])
+    vocab = report["vocabulary"]  # issue 17: the GB2312 inventory spells every held-out name it covers
+    assert vocab["inventory"] == "gb2312" and vocab["size"] > 6763
+    for name, row in vocab["unk"].items():
+        assert row["texts_with_unk"] <= row["texts_outside_inventory"], name
+    assert vocab["unk"]["unseen_zh"]["texts"] > 0 and vocab["unk"]["unseen_zh"]["char_unk_rate"] == 0.0
 
 
 def test_fp32_pte_scores_like_eager(run):

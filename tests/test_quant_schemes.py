@@ -24,8 +24,10 @@ TOWERS = {
     "vit": lambda: create_image_tower("vit_pico_p8", EMBED_DIM, IMAGE_SIZE),
     "text": lambda: create_text_tower("text_tiny", vocab_size=VOCAB, embed_dim=EMBED_DIM, context_length=CONTEXT),
 }
-# int8 (and fp32) on MobileViT and text are lowered and checked in test_qat_export.py; the rest is here.
-CASES = [(t, s) for t in ("mobilevit", "text") for s in ("ptq-int8", "8da8w", "8da4w")] + [
+# int8 (and fp32) on MobileViT and text are lowered and checked in test_qat_export.py; the rest is here. MobileViT
+# (its lowering costs a minute a scheme) takes only 8da4w, the scheme whose graph differs most from int8's: ptq-int8
+# is int8's quantizer without the QAT step and 8da8w is 8da4w at 8 bits, both run on ViT and text.
+CASES = [("mobilevit", "8da4w")] + [("text", s) for s in ("ptq-int8", "8da8w", "8da4w")] + [
     ("vit", s) for s in ("int8", "ptq-int8", "8da8w", "8da4w")]
 
 

@@ -147,3 +147,38 @@ def test_small_vocab_keeps_every_character_and_ties_break_by_age():
     assert vocab == [PAD, UNK, "a", "c", "x", "##b", "##d", "ab", "cd"]
     assert wordpiece_vocab({"cd": 3, "ab": 3}, 7) == [PAD, UNK, "a", "c", "##b", "##d", "ab"]
     assert wordpiece_vocab({"cd": 3, "ab": 3}, 2) == [PAD, UNK, "a", "c", "##b", "##d"]  # characters are never dropped
+
+
+def test_the_vocabulary_holds_the_gb2312_inventory_on_top_of_the_learnt_pieces():
+    """issue 17: every GB2312 level 1 and 2 character (6,763) is spelt, never [UNK], whatever the captions held; the
+    learnt part of the vocabulary (ids and order) is the one the corpus alone gives."""
+    from compress.tokenizer import gb2312_chars, inventory_tokens
+
+    hanzi = [c for c in gb2312_chars() if "\u4e00" <= c <= "\u9fff"]
+    assert len(hanzi) == 6763
+    plain = train_tokenizer(CORPUS, 200)
+    tok = BilingualTokenizer(train_tokenizer(CORPUS, 200, "gb2312"), 8)
+    learnt = [t for t, _ in sorted(plain.get_vocab().items(), key=lambda kv: kv[1])]
+    vocab = [t for t, _ in sorted(tok.tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
+    assert vocab[: len(learnt)] == learnt and set(inventory_tokens("gb2312")) <= set(vocab)
+    ids = tok(hanzi)
+    assert not (ids == tok.tokenizer.token_to_id(UNK)).any()
+    assert tok.unknown_rate(["Zebra Crossing 斑马线 ÉLAN"])["char_unk_rate"] == 0.0  # ASCII, any case, accents stripped
+    assert BilingualTokenizer(plain, 8).unknown_rate(["斑马线"])["texts_with_unk"] == 1  # without it: [UNK]
+
+
+def test_held_out_label_sets_have_no_unk_for_characters_in_the_inventory():
+    """issue 17: ELEVATER's zh class names (compress/eval_data/) are [UNK]-free wherever their characters are in the
+    inventory; the few that hold a character outside GB2312 are [UNK] there only."""
+    from compress.eval.elevater import elevater_datasets
+    from compress.tokenizer import inventory_tokens
+
+    inv = set(inventory_tokens("gb2312"))
+    tok = BilingualTokenizer(train_tokenizer(CORPUS, 200, "gb2312"), 64)
+    norm = tok.tokenizer.normalizer
+    names = sorted({n for ds in elevater_datasets().values() for n in ds.classes["zh"]})
+    inside = [n for n in names if all(c.isspace() or c in inv for c in norm.normalize_str(n))]
+    assert len(inside) > 0.95 * len(names)
+    assert tok.unknown_rate(inside)["texts_with_unk"] == 0
+    outside = sorted(set(names) - set(inside))
+    assert tok.unknown_rate(outside)["texts_with_unk"] == len(outside)

@@ -15,7 +15,37 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def build_report(state, data: RunData, results: dict, exported) -> dict:
+def label_sets(data: RunData) -> dict[str, list[str]]:
+    """Held-out label sets the student's vocabulary must spell: ELEVATER's class names (compress/eval_data/) and the
+    names of the unseen split's classes, per language."""
+    from compress.eval.elevater import elevater_datasets
+
+    sets: dict[str, list[str]] = {}
+    for lang in ("en", "zh"):
+        sets[f"elevater_{lang}"] = sorted({n for ds in elevater_datasets().values() for n in ds.classes[lang]})
+    unseen = data.eval_splits.get("unseen")
+    if unseen is not None:
+        for lang in ("en", "zh"):
+            sets[f"unseen_{lang}"] = [data.names[lang][c] for c in unseen.class_ids if c in data.names.get(lang, {})]
+    return sets
+
+
+def vocabulary_coverage(tokenizer, data: RunData, inventory: str) -> dict:
+    """The vocabulary's size and its [UNK] rates on the held-out label sets (issue 17: 0% for characters in the
+    inventory)."""
+    from compress.tokenizer import inventory_tokens
+
+    inv, norm = set(inventory_tokens(inventory)), tokenizer.tokenizer.normalizer
+    out: dict = {"size": tokenizer.vocab_size, "inventory": inventory, "unk": {}}
+    for name, texts in label_sets(data).items():
+        row = tokenizer.unknown_rate(texts)
+        row["texts_outside_inventory"] = sum(any(not c.isspace() and c not in inv for c in norm.normalize_str(t))
+                                             for t in texts)
+        out["unk"][name] = row
+    return out
+
+
+def build_report(state, data: RunData, results: dict, exported, tokenizer=None) -> dict:
     eval_split = data.eval_splits.get("eval")
     report = {
         "name": state.recipe.name,
@@ -36,6 +66,8 @@ def build_report(state, data: RunData, results: dict, exported) -> dict:
         "timings_s": state.timings,
         "training": state.history,
     }
+    if tokenizer is not None:
+        report["vocabulary"] = vocabulary_coverage(tokenizer, data, state.recipe.students.text.inventory)
     if exported is not None and exported.files:
         report["artifacts"] = {q: {t: str(p) for t, p in d.items()} for q, d in exported.files.items()}
     report["checks"] = acceptance_checks(report)
@@ -109,6 +141,19 @@ def render_schemes(report: dict) -> list[str]:
     return lines
 
 
+def render_vocabulary(report: dict) -> list[str]:
+    v = report.get("vocabulary")
+    if not v:
+        return []
+    lines = ["", f"## Vocabulary: {v['size']} tokens, inventory `{v['inventory']}` ([UNK] on held-out label sets)", "",
+             "| label set | names | names with [UNK] | characters in [UNK] | names with a character outside the inventory |",
+             "|---|---|---|---|---|"]
+    for name, r in v["unk"].items():
+        lines.append(f"| {name} | {r['texts']} | {r['texts_with_unk']} ({r['text_unk_rate']:.1%}) | "
+                     f"{r['char_unk_rate']:.2%} | {r['texts_outside_inventory']} |")
+    return lines
+
+
 def render_margin(report: dict) -> list[str]:
     """The positive-pair term's activity at each contrastive stage's last epoch (compress/train/align.py records
     it per batch, averaged over the epoch): mean positive cosine, share of positives the term pushes, batch margin."""
@@ -176,6 +221,7 @@ def render_markdown(report: dict) -> str:
                      for n in npus]
             lines.append(f"| {tower} | {lat['median_inference_latency(ms)']:.2f} | " + " | ".join(cells) + " |")
     lines += render_schemes(report)
+    lines += render_vocabulary(report)
     if report.get("checks"):
         lines += ["", "## Checks", ""] + [f"- `{k}`: {v}" for k, v in report["checks"].items()]
     lines += ["", "## Stage timings (s)", ""] + [f"- {k}: {v}" for k, v in report["timings_s"].items()]
@@ -246,8 +292,8 @@ def plot_losses(csv_path: Path, path: Path) -> bool:
     return True
 
 
-def write_report(state, data: RunData, results: dict, exported) -> Path:
-    report = build_report(state, data, results, exported)
+def write_report(state, data: RunData, results: dict, exported, tokenizer=None) -> Path:
+    report = build_report(state, data, results, exported, tokenizer)
     out = state.out
     write_json(out / "report.json", report)
     text = render_markdown(report)

@@ -111,7 +111,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
         results = evaluate(state, data, teacher, model, tokenizer, quantized, exported)
     from compress.pipeline.report import write_report
 
-    return write_report(state, data, results, exported["main"])
+    return write_report(state, data, results, exported["main"], tokenizer)
 
 
 def check_same_recipe(recipe: Recipe, out: Path) -> None:

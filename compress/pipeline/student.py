@@ -35,7 +35,7 @@ def run_tokenizer(recipe: Recipe, stage1: PairSet) -> BilingualTokenizer:
     """The student's tokenizer: WordPiece over every caption stage 1 can produce (a pure function of the recipe and
     the data, so `cache-teacher` builds the very same one to cut the teacher's captions)."""
     t = recipe.students.text
-    return BilingualTokenizer(train_tokenizer(tokenizer_corpus(stage1), t.vocab_size), t.context_length)
+    return BilingualTokenizer(train_tokenizer(tokenizer_corpus(stage1), t.vocab_size, t.inventory), t.context_length)
 
 
 def stage1_targets(recipe: Recipe, data: RunData, teacher: Teacher | None, tokenizer: BilingualTokenizer | None = None):

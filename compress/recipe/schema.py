@@ -164,7 +164,11 @@ class TextStudentConfig(Strict):
     arch: str = "text_tiny"
     spec: dict[str, Any] | None = None  # arch=custom: {family: text, width, layers, heads, mlp_ratio}
     context_length: int = Field(32, ge=4, le=512)
-    vocab_size: int = Field(4096, ge=64, le=250_000)
+    vocab_size: int = Field(4096, ge=64, le=250_000)  # the pieces learnt from the corpus; the inventory comes on top
+    # A generic character inventory the vocabulary always holds (issue 17): gb2312 = all of GB2312 (its 6,763 hanzi
+    # and its symbols) plus printable ASCII, so a Chinese label outside the captions is spelt, not [UNK]; none = the
+    # corpus's characters only (the vocabulary before issue 17).
+    inventory: Literal["gb2312", "none"] = "gb2312"
 
     @field_validator("arch")
     @classmethod
@@ -590,6 +594,8 @@ class Recipe(Strict):
         if payload["data"]["split_seed"] is None:  # today's world: recipes from before the S/K/U keys keep their hash
             for key in ("split_seed", "student_fraction", "pairs"):
                 del payload["data"][key]
+        if payload["students"]["text"]["inventory"] == "none":  # the vocabulary of before the inventory (issue 17)
+            del payload["students"]["text"]["inventory"]
         for tower in ("image", "text"):  # unset specs stay out, so recipes from before `spec` keep their hash
             if payload["students"][tower].get("spec") is None:
                 payload["students"][tower].pop("spec", None)

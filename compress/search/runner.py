@@ -321,7 +321,8 @@ def run_search(recipe: Recipe, out: Path, data, teacher, table_path: Path | None
     torch.manual_seed(cfg.seed)
     log("[bold cyan]▶ search[/]: tokenizer")
     train, held = split_holdout(data.train, cfg.proxy.holdout, cfg.seed)
-    base = train_tokenizer(tokenizer_corpus(data.train), recipe.students.text.vocab_size)
+    base = train_tokenizer(tokenizer_corpus(data.train), recipe.students.text.vocab_size,
+                           recipe.students.text.inventory)
     tokenizers: dict[int, BilingualTokenizer] = {}
 
     def tokenizer_for(n: int) -> BilingualTokenizer:
