@@ -10,7 +10,9 @@ For each stage (the reference teacher's own training, stage 1, stage 2, QAT), in
   same batches in the same order: what the step would cost if data were free;
 - the split of a step done by hand, on one core's worth of time: `data_s` (augmentation, captions, tokenisation:
   the collate function), `forward_s`, `backward_s`, `optimizer_s`;
-- `ratio` = step_s / model_s: the acceptance asks <= 1.25 for every stage.
+- `ratio` = step_s / model_s: the acceptance asks <= 1.25 for every stage;
+- `kernel_share`: the share of the loop's CPU time spent in the kernel (page faults of freshly mapped activations,
+  thread wake-ups), and `cpu_busy`: CPU seconds per wall second (2.0 = both cores busy).
 
 The stages are built as the pipeline builds them (`build_student`, `DistillStage` with the online reference teacher,
 `AlignStage` with the stage-1 anchor, QAT's fake-quant towers and `qat_align_config`), on the headline's data; the
@@ -97,17 +99,22 @@ def _loop_step(stage, pairs, tokenizer, cfg, seed: int, workers: int, teacher_in
     from compress.train import loop
 
     with tempfile.TemporaryDirectory() as tmp:
+        cpu0 = os.times()
         ctx = loop.LoopContext(Path(tmp), seed, TrainingConfig(tensorboard=False, checkpoint_every=10**6),
                                distributed=False, workers=workers, teacher_input=teacher_input)
         t0 = time.perf_counter()
         loop.train(stage, pairs, tokenizer, cfg.model_copy(update={"epochs": 1}), ctx)
         total = time.perf_counter() - t0
+        cpu1 = os.times()
         with (Path(tmp) / "logs" / "scalars.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
     ips = [float(r["images_per_s"]) for r in rows][2:]
     step = [cfg.batch_size / x for x in ips]
+    user = (cpu1.user - cpu0.user) + (cpu1.children_user - cpu0.children_user)
+    system = (cpu1.system - cpu0.system) + (cpu1.children_system - cpu0.children_system)
     return {"step_s": statistics.median(step), "step_mean_s": statistics.fmean(step), "loop_steps": len(rows),
-            "loop_total_s": total}
+            "loop_total_s": total, "kernel_share": system / max(user + system, 1e-9),
+            "cpu_busy": (user + system) / max(total, 1e-9)}
 
 
 def stages(recipe_path: str):

@@ -14,7 +14,7 @@ from compress.pipeline.state import RunState, loop_context
 from compress.progress import log
 from compress.recipe.schema import Recipe
 from compress.teachers.base import Teacher
-from compress.tokenizer import BilingualTokenizer, tokenizer_corpus, train_tokenizer
+from compress.tokenizer import BilingualTokenizer, tokenizer_corpus, train_tokenizer, vocabulary_sample
 from compress.train import loop
 from compress.train.align import AlignStage
 from compress.train.distill import DistillStage, OnlineTargets
@@ -32,10 +32,12 @@ def build_student(recipe: Recipe, tokenizer: BilingualTokenizer) -> DualEncoder:
 
 
 def run_tokenizer(recipe: Recipe, stage1: PairSet) -> BilingualTokenizer:
-    """The student's tokenizer: WordPiece over every caption stage 1 can produce (a pure function of the recipe and
-    the data, so `cache-teacher` builds the very same one to cut the teacher's captions)."""
+    """The student's tokenizer: WordPiece over every caption stage 1 can produce, or an even sample of them past
+    `VOCAB_SAMPLE` (a pure function of the recipe and the data, so `cache-teacher` builds the very same one to cut the
+    teacher's captions)."""
     t = recipe.students.text
-    return BilingualTokenizer(train_tokenizer(tokenizer_corpus(stage1), t.vocab_size, t.inventory), t.context_length)
+    texts = vocabulary_sample(tokenizer_corpus(stage1))
+    return BilingualTokenizer(train_tokenizer(texts, t.vocab_size, t.inventory), t.context_length)
 
 
 def stage1_targets(recipe: Recipe, data: RunData, teacher: Teacher | None, tokenizer: BilingualTokenizer | None = None):
