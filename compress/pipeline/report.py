@@ -94,6 +94,8 @@ def acceptance_checks(report: dict) -> dict:
     rows = {r["scheme"]: r for r in scheme_rows(report)}
     if "fp32" in rows and "int8" in rows:
         for lang in ("en", "zh"):
+            if rows["fp32"][f"eval_{lang}"] is None or rows["int8"][f"eval_{lang}"] is None:
+                continue  # the `eval` split was not scored (eval.splits without it)
             drop = rows["fp32"][f"eval_{lang}"] - rows["int8"][f"eval_{lang}"]
             checks[f"int8_pte_eval_top1_drop_vs_fp32_pte_points_{lang}"] = round(100 * drop, 2)
             if "ptq-int8" in rows:
