@@ -34,3 +34,15 @@ def test_report_files(tmp_path):
     paths = write_report(result(), tmp_path / "rep")
     assert set(paths) == {"json", "md", "png"} and all(p.is_file() for p in paths.values())
     assert [r.name for r in result_rows(result())] == ["cifar-10", "eurosat_clip"]
+
+
+def test_a_run_that_scores_no_eval_split_still_gets_its_checks():
+    """A run with eval.splits [] (the full-size rehearsal's) exports fp32 and int8 but scores nothing: the report's
+    int8-vs-fp32 check is left out instead of subtracting None (bench/full_size.py found the crash)."""
+    from compress.pipeline.report import acceptance_checks
+
+    pte = {"pte_bytes": {"image": 4_000_000, "text": 7_000_000}, "latency_ms": {"image": 3.0, "text": 1.0}, "zero_shot": {}}
+    int8 = {"pte_bytes": {"image": 1_000_000, "text": 2_000_000}, "latency_ms": {"image": 2.0, "text": 0.5}, "zero_shot": {}}
+    checks = acceptance_checks({"models": {"student_fp32_pte": pte, "student_int8_pte": int8}})
+    assert checks["int8_to_fp32_pte_bytes_total"] == round(3 / 11, 4)
+    assert not any(k.startswith("int8_pte_eval_top1_drop") for k in checks)
