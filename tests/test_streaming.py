@@ -92,6 +92,30 @@ def test_each_shard_is_indexed_once_and_again_when_it_changes(corpus, tmp_path):
     assert load_shards(rewritten.pattern, 32, index_dir).en == third.en
 
 
+def test_shards_are_indexed_in_parallel_processes_exactly_as_in_one(corpus, tmp_path, monkeypatch):
+    """issue 17: uncached shards are indexed by a pool of spawned processes, one per core; the index files and the
+    corpus they give are byte for byte those of indexing in this process, and a bad shard is still one line."""
+    import gzip
+
+    from compress.data import webdataset
+    from compress.errors import UserError
+
+    written = write_shards(corpus["rows"][:16], tmp_path / "shards", samples_per_shard=4, root=corpus["root"] / "images")
+    assert len(written.paths) == 4 and webdataset._index_processes(4) == min(2, len(os.sched_getaffinity(0)))
+    pooled = load_shards(written.pattern, 32, tmp_path / "pooled")
+    monkeypatch.setattr(webdataset, "PARALLEL_FROM", 10**9)  # one process
+    alone = load_shards(written.pattern, 32, tmp_path / "alone")
+    monkeypatch.undo()
+    assert pooled.en == alone.en and pooled.zh == alone.zh and pooled.used == alone.used == 16
+    assert torch.equal(pooled.images[list(range(16))], alone.images[list(range(16))])
+    files = lambda d: {f.name: f.read_bytes() for f in d.iterdir()}  # noqa: E731
+    assert files(tmp_path / "pooled") == files(tmp_path / "alone")
+    shard = written.paths[2]
+    shard.write_bytes(gzip.compress(shard.read_bytes()))
+    with pytest.raises(UserError, match="compressed"):
+        load_shards(written.pattern, 32, tmp_path / "pooled")
+
+
 def _align(recipe, tok, **cfg):
     torch.manual_seed(0)
     model = build_student(recipe, tok).train()

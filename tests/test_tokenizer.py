@@ -185,12 +185,14 @@ def test_held_out_label_sets_have_no_unk_for_characters_in_the_inventory():
 
 
 def test_the_vocabulary_learns_from_an_even_sample_of_a_large_corpus():
-    """issue 17: past VOCAB_SAMPLE captions the vocabulary is learnt from an even sample (start-up flat in corpus size),
-    the same sample every time; a corpus under the limit is used whole."""
-    from compress.tokenizer import vocabulary_sample
+    """issue 17: past max(VOCAB_SAMPLE, 5 x vocab_size) captions the vocabulary is learnt from an even sample (start-up
+    flat in corpus size), the same sample every time; a corpus under the limit is used whole."""
+    from compress.tokenizer import VOCAB_SAMPLE, vocabulary_sample
 
     texts = [f"caption {i}" for i in range(1000)]
-    assert vocabulary_sample(texts, 2000) == texts
-    sample = vocabulary_sample(texts, 100)
-    assert len(sample) == 100 and sample == vocabulary_sample(list(texts), 100)
+    assert vocabulary_sample(texts, limit=2000) == texts
+    sample = vocabulary_sample(texts, limit=100)
+    assert len(sample) == 100 and sample == vocabulary_sample(list(texts), limit=100)
+    big = [f"c{i}" for i in range(VOCAB_SAMPLE * 3)]
+    assert len(vocabulary_sample(big, 1000)) == VOCAB_SAMPLE and len(vocabulary_sample(big, 8000)) == 40_000
     assert sample[0] == texts[0] and sample[-1] == texts[990] and len(set(sample)) == 100

@@ -32,11 +32,11 @@ def build_student(recipe: Recipe, tokenizer: BilingualTokenizer) -> DualEncoder:
 
 
 def run_tokenizer(recipe: Recipe, stage1: PairSet) -> BilingualTokenizer:
-    """The student's tokenizer: WordPiece over every caption stage 1 can produce, or an even sample of them past
-    `VOCAB_SAMPLE` (a pure function of the recipe and the data, so `cache-teacher` builds the very same one to cut the
-    teacher's captions)."""
+    """The student's tokenizer: WordPiece over every caption stage 1 can produce, or an even sample of them for a
+    large corpus (`vocabulary_sample`); a pure function of the recipe and the data, so `cache-teacher` builds the very
+    same one to cut the teacher's captions."""
     t = recipe.students.text
-    texts = vocabulary_sample(tokenizer_corpus(stage1))
+    texts = vocabulary_sample(tokenizer_corpus(stage1), t.vocab_size)
     return BilingualTokenizer(train_tokenizer(texts, t.vocab_size, t.inventory), t.context_length)
 
 
