@@ -13,7 +13,7 @@ from compress.cli import main
 TEACHER = {
     "name": "tiny_teacher", "data": {"limit": 30, "image_size": 32, "train_renders": 2, "unseen_fraction": 0.2},
     "teacher": {"kind": "none"},
-    "students": {"image": {"arch": "vit_pico_p8"}, "text": {"arch": "text_pico", "context_length": 16, "vocab_size": 400}, "embed_dim": 32},
+    "students": {"image": {"arch": "vit_pico_p8"}, "text": {"arch": "text_tiny", "context_length": 16, "vocab_size": 400}, "embed_dim": 32},
     "distill": {"enabled": False}, "align": {"epochs": 3, "batch_size": 16, "lr": 1e-3},
     "qat": {"enabled": False}, "export": {"enabled": False}, "eval": {"splits": ["eval"]},
 }
