@@ -9,6 +9,7 @@ between equally frequent merges by Rust hash-map order, which changes from proce
 """
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import Counter
 from pathlib import Path
@@ -136,13 +137,14 @@ def gb2312_chars() -> list[str]:
     return chars
 
 
-def inventory_tokens(name: str) -> list[str]:
+@functools.cache
+def inventory_tokens(name: str) -> tuple[str, ...]:
     """The generic character inventory every vocabulary holds besides its corpus (issue 17), as the tokenizer will
     see it: each character put through the normalizer (lower-cased, accents stripped) and the pre-tokenizer. A
     character that can continue a word (a letter, a digit) also comes as its "##" piece; a Chinese character or
     punctuation is always a word of its own. Printable ASCII is part of every inventory but "none"."""
     if name == "none":
-        return []
+        return ()
     if name != "gb2312":
         raise UserError(f"unknown character inventory {name!r}; use one of {', '.join(INVENTORIES)}")
     norm, pre = _normalizer(), pre_tokenizers.BertPreTokenizer()
@@ -153,7 +155,7 @@ def inventory_tokens(name: str) -> list[str]:
                 tokens.add(c)
                 if len(pre.pre_tokenize_str(norm.normalize_str("a" + c))) == 1:  # joins a word: it can be a continuation piece
                     tokens.add(PREFIX + c)
-    return sorted(tokens)
+    return tuple(sorted(tokens))
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, inventory: str = "none") -> Tokenizer:

@@ -234,12 +234,8 @@ def cached_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, capti
     return None
 
 
-def shard_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> dict:
-    """The shard's index, from the index cache when the shard is unchanged (same path, size and mtime), else built
-    and cached (temp file, then rename). A cache entry that cannot be read is rebuilt."""
-    cached = cached_index(path, image_size, index_dir, captions)
-    if cached is not None:
-        return cached
+def build_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> dict:
+    """Index the shard and cache the result (temp file, then rename), without looking at the cache first."""
     file, ident = _index_file(path, image_size, index_dir, captions)
     index = {"ident": ident, **_index_shard(path, image_size, captions)}
     try:
@@ -275,11 +271,11 @@ def shard_indexes(paths: list[Path], image_size: int, index_dir: Path = INDEX_DI
     procs = _index_processes(len(todo))
     if procs == 1:
         for p, x in zip(progress_paths(paths), indexes):
-            yield x if x is not None else shard_index(p, image_size, index_dir, captions)
+            yield x if x is not None else build_index(p, image_size, index_dir, captions)
         return
     from compress.progress import progress_bar
 
-    build = functools.partial(shard_index, image_size=image_size, index_dir=index_dir, captions=captions)
+    build = functools.partial(build_index, image_size=image_size, index_dir=index_dir, captions=captions)
     with concurrent.futures.ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool, \
             progress_bar(f"index shards ({procs} processes)", len(todo)) as advance:
         for i, index in zip(todo, pool.map(build, [paths[i] for i in todo])):
