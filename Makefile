@@ -7,8 +7,9 @@ RECIPE ?= recipes/mobilevit_int8.yaml
 RUN    ?= runs/$(basename $(notdir $(RECIPE)))
 # a fresh .venv is ~6.6 GB (torch 2.14.1's only wheel here is the CUDA build: nvidia-* 3.2 GB, triton 0.9 GB) plus pip's unpacking room
 VENV_NEED_KB ?= 8000000
-# one pytest-xdist worker per core (at most 4); a test file stays in one worker, so its fixtures are built once
-PYTEST_WORKERS ?= -n $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n) --dist loadfile
+# one pytest-xdist worker per core (at most 4); a test file stays in one worker, so its fixtures are built once; files
+# are handed out longest first (tests/conftest.py FILE_SECONDS), not by xdist's own reorder (number of tests per file)
+PYTEST_WORKERS ?= -n $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n) --dist loadfile --no-loadscope-reorder
 
 .PHONY: install java-tools run test bench ablation clean android
 
