@@ -11,7 +11,8 @@ For each size, in fresh processes (so imports and memory are each run's own):
 - `stage1_images_per_s`: a short stage 1 of the headline recipe on that corpus (its reference teacher online);
 - `peak_rss_mb`: the most resident memory of the process and its workers together, sampled every 0.1 s over the
   startup, loader and stage-1 children (workers are forked: their shared pages count once per process, so this
-  overstates memory the same way at every size).
+  overstates memory the same way at every size); beside it the main process alone and the PSS of them all (shared
+  pages counted once), and each per mode in `memory_by_mode`.
 
 Acceptance (the issue's): peak RSS at the largest size <= 1.2x the smallest, start-up <= 2x, and the loader >= 2x
 what stage 1 consumes. The corpora (about 15 kB per image: ~4.5 GB at 300k) are written resumably under `--root` and
@@ -151,23 +152,33 @@ def _subset(pairs, n: int):
 
 
 def measure(mode: str, pattern: str, workers: int, cwd: Path) -> dict:
-    """Run a child; its result plus the peak RSS (MB) of it and its workers, sampled every 0.1 s."""
+    """Run a child; its result plus its memory, sampled every 0.1 s: the peak RSS (MB) of it and its workers summed
+    (`peak_rss_mb`), of the main process alone (`peak_main_rss_mb`), and the peak PSS of them all (`peak_pss_mb`, every
+    fifth sample: reading smaps is slow), where a page shared by n processes counts 1/n: forked workers share the
+    parent's pages until they write to them, so RSS counts what they share once per process and PSS counts it once."""
     import psutil
 
     cmd = [sys.executable, "-m", "bench.data_scale", "--child", mode, "--pattern", pattern, "--workers", str(workers)]
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak, p = 0, psutil.Process(proc.pid)
+    peak = peak_main = peak_pss = tick = 0
+    p = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
-            rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
-            peak = max(peak, rss)
+            procs = [p] + p.children(recursive=True)
+            main_rss = p.memory_info().rss
+            peak_main = max(peak_main, main_rss)
+            peak = max(peak, main_rss + sum(c.memory_info().rss for c in procs[1:]))
+            if tick % 5 == 0:
+                peak_pss = max(peak_pss, sum(c.memory_full_info().pss for c in procs))
         except psutil.Error:
             pass
+        tick += 1
         time.sleep(0.1)
     out, err = proc.communicate()
     if proc.returncode:
         raise SystemExit(f"bench.data_scale: child {mode} failed:\n{err[-3000:]}")
-    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mb": peak / 2**20}
+    return {**json.loads(out.strip().splitlines()[-1]), "peak_rss_mb": peak / 2**20,
+            "peak_main_rss_mb": peak_main / 2**20, "peak_pss_mb": peak_pss / 2**20}
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -200,12 +211,13 @@ def main(argv: list[str] | None = None) -> None:
                          "make_corpus_s": made}
             idx = measure("index", pattern, args.workers, repo)
             row |= {"index_build_s": idx["index_build_s"], "index_peak_rss_mb": idx["peak_rss_mb"]}
-            peaks = []
+            peaks: dict[str, dict] = {}
             for mode in ("startup", "loader", "stage1"):
                 got = measure(mode, pattern, args.workers, repo)
-                peaks.append(got.pop("peak_rss_mb"))
+                peaks[mode] = {k: got.pop(k) for k in ("peak_rss_mb", "peak_main_rss_mb", "peak_pss_mb")}
                 row |= got
-            row["peak_rss_mb"] = max(peaks)
+            row |= {k: max(m[k] for m in peaks.values()) for k in ("peak_rss_mb", "peak_main_rss_mb", "peak_pss_mb")}
+            row["memory_by_mode"] = peaks
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -217,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         "host": {"cpus": os.cpu_count()}, "workers": args.workers, "headline_recipe": HEADLINE, "rows": rows,
         "stage1_images_per_s": small["stage1_images_per_s"],
         "ratios": {"peak_rss_largest_over_smallest": large["peak_rss_mb"] / small["peak_rss_mb"],
+                   "peak_pss_largest_over_smallest": large["peak_pss_mb"] / small["peak_pss_mb"],
                    "startup_largest_over_smallest": large["startup_s"] / small["startup_s"],
                    "loader_over_stage1": min(r["loader_images_per_s"] / r["stage1_images_per_s"] for r in rows)},
         "seconds": time.perf_counter() - t_all,
