@@ -255,16 +255,18 @@ def vocabulary_sample(texts: Sequence[str], vocab_size: int = 4096, limit: int |
     return list(texts) if n <= limit else [texts[i * n // limit] for i in range(limit)]
 
 
-def tokenizer_corpus(pairs) -> list[str]:
+def tokenizer_corpus(pairs) -> Sequence[str]:
     """Every caption training can produce from `pairs` (a PairSet), in both languages: what the WordPiece
     vocabulary is trained on."""
     from compress.prompts import LANGS, TEMPLATES
 
-    texts: list[str] = []
+    from compress.data.texts import concat_texts
+
+    parts: list[Sequence[str]] = []
     for lang in LANGS:
         if pairs.templated:
             names = [n for n in (pairs.en if lang == "en" else pairs.zh) if n is not None]
-            texts += [t.format(n) for n in names for t in TEMPLATES[lang]]
+            parts.append([t.format(n) for n in names for t in TEMPLATES[lang]])
         else:
-            texts += pairs.texts(lang)
-    return texts
+            parts.append(pairs.texts(lang))
+    return concat_texts(parts)  # a list, or for a corpus one flat TextColumn (compress/data/texts.py)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_quant_schemes import check_scheme, lowered  # noqa: F401  (lowered: the module-scoped fixture)
+from tests import test_quant_schemes as schemes
+
+lowered = schemes.lowered  # the module-scoped fixture, built anew for this file
 
 CASES = [("text", s) for s in ("ptq-int8", "8da8w", "8da4w")]
 
 
 @pytest.mark.parametrize("tower,name", CASES, ids=[f"{t}-{s}" for t, s in CASES])
-def test_scheme_exports_and_runs(lowered, tower, name):  # noqa: F811
-    check_scheme(lowered, tower, name)
+def test_scheme_exports_and_runs(lowered, tower, name):
+    schemes.check_scheme(lowered, tower, name)

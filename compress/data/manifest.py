@@ -17,7 +17,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ import torch
 from compress.data.images import decode_image
 from compress.data.pairs import PairSet
 from compress.data.store import ImageSource, LazyImages
+from compress.data.texts import CaptionColumnBuilder, TextColumn
 from compress.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ class ManifestData:
     """Rows loaded from a manifest (or from tar shards, see compress.data.webdataset), one image per row."""
 
     images: "ImageSource"  # uint8 (N, 3, image_size, image_size), letterboxed; on disk (LazyImages) for corpora
-    en: list[tuple[str, ...]]  # every caption of each row, in file order; () where the row has no English caption
-    zh: list[tuple[str, ...]]
+    # every caption of each row, in file order; () where the row has no English caption (a CaptionColumn: flat, see
+    # compress/data/texts.py)
+    en: Sequence[tuple[str, ...]]
+    zh: Sequence[tuple[str, ...]]
     skipped: dict[str, int]  # reason -> count
     used: int
     skipped_lines: list[tuple[int, str]] = field(default_factory=list)  # (1-based line number, reason)
@@ -65,12 +68,13 @@ class RowCollector:
     with where each was (a line number or a shard member)."""
 
     images: list = field(default_factory=list)  # pixels (np.ndarray) or, for a lazy source, the image files
-    en: list[tuple[str, ...]] = field(default_factory=list)
-    zh: list[tuple[str, ...]] = field(default_factory=list)
+    # every caption of each row, appended flat (no per-row objects: compress/data/texts.py)
+    en: CaptionColumnBuilder = field(default_factory=CaptionColumnBuilder)
+    zh: CaptionColumnBuilder = field(default_factory=CaptionColumnBuilder)
     skipped: dict[str, int] = field(default_factory=dict)
     where: list[tuple] = field(default_factory=list)  # (location, reason) per skipped row
 
-    def add(self, pixels: np.ndarray | str, en: tuple[str, ...], zh: tuple[str, ...]) -> None:
+    def add(self, pixels: np.ndarray | str, en: Sequence[str], zh: Sequence[str]) -> None:
         self.images.append(pixels)
         self.en.append(en)
         self.zh.append(zh)
@@ -81,16 +85,18 @@ class RowCollector:
 
     def finish(self, source: str, unit: str, empty: str, fix: str, show: Callable[[object], str],
                warn_source: str | None = None, none_usable: str | None = None, stack: bool = True) -> tuple:
-        """(images tensor, en, zh, skipped) after the one-line error for no usable rows and the skip warning;
+        """(images tensor, en, zh (CaptionColumns), skipped) after the one-line error for no usable rows and the skip
+        warning;
         `stack=False`: `images` holds no pixels (files of a lazy source), and None comes back in their place."""
-        if not self.images:
+        if not len(self.images):
             reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.skipped.items())) or empty
             raise UserError(f"{source}: no usable {none_usable or unit} ({reasons}); {fix}")
         if self.skipped:
             first = ", ".join(f"{show(w)}: {r}" for w, r in self.where[:5])
             log.warning("%s: used %d %s, skipped %s (%s%s)", warn_source or source, len(self.images), unit,
                         self.skipped, first, ", ..." if len(self.where) > 5 else "")
-        return (torch.from_numpy(np.stack(self.images)) if stack else None), self.en, self.zh, self.skipped
+        return ((torch.from_numpy(np.stack(self.images)) if stack else None), self.en.finish(), self.zh.finish(),
+                self.skipped)
 
 
 def caption_list(value: object) -> tuple[str, ...] | None:
@@ -195,11 +201,11 @@ def load_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
            f"(at least one language) with a readable image")
     _, en, zh, skipped = rows.finish(f"manifest {path}", "rows", "file has no rows", fix, lambda n: f"line {n}",
                                      stack=False)
-    images = lazy_files(rows.images, image_size)
+    images = lazy_files(TextColumn.of(rows.images), image_size)
     return ManifestData(images=images, en=en, zh=zh, skipped=skipped, used=len(images), skipped_lines=rows.where)
 
 
-def lazy_files(files: list[str], image_size: int) -> LazyImages:
+def lazy_files(files: Sequence[str], image_size: int) -> LazyImages:
     """One image file per row, read whole and decoded when a batch asks for it."""
     n = len(files)
     return LazyImages(files, np.arange(n), np.zeros(n, dtype=np.int64), np.full(n, -1, dtype=np.int64), image_size)

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from compress.data.store import ImageSource, cat_images
+from compress.data.texts import CaptionColumn, TextColumn, concat_texts
 from compress.prompts import caption
 
 
@@ -38,8 +39,10 @@ class PairSet:
 
     images: ImageSource  # uint8 (N, 3, H, W): a tensor, or a corpus left on disk (compress/data/store.py)
     groups: torch.Tensor  # int64 (N,) index into en/zh
-    en: list[str | None]  # one caption (or class name) per group; None = no English caption for that group
-    zh: list[str | None]
+    # one caption (or class name) per group; None = no English caption for that group. A list, or for a corpus a
+    # TextColumn (compress/data/texts.py: flat, so forked DataLoader workers do not copy a million strings each)
+    en: Sequence[str | None]
+    zh: Sequence[str | None]
     templated: bool = True  # emoji class names get a random caption template each time
     # lang -> group -> all of the group's captions, only for groups with two or more
     more: dict[str, dict[int, tuple[str, ...]]] = field(default_factory=dict)
@@ -49,10 +52,8 @@ class PairSet:
         cls, images: torch.Tensor, en: Sequence[Sequence[str]], zh: Sequence[Sequence[str]]
     ) -> "PairSet":
         """One group per image from every caption of each image per language (empty = none in that language)."""
-        first = lambda caps: [c[0] if len(c) else None for c in caps]  # noqa: E731
-        several = lambda caps: {g: tuple(c) for g, c in enumerate(caps) if len(c) > 1}  # noqa: E731
-        more = {lang: m for lang, m in (("en", several(en)), ("zh", several(zh))) if m}
-        return cls(images, torch.arange(len(en)), first(en), first(zh), templated=False, more=more)
+        first, more = _first_and_more(en, zh)
+        return cls(images, torch.arange(len(en)), *first, templated=False, more=more)
 
     def __len__(self) -> int:
         return int(self.groups.shape[0])
@@ -75,6 +76,8 @@ class PairSet:
     def has(self, lang: str) -> torch.Tensor:
         """bool (num_groups,): which groups have a caption in `lang`."""
         names = self.en if lang == "en" else self.zh
+        if isinstance(names, TextColumn):
+            return torch.from_numpy(names.present())
         return torch.tensor([n is not None for n in names], dtype=torch.bool)
 
     def captions(self, groups: list[int], lang: str, rng: random.Random) -> list[str | None]:
@@ -92,20 +95,37 @@ class PairSet:
                 out.append(rng.choice(alts[g]) if g in alts else name)
         return out
 
-    def texts(self, lang: str) -> list[str]:
-        """Every caption in `lang` (all of a group's captions, Nones left out): e.g. a tokenizer's training corpus."""
+    def texts(self, lang: str) -> Sequence[str]:
+        """Every caption in `lang` (all of a group's captions, Nones left out): e.g. a tokenizer's training corpus.
+        A TextColumn where the captions are one (and no group has several), else a list."""
         names = self.en if lang == "en" else self.zh
         alts = self.more.get(lang, {})
+        if isinstance(names, TextColumn) and not alts:
+            return names.dropna()
         return [t for g, n in enumerate(names) if n is not None for t in alts.get(g, (n,))]
+
+
+def _first_and_more(en: Sequence[Sequence[str]], zh: Sequence[Sequence[str]]
+                    ) -> tuple[tuple[Sequence[str | None], Sequence[str | None]], dict[str, dict[int, tuple[str, ...]]]]:
+    """Per row, its first caption in each language (None: none), and lang -> row -> all its captions for the rows
+    with two or more. CaptionColumns give TextColumns (flat), lists give lists."""
+    def first(caps: Sequence[Sequence[str]]) -> Sequence[str | None]:
+        return caps.first() if isinstance(caps, CaptionColumn) else [c[0] if len(c) else None for c in caps]
+
+    def several(caps: Sequence[Sequence[str]]) -> dict[int, tuple[str, ...]]:
+        if isinstance(caps, CaptionColumn):
+            return caps.several()
+        return {g: tuple(c) for g, c in enumerate(caps) if len(c) > 1}
+
+    more = {lang: m for lang, m in (("en", several(en)), ("zh", several(zh))) if m}
+    return (first(en), first(zh)), more
 
 
 def text_only_pairs(en: Sequence[Sequence[str]], zh: Sequence[Sequence[str]], templated: bool,
                     image_shape: tuple[int, int, int]) -> PairSet:
     """Text with no image, one group per row (a row's captions per language; empty = none in that language).
     `templated`: the captions are class names or labels that get a caption template, as the emoji pairs' do."""
-    first = [c[0] if len(c) else None for c in en], [c[0] if len(c) else None for c in zh]
-    more = {lang: m for lang, caps in (("en", en), ("zh", zh))
-            if (m := {g: tuple(c) for g, c in enumerate(caps) if len(c) > 1})}
+    first, more = _first_and_more(en, zh)
     return PairSet(torch.zeros((0, *image_shape), dtype=torch.uint8), torch.arange(len(en)), *first,
                    templated=templated, more=more)
 
@@ -129,15 +149,14 @@ def stage1_pairs(pairs: PairSet, image_only: PairSet | None = None, text_only: P
     if text_only is not None and text_only.num_groups and text_only.templated != pairs.templated:
         raise ValueError("stage1_pairs: the text-only captions and the pairs must agree on `templated`")
     images = cat_images([pairs.images] + ([image_only.images] if image_only is not None else []))
-    groups, en, zh, more, offset = [], [], [], {}, 0
+    groups, more, offset = [], {}, 0
     for p in parts:
         groups.append(p.groups + offset)
-        en += p.en
-        zh += p.zh
         for lang, m in p.more.items():
             more.setdefault(lang, {}).update({g + offset: c for g, c in m.items()})
         offset += p.num_groups
-    return PairSet(images, torch.cat(groups), en, zh, templated=pairs.templated, more=more)
+    return PairSet(images, torch.cat(groups), concat_texts([p.en for p in parts]), concat_texts([p.zh for p in parts]),
+                   templated=pairs.templated, more=more)
 
 
 def labelled_pairs(pairs: PairSet, images: torch.Tensor, labels: Sequence[int], names: PairSet) -> PairSet:
@@ -154,5 +173,6 @@ def labelled_pairs(pairs: PairSet, images: torch.Tensor, labels: Sequence[int], 
     for lang, m in names.more.items():
         more.setdefault(lang, {}).update({pairs.num_groups + pos[g]: c for g, c in m.items() if g in pos})
     return PairSet(cat_images([pairs.images, images]), torch.cat([pairs.groups, groups]),
-                   pairs.en + [names.en[g] for g in used], pairs.zh + [names.zh[g] for g in used],
+                   concat_texts([pairs.en, [names.en[g] for g in used]]),
+                   concat_texts([pairs.zh, [names.zh[g] for g in used]]),
                    templated=pairs.templated, more=more)

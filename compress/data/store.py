@@ -16,6 +16,7 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
+from compress.data.texts import TextColumn
 from compress.errors import UserError
 
 
@@ -49,12 +50,14 @@ class LazyImages(_ImageRows):
 
     def __init__(self, files: Sequence[str], source: np.ndarray, offset: np.ndarray, size: np.ndarray,
                  image_size: int, keys: Sequence[str] | None = None) -> None:
-        self.files = list(files)
+        # a TextColumn (compress/data/texts.py) stays one: a manifest names a file per row
+        self.files = files if isinstance(files, TextColumn) else list(files)
         self.source = np.asarray(source, dtype=np.int32)
         self.offset = np.asarray(offset, dtype=np.int64)
         self.size = np.asarray(size, dtype=np.int64)
         self.image_size = int(image_size)
-        self.keys = list(keys) if keys is not None else None  # the sample keys of tar shards, for messages
+        # the sample keys of tar shards, for messages
+        self.keys = keys if keys is None or isinstance(keys, TextColumn) else list(keys)
         if not (len(self.source) == len(self.offset) == len(self.size)):
             raise ValueError("LazyImages: source, offset and size differ in length")
 
@@ -75,7 +78,7 @@ class LazyImages(_ImageRows):
         """The rows `index` names, still on disk."""
         rows = _rows(index, len(self))
         return LazyImages(self.files, self.source[rows], self.offset[rows], self.size[rows], self.image_size,
-                          None if self.keys is None else [self.keys[i] for i in rows.tolist()])
+                          None if self.keys is None else _take(self.keys, rows))
 
     def at_size(self, image_size: int) -> "LazyImages":
         """The same rows decoded (letterboxed) at another square size."""
@@ -268,6 +271,10 @@ def crops_from_disk(images: ImageSource) -> bool:
     if isinstance(images, LazyImages):
         return True
     return isinstance(images, ConcatImages) and all(crops_from_disk(p) for p in images.parts)
+
+
+def _take(items: Sequence[str], rows: np.ndarray) -> Sequence[str]:
+    return items.take(rows) if isinstance(items, TextColumn) else [items[i] for i in rows.tolist()]
 
 
 def select_images(images: ImageSource, index) -> ImageSource:

@@ -15,6 +15,7 @@ from pathlib import Path
 from compress.data.manifest import (MISSING_FIELD, NO_CAPTION, UNSAFE_PATH, RowCollector, _load_image, _safe_path,
                                     lazy_files, parse_json_object, row_captions)
 from compress.data.pairs import PairSet, image_only_pairs, text_only_pairs
+from compress.data.texts import CaptionColumnBuilder, TextColumn
 from compress.errors import UserError
 from compress.prompts import caption_lang
 
@@ -48,7 +49,7 @@ def load_image_only(path: str | os.PathLike, image_size: int) -> PairSet:
     rows.finish(f"distill.unpaired_images {path}", "rows", "file has no rows",
                 f"each line must be {{\"image\": path relative to {root}}} with a readable image", lambda n: f"line {n}",
                 stack=False)
-    return image_only_pairs(lazy_files(rows.images, image_size))
+    return image_only_pairs(lazy_files(TextColumn.of(rows.images), image_size))
 
 
 def load_text_only(path: str | os.PathLike, templated: bool, image_shape: tuple[int, int, int]) -> PairSet:
@@ -57,8 +58,7 @@ def load_text_only(path: str | os.PathLike, templated: bool, image_shape: tuple[
     if not path.is_file():
         raise UserError(f"distill.text_only: {path} not found: give a JSONL of {{\"en\", \"zh\"}} rows or a .txt "
                         "of one caption per line")
-    en: list[tuple[str, ...]] = []
-    zh: list[tuple[str, ...]] = []
+    en, zh = CaptionColumnBuilder(), CaptionColumnBuilder()  # flat: a text corpus can hold millions of lines
     skipped: dict[str, int] = {}
     jsonl = path.suffix in (".jsonl", ".json")
     with path.open("rb") as f:
@@ -78,8 +78,8 @@ def load_text_only(path: str | os.PathLike, templated: bool, image_shape: tuple[
                 lang = caption_lang(text)
                 en.append((text,) if lang == "en" else ())
                 zh.append((text,) if lang == "zh" else ())
-    if not en:
+    if not len(en):
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or NO_CAPTION
         raise UserError(f"distill.text_only {path}: no usable caption ({reasons}); give {{\"en\": text, \"zh\": text}} "
                         "rows (.jsonl) or one caption per line (.txt)")
-    return text_only_pairs(en, zh, templated, image_shape)
+    return text_only_pairs(en.finish(), zh.finish(), templated, image_shape)

@@ -40,6 +40,7 @@ import logging
 import os
 import re
 import tarfile
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -55,6 +56,7 @@ from compress.data.manifest import (
     caption_list, decode_image, parse_json_object, row_captions,
 )
 from compress.data.store import LazyImages
+from compress.data.texts import TextColumnBuilder
 from compress.errors import UserError
 from compress.prompts import caption_lang
 
@@ -258,30 +260,38 @@ def _index_processes(todo: int) -> int:
     return max(1, min(cores, todo)) if todo >= PARALLEL_FROM else 1
 
 
+def _build_uncached(path: Path, image_size: int, index_dir: Path, captions: bool) -> dict | None:
+    """Build the shard's index into the cache; the index itself only when it could not be cached."""
+    index = build_index(path, image_size, index_dir, captions)
+    return None if cached_index(path, image_size, index_dir, captions) is not None else index
+
+
 def shard_indexes(paths: list[Path], image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> Iterator[dict]:
-    """Each shard's index, in order: cached ones read here, the others built by a pool of processes, one per core (a
-    sample costs about 1 ms to index, image decode included: 300k pairs took 5 minutes on one core). Spawned, not
-    forked: the training process may already run torch's threads."""
+    """Each shard's index, in order, read from the cache one at a time (a corpus's whole index never sits in memory:
+    freed memory stays in the process, and forked DataLoader workers inherit it). Shards not cached yet are indexed
+    first by a pool of processes, one per core (a sample costs about 1 ms to index, image decode included: 300k pairs
+    took 5 minutes on one core). Spawned, not forked: the training process may already run torch's threads."""
     import concurrent.futures
     import functools
     import multiprocessing
 
-    indexes: list[dict | None] = [cached_index(p, image_size, index_dir, captions) for p in paths]
-    todo = [i for i, x in enumerate(indexes) if x is None]
+    # the cache file's name hashes the shard's path, size and mtime: no file, not cached (its ident is checked on read)
+    todo = [i for i, p in enumerate(paths) if not _index_file(p, image_size, index_dir, captions)[0].is_file()]
     procs = _index_processes(len(todo))
-    if procs == 1:
-        for p, x in zip(progress_paths(paths), indexes):
-            yield x if x is not None else build_index(p, image_size, index_dir, captions)
-        return
-    from compress.progress import progress_bar
+    built: dict[int, dict] = {}  # the indexes a read-only or full cache folder could not keep
+    if procs > 1:
+        from compress.progress import progress_bar
 
-    build = functools.partial(build_index, image_size=image_size, index_dir=index_dir, captions=captions)
-    with concurrent.futures.ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool, \
-            progress_bar(f"index shards ({procs} processes)", len(todo)) as advance:
-        for i, index in zip(todo, pool.map(build, [paths[i] for i in todo])):
-            indexes[i] = index
-            advance(paths[i].name)
-    yield from indexes
+        build = functools.partial(_build_uncached, image_size=image_size, index_dir=index_dir, captions=captions)
+        with concurrent.futures.ProcessPoolExecutor(procs, mp_context=multiprocessing.get_context("spawn")) as pool, \
+                progress_bar(f"index shards ({procs} processes)", len(todo)) as advance:
+            for i, index in zip(todo, pool.map(build, [paths[i] for i in todo])):
+                if index is not None:
+                    built[i] = index
+                advance(paths[i].name)
+    for i, p in enumerate(progress_paths(paths) if procs == 1 else paths):
+        index = built.pop(i, None) or cached_index(p, image_size, index_dir, captions)
+        yield index if index is not None else build_index(p, image_size, index_dir, captions)
 
 
 def load_shards(pattern: str, image_size: int = 64, index_dir: str | os.PathLike = INDEX_DIR,
@@ -292,15 +302,16 @@ def load_shards(pattern: str, image_size: int = 64, index_dir: str | os.PathLike
     `captions=False`: image-only data (distill.unpaired_images), where a sample without a caption is kept."""
     paths = expand_shards(pattern)
     rows = RowCollector()
-    source, offset, size, keys = [], [], [], []
+    # flat from the start (compress/data/texts.py): nothing per sample outlives a shard's index
+    source, offset, size, keys = array("i"), array("q"), array("q"), TextColumnBuilder()
     for s, (path, index) in enumerate(zip(paths, shard_indexes(paths, image_size, Path(index_dir), captions))):
         for key, off, n, en, zh in index["samples"]:
             source.append(s)
             offset.append(off)
             size.append(n)
             keys.append(key)
-            rows.en.append(tuple(en))
-            rows.zh.append(tuple(zh))
+            rows.en.append(en)
+            rows.zh.append(zh)
         for where, reason in index["skipped"]:
             rows.skip(where, reason)
         if index["damaged"]:
@@ -309,11 +320,12 @@ def load_shards(pattern: str, image_size: int = 64, index_dir: str | os.PathLike
     rows.images = keys  # finish() counts usable rows by `images`
     fix = ("each sample needs <key>.jpg (or .png, .webp) and <key>.json {\"en\": text, \"zh\": text} "
            "(at least one language)")
-    rows.finish(f"data.shards {pattern!r}", "samples", "the shards hold no samples", fix, str,
-                warn_source=f"shards {pattern}", none_usable=f"samples in {len(paths)} shards", stack=False)
-    images = LazyImages([str(p) for p in paths], np.asarray(source), np.asarray(offset), np.asarray(size), image_size,
-                        keys)
-    return ManifestData(images=images, en=rows.en, zh=rows.zh, skipped=rows.skipped, used=len(images),
+    _, en, zh, skipped = rows.finish(f"data.shards {pattern!r}", "samples", "the shards hold no samples", fix, str,
+                                     warn_source=f"shards {pattern}", none_usable=f"samples in {len(paths)} shards",
+                                     stack=False)
+    images = LazyImages([str(p) for p in paths], np.frombuffer(source, np.int32), np.frombuffer(offset, np.int64),
+                        np.frombuffer(size, np.int64), image_size, keys.finish())
+    return ManifestData(images=images, en=en, zh=zh, skipped=skipped, used=len(images),
                         skipped_samples=rows.where)
 
 

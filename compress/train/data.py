@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, fields
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from compress.data.augment import apply_augment, augment_params, to_float
@@ -179,31 +180,61 @@ class EpochPlan(torch.utils.data.Sampler):
 
     def __init__(self, pairs: PairSet, batch_size: int, seed: int, grad_accum: int = 1, views: int | None = None) -> None:
         self.batch_size, self.seed, self.views = batch_size, seed, views
-        members: dict[int, list[int]] = {}
-        for i, g in enumerate(pairs.groups.tolist()):
-            members.setdefault(g, []).append(i)
-        self.members = [members[g] for g in sorted(members)]
-        per_epoch = len(self.members) // batch_size
+        # each group's samples, in sample order, groups ascending: flat arrays, not a list per group (a corpus has a
+        # group per row, and this object is in every forked DataLoader worker)
+        groups = pairs.groups.numpy().astype(np.int64, copy=False)
+        self._rows = np.argsort(groups, kind="stable")
+        _, self._starts, self._counts = np.unique(groups[self._rows], return_index=True, return_counts=True)
+        self.num_groups = len(self._starts)
+        per_epoch = self.num_groups // batch_size
         self.batches_per_epoch = per_epoch - per_epoch % grad_accum
         self.epoch, self.start = 0, 0
 
-    def plan(self, epoch: int) -> list[list[tuple[int, int]]]:
+    def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's (sample index, view) of every group, in visiting order, as two int64 arrays."""
         rng = random.Random(self.seed * 1_000_003 + epoch)
-        order = list(range(len(self.members)))
+        order = list(range(self.num_groups))
         rng.shuffle(order)
-        keys = []
-        for g in order:
-            index = rng.choice(self.members[g])
-            view = rng.randrange(self.views) if self.views else rng.randrange(ONLINE_VIEWS)
-            keys.append((index, view))
+        index, view = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
+        rows, starts, counts = self._rows, self._starts.tolist(), self._counts.tolist()
+        for j, g in enumerate(order):
+            index[j] = rng.choice(_Members(rows, starts[g], counts[g]))
+            view[j] = rng.randrange(self.views) if self.views else rng.randrange(ONLINE_VIEWS)
+        return index, view
+
+    def _batch(self, index: np.ndarray, view: np.ndarray, i: int) -> list[tuple[int, int]]:
         b = self.batch_size
-        return [keys[i * b : (i + 1) * b] for i in range(self.batches_per_epoch)]
+        return list(zip(index[i * b : (i + 1) * b].tolist(), view[i * b : (i + 1) * b].tolist()))
+
+    def plan(self, epoch: int) -> list[list[tuple[int, int]]]:
+        index, view = self.draw(epoch)
+        return [self._batch(index, view, i) for i in range(self.batches_per_epoch)]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        yield from self.plan(self.epoch)[self.start :]
+        index, view = self.draw(self.epoch)
+        for i in range(self.start, self.batches_per_epoch):
+            yield self._batch(index, view, i)
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start
+
+
+class _Members:
+    """One group's sample indices as a sequence for `random.choice`, which must see what the list it replaces gave it
+    (the same length and items), so the draws stay those of every earlier run."""
+
+    __slots__ = ("rows", "start", "count")
+
+    def __init__(self, rows: np.ndarray, start: int, count: int) -> None:
+        self.rows, self.start, self.count = rows, start, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> int:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return int(self.rows[self.start + i])
 
 
 def trim_padding(ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:

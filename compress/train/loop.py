@@ -12,10 +12,11 @@ the first step's loss equals a single process's on the same batch.
 """
 from __future__ import annotations
 
-import os
-
+import contextlib
 import csv
+import gc
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,22 @@ class Scalars:
 
 
 # ------------------------------------------------------------------------------------------------ the loop
+@contextlib.contextmanager
+def _frozen_heap(forking: bool):
+    """Everything alive before the DataLoader forks its workers moved out of the garbage collector's sight
+    (`gc.freeze`), so the workers' collections do not write to those objects' headers and copy every page that holds
+    one: a copy per worker of what the process held. Unfrozen when training ends."""
+    if not forking:
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext) -> History:
     """Run `stage` for `cfg.epochs` over `pairs`; resume from its newest checkpoint when `ctx.resume`."""
     acc = accelerator(ctx.training.mixed_precision)
@@ -246,7 +263,7 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
     _DATA_PARALLEL[0] = world > 1
     start, images, t_last = time.perf_counter(), 0, time.perf_counter()
     done = pos["epoch"] * steps_per_epoch + pos["micro"] // cfg.grad_accum
-    with progress_bar(stage.description, total_steps, completed=done) as advance:
+    with progress_bar(stage.description, total_steps, completed=done) as advance, _frozen_heap(ctx.workers > 0):
         while pos["epoch"] < cfg.epochs:
             plan.epoch, plan.start = pos["epoch"], pos["micro"]
             for batch in loader:

@@ -107,7 +107,7 @@ def samples_digest(pairs: PairSet) -> dict:
         h.update(f"{tuple(pairs.images.shape)} lazy {images_digest(pairs.images)}\n".encode())
     h.update(pairs.groups.to(torch.int64).contiguous().numpy().tobytes())
     more = {lang: {str(g): list(c) for g, c in sorted(m.items())} for lang, m in sorted(pairs.more.items())}
-    h.update(json.dumps([pairs.en, pairs.zh, pairs.templated, more], ensure_ascii=False).encode())
+    h.update(json.dumps([list(pairs.en), list(pairs.zh), pairs.templated, more], ensure_ascii=False).encode())
     return {"count": len(pairs), "groups": pairs.num_groups, "sha256": h.hexdigest()}
 
 
