@@ -235,14 +235,21 @@ class BilingualTokenizer:
 
     @classmethod
     def load(cls, path: str | Path, context_length: int) -> "BilingualTokenizer":
+        from compress.readers import read_text
+
         if not Path(path).is_file():
             raise UserError(f"tokenizer file {str(path)!r} not found; point to the run folder that holds tokenizer.json")
+        text = read_text(path, "tokenizer file", "restore it from the run or checkpoint it came with")
         try:
-            tok = Tokenizer.from_file(str(path))
+            tok = Tokenizer.from_str(text)
         except Exception as exn:  # noqa: BLE001 - the tokenizers library raises its own Exception for any bad file
             why = (one_line(exn) or type(exn).__name__)[:120]
             raise UserError(f"tokenizer file {str(path)!r} is damaged ({why}); restore it from the run or checkpoint "
                             "it came with") from None
+        missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+        if missing:
+            raise UserError(f"tokenizer file {str(path)!r} has no {missing[0]} token (damaged, or not one of ours); "
+                            "restore it from the run or checkpoint it came with")
         return cls(tok, context_length)
 
 

@@ -18,13 +18,13 @@ flatbuffer body) confirmed it: every one raised, none killed the process.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from compress.atomic import sha256_file
 from compress.errors import UserError
+from compress.readers import read_json
 
 PROGRAM_IDENTIFIER = b"ET12"  # `file_identifier` in executorch/schema/program.fbs
 BUNDLED_IDENTIFIER = b"BP08"  # `file_identifier` of devtools/bundled_program/schema/bundled_program_schema.fbs
@@ -90,10 +90,7 @@ def manifest_entry(path: Path) -> dict | None:
     manifest = path.parent / MANIFEST
     if not manifest.is_file():
         return None
-    try:
-        files = json.loads(manifest.read_text(encoding="utf-8")).get("files", {})
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise UserError(f"bundle: {str(manifest)!r} is not valid JSON; re-export the bundle") from None
+    files = read_json(manifest, "bundle: manifest", "re-export the bundle").get("files", {})
     entry = files.get(path.name) if isinstance(files, dict) else None
     return entry if isinstance(entry, dict) else None
 

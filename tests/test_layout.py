@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("compress.tokenizer", 10),
     ("compress.model", 10),
     ("students", 10),
+    ("compress.readers", 1),  # the one way to read a file (issue 19): every layer's files go through it
     ("compress.prompts", 0),
     ("compress.errors", 0),
     ("compress.progress", 0),

@@ -189,7 +189,7 @@ def test_resume_with_another_recipe_is_refused_in_one_line(tiny, tmp_path):
     msg = str(err.value)
     assert "students.embed_dim is 32 there but 64 in this recipe" in msg and "--out" in msg and "\n" not in msg
     (out / "recipe.json").write_text("{broken")
-    with pytest.raises(UserError, match="recipe.json is unreadable"):
+    with pytest.raises(UserError, match="recipe.json': is not valid JSON"):
         run_recipe(recipe, out, resume=True, distributed=False)
     assert recipe.first_difference(recipe) is None
 

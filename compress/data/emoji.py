@@ -453,11 +453,10 @@ def _save(path: Path, data: EmojiData, args: dict) -> None:
 
 
 def _load(path: Path) -> EmojiData:
-    from safetensors import safe_open
+    from compress.readers import read_safetensors, safetensors_metadata
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta = safetensors_metadata(path, "emoji cache", "it is rebuilt")
+    tensors = read_safetensors(path, "emoji cache", "it is rebuilt")
     classes = [EmojiClass(int(i), e, en, zh) for i, e, en, zh in json.loads(meta["classes"])]
     splits = {
         name: Split(

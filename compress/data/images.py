@@ -11,6 +11,9 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps
 
+from compress.errors import UserError
+from compress.readers import open_image
+
 # Letterbox padding: neutral grey, so padding reads as "no content" rather than as a white or black object.
 PAD_RGB = (128, 128, 128)
 CORRUPT_IMAGE = "corrupt_image"  # exists but Pillow cannot decode it
@@ -41,10 +44,7 @@ def letterbox(img: Image.Image, size: int) -> np.ndarray:
 
 def decode_image(source: Path | IO[bytes], image_size: int) -> np.ndarray | str:
     """Letterboxed uint8 (3, S, S) from a file or a byte stream, or CORRUPT_IMAGE."""
-    try:
-        with Image.open(source) as img:
-            img.draft("RGB", (image_size * 2, image_size * 2))  # JPEG: decode at reduced size, much faster
-            img.load()
-            return letterbox(img, image_size)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    try:  # JPEG: decode at reduced size, much faster
+        return letterbox(open_image(source, draft=image_size * 2), image_size)
+    except (UserError, OSError, ValueError):  # missing, unreadable, not an image, a bomb: skipped and counted
         return CORRUPT_IMAGE

@@ -108,11 +108,12 @@ class LazyImages(_ImageRows):
         from compress.data.augment import MAX_SHIFT
         from compress.data.images import rgb
 
-        try:
-            img = Image.open(io.BytesIO(self.read(i)))
-            img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale, still >= 2x the crop
-            img = rgb(img)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        from compress.readers import open_image
+
+        data = self.read(i)
+        try:  # JPEG: decode at a reduced scale, still >= 2x the crop
+            img = rgb(open_image(io.BytesIO(data), draft=size * 2))
+        except (UserError, OSError, ValueError):
             raise self._undecodable(i) from None
         w, h = img.size
         base = max(1, round(size * CROP_MARGIN))

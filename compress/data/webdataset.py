@@ -58,6 +58,7 @@ from compress.data.manifest import (
 from compress.data.store import LazyImages
 from compress.data.texts import TextColumnBuilder
 from compress.errors import UserError
+from compress.readers import read_bytes, read_json
 from compress.prompts import caption_lang
 
 log = logging.getLogger(__name__)
@@ -228,12 +229,10 @@ def cached_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, capti
     """The shard's cached index when the shard is unchanged (same path, size and mtime), else None."""
     file, ident = _index_file(path, image_size, index_dir, captions)
     try:
-        cached = json.loads(file.read_text(encoding="utf-8"))
-        if cached.get("ident") == ident:
-            return cached
-    except (OSError, ValueError, AttributeError):
-        pass
-    return None
+        cached = read_json(file, "shard index", "")
+    except UserError:  # missing or damaged: the shard is indexed again
+        return None
+    return cached if cached.get("ident") == ident else None
 
 
 def build_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> dict:
@@ -416,7 +415,8 @@ def write_shards(
         path = out / _shard_name(prefix, len(paths))
         with atomic_path(path) as tmp, tmp.open("wb") as f, TarWriter(f, encoder=False, mtime=0) as writer:
             for target, ext, meta in chunk:
-                writer.write({"__key__": f"{samples:09d}", ext: target.read_bytes(),
+                data = read_bytes(target, "image", "restore it or drop its row, then convert again")
+                writer.write({"__key__": f"{samples:09d}", ext: data,
                               "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")})
                 samples += 1
         paths.append(path)

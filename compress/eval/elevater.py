@@ -8,7 +8,6 @@ metric is the one ELEVATER names per dataset (see `compress.eval.metrics` for th
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +19,7 @@ from compress.eval import metrics
 from compress.data.labelled import LabelledImages, find_labelled_images
 from compress.errors import UserError, did_you_mean
 from compress.eval.zero_shot import Encoders, embed_image_batches, embed_in_batches
+from compress.readers import read_json, read_text
 
 DATA_DIR = Path(__file__).parent.parent / "eval_data" / "elevater"
 METRICS = ("accuracy", "mean_per_class", "roc_auc", "11point_mAP")
@@ -43,8 +43,9 @@ class ElevaterDataset:
 
 @functools.cache
 def elevater_datasets() -> dict[str, ElevaterDataset]:
-    meta = json.loads((DATA_DIR / "datasets.json").read_text(encoding="utf-8"))
-    langs = {lang: json.loads((DATA_DIR / f"{lang}.json").read_text(encoding="utf-8")) for lang in ("en", "zh")}
+    fix = "reinstall dcclip-compress (the file ships with it)"
+    meta = read_json(DATA_DIR / "datasets.json", "packaged data", fix)
+    langs = {lang: read_json(DATA_DIR / f"{lang}.json", "packaged data", fix) for lang in ("en", "zh")}
     return {
         key: ElevaterDataset(
             key=key, name=m["name"], metric=m["metric"], num_classes=int(m["num_classes"]),
@@ -108,7 +109,9 @@ def chinese_clip_names(folder: Path, num_classes: int) -> list[str] | None:
     path = folder / "label_cn.txt"
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    text = read_text(path, "class-name file", "save it as UTF-8 text, one Chinese class name per line",
+                     encoding="utf-8-sig")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != num_classes:
         raise UserError(f"{path}: {len(names)} names for {num_classes} classes; one Chinese class name per line, "
                         "in label order")

@@ -17,6 +17,7 @@ Per language, every image is in the gallery; images with no caption in that lang
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from compress.data.augment import resize_uint8
 from compress.data.labelled import open_image, preprocessed_batches, read_jsonl
 from compress.data.manifest import _safe_path
 from compress.errors import UserError
+from compress.readers import read_text
 from compress.eval.zero_shot import Encoders, embed_image_batches, embed_in_batches
 from compress.prompts import EVAL_TEMPLATE, caption_lang
 
@@ -100,7 +102,9 @@ def load_chinese_clip_split(texts: Path, langs: Sequence[str]) -> RetrievalSet:
         raise UserError(f"--manifest: {texts.name} needs {imgs.name} beside it (Chinese-CLIP layout: image_id<TAB>base64)")
     ids: list[str] = []
     blobs: list[str] = []
-    for lineno, line in enumerate(imgs.read_text(encoding="utf-8").splitlines(), 1):
+    lines: list[int] = []
+    text = read_text(imgs, "retrieval image file", "it must be UTF-8 text, one image_id<TAB>base64 line per image")
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split("\t")
@@ -108,6 +112,7 @@ def load_chinese_clip_split(texts: Path, langs: Sequence[str]) -> RetrievalSet:
             raise UserError(f"{imgs}:{lineno}: expected image_id<TAB>base64")
         ids.append(parts[0].strip())
         blobs.append(parts[1].strip())
+        lines.append(lineno)
     index = {i: n for n, i in enumerate(ids)}
     captions: dict[str, list[str]] = {lang: [] for lang in langs}
     owner: dict[str, list[list[int]]] = {lang: [] for lang in langs}
@@ -125,9 +130,17 @@ def load_chinese_clip_split(texts: Path, langs: Sequence[str]) -> RetrievalSet:
     if not any(captions.values()):
         raise UserError(f"{texts}: no caption in {', '.join(langs)}")
 
+    def image(i: int):
+        where = f"{imgs}:{lines[i]}"
+        try:
+            data = base64.b64decode(blobs[i], validate=True)
+        except (binascii.Error, ValueError):
+            raise UserError(f"{where}: image {ids[i]!r} is not valid base64; re-create the line from the image file "
+                            "(base64 of its bytes), or remove it") from None
+        return open_image(io.BytesIO(data), name=f"{where} (image {ids[i]})")
+
     def batches(size: int, batch_size: int):
-        return preprocessed_batches(lambda i: open_image(io.BytesIO(base64.b64decode(blobs[i]))), len(blobs), size,
-                                    batch_size)
+        return preprocessed_batches(image, len(blobs), size, batch_size)
 
     return RetrievalSet(texts.name[: -len("_texts.jsonl")] + "@" + texts.parent.name, len(blobs), batches, captions, owner)
 

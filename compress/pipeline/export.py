@@ -8,13 +8,13 @@ with its own partitioner (`get_target(name).lower`), and the bundle writer picks
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from compress.errors import UserError
+from compress.readers import read_json
 from compress.model import DualEncoder, example_inputs, load_checkpoint
 from compress.progress import log
 from compress.quant.calibrate import Calibration, calibration_set
@@ -150,8 +150,8 @@ def is_bundle(folder: Path) -> bool:
     from mobile_export.bundle.write import BUNDLE_FORMAT
 
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        manifest = read_json(folder / "manifest.json", "bundle manifest", "")
+    except UserError:
         return False
     return isinstance(manifest, dict) and str(manifest.get("format", "")).startswith(BUNDLE_FORMAT.split("/")[0])
 
@@ -192,7 +192,7 @@ def run_calibration(ref, tokenizer: BilingualTokenizer) -> Callable[[], Calibrat
     """Calibration from the training data a checkpoint was trained on: its run's recipe.json, else the data recorded
     in its model.json; refuses when neither says (a default build could hold the run's unseen classes)."""
     recipe = ref.recipe()
-    meta = json.loads((ref.checkpoint / "model.json").read_text(encoding="utf-8"))
+    meta = read_json(ref.checkpoint / "model.json", "checkpoint file", "re-run the stage that wrote it")
     data, seed = (recipe.get("data"), recipe.get("seed", 0)) if recipe else (meta.get("data"), meta.get("seed"))
 
     def build() -> Calibration:
@@ -217,9 +217,9 @@ def _reusable(ref, target: Target) -> Path | None:
     if not (folder / "bundle.json").is_file():
         return None
     try:
-        same = json.loads((folder / "bundle.json").read_text(encoding="utf-8")).get("target") == target.name
+        same = read_json(folder / "bundle.json", "export bundle file", "").get("target") == target.name
         return folder if same else None
-    except json.JSONDecodeError:
+    except UserError:  # a damaged earlier export is lowered anew, not copied
         return None
 
 

@@ -6,12 +6,12 @@ and the Python side all resolve through `resolve_ref`, so they never disagree ab
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from compress.errors import UserError
+from compress.readers import read_json
 
 Kind = Literal["run", "checkpoint", "bundle", "pte", "run_teacher", "reference", "hub"]
 
@@ -28,7 +28,7 @@ class Ref:
         """The run's recipe.json as a dict (None outside a run)."""
         if self.run is None or not (self.run / "recipe.json").is_file():
             return None
-        return json.loads((self.run / "recipe.json").read_text(encoding="utf-8"))
+        return read_json(self.run / "recipe.json", "run recipe", "restore it, or export the checkpoint folder itself")
 
 
 def _is_run(folder: Path) -> bool:

@@ -16,6 +16,7 @@ from compress.errors import UserError, one_line
 from compress.pipeline.data import load_run_data
 from compress.pipeline.state import RunState
 from compress.progress import log
+from compress.readers import read_json
 from compress.recipe.schema import Recipe
 from compress.teachers.base import Teacher
 from compress.teachers.reference import reference_recipe, reference_teacher_folder, teacher_data_relation
@@ -120,12 +121,13 @@ def check_same_recipe(recipe: Recipe, out: Path) -> None:
     reuse). Anything else would mix artifacts of two recipes in one folder. A stage not reached yet may change (the
     QAT sweep reuses a finished fp32 student under other QAT settings)."""
     stored = out / "recipe.json"
-    try:
-        before = Recipe.model_validate(json.loads(stored.read_text(encoding="utf-8")))
-    except FileNotFoundError:
+    if not stored.exists():
         raise UserError(f"run folder {str(out)!r} holds trained artifacts but no recipe.json, so it cannot be checked "
-                        "against this recipe; start a new run with --out NEW_DIR") from None
-    except (OSError, ValueError) as exn:  # pydantic's ValidationError is a ValueError
+                        "against this recipe; start a new run with --out NEW_DIR")
+    doc = read_json(stored, "run recipe", "start a new run with --out NEW_DIR")
+    try:
+        before = Recipe.model_validate(doc)
+    except ValueError as exn:  # pydantic's ValidationError is a ValueError
         why = (one_line(exn) or type(exn).__name__)[:200]
         raise UserError(f"run folder {str(out)!r}: its recipe.json is unreadable or from another version ({why}); "
                         "start a new run with --out NEW_DIR") from None

@@ -62,7 +62,14 @@ class LatencyTable:
         self.path = Path(path)
         self.rows: dict[str, dict[str, Any]] = {}
         if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
+            from compress.errors import UserError
+            from compress.readers import read_text
+
+            try:
+                text = read_text(self.path, "latency table", "", encoding="utf-8")
+            except UserError:  # an unreadable cache is measured again, never fatal
+                text = ""
+            for line in text.splitlines():
                 try:
                     row = json.loads(line)
                     self.rows[row["key"]] = row

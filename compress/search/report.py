@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from compress.atomic import atomic_path, write_json, write_text
+from compress.readers import read_json
 from compress.recipe.schema import Recipe
 from compress.search.proxy import mean_top1
 from compress.search.runner import Row, TowerResult
@@ -117,4 +118,4 @@ def write_search(folder: Path, recipe: Recipe, results: dict[str, TowerResult], 
 
 
 def load_best(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    return read_json(folder / "summary.json", "search summary", "run the search again (`dcclip-compress search RECIPE`)")

@@ -10,7 +10,6 @@ nothing; older ones beyond `keep_last` are removed after a new one is in place.
 """
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from pathlib import Path
@@ -19,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from compress.atomic import write_json
 from compress.errors import UserError, one_line
+from compress.readers import read_json, read_safetensors
 
 PREFIX = "pos-"
 
@@ -115,7 +115,7 @@ def load(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
     raises `Damaged` (what it restored so far is overwritten by whichever checkpoint loads next)."""
     try:
         return _load(path, model, optimizer, scheduler)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, SafetensorError) as exn:
+    except (UserError, OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, SafetensorError) as exn:
         why = (one_line(exn) or type(exn).__name__)[:160]
         raise Damaged(f"{path.name}: {type(exn).__name__}: {why}") from None
 
@@ -137,11 +137,13 @@ def load_newest(folder: Path, model: torch.nn.Module, optimizer, scheduler) -> t
 
 
 def _load(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
-    meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    fix = "the checkpoint before it is used instead"
+    meta = read_json(path / "state.json", "checkpoint file", fix)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    model.load_state_dict({k: v.to(device) for k, v in load_file(str(path / "model.safetensors")).items()})
-    opt = _join_optimizer(load_file(str(path / "optimizer.safetensors")), meta["optimizer"])
+    weights = read_safetensors(path / "model.safetensors", "checkpoint file", fix)
+    model.load_state_dict({k: v.to(device) for k, v in weights.items()})
+    opt = _join_optimizer(read_safetensors(path / "optimizer.safetensors", "checkpoint file", fix), meta["optimizer"])
     optimizer.load_state_dict(opt)
     scheduler.load_state_dict({**meta["scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)})
-    _set_rng_state(load_file(str(path / "rng.safetensors")), meta["rng"])
+    _set_rng_state(read_safetensors(path / "rng.safetensors", "checkpoint file", fix), meta["rng"])
     return meta["loop"]

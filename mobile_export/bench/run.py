@@ -11,11 +11,11 @@ Output: `BenchReport` as bench.json, a markdown table (bench.md) and a chart (be
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Callable
 
 from compress.errors import UserError, did_you_mean
+from compress.readers import field, read_json
 from mobile_export.bench.adb import run_adb
 from mobile_export.bench.host import run_host
 from mobile_export.bench.schema import BenchReport, BenchRun, BenchSettings
@@ -32,14 +32,14 @@ def collect_programs(target: Path) -> list[Path]:
         raise UserError(f"bench: {str(target)!r} not found; pass a .pte or an export bundle folder")
     names: list[str] = []
     manifest, bundle = target / "manifest.json", target / "bundle.json"
-    try:
-        if manifest.is_file():
-            names = list(json.loads(manifest.read_text(encoding="utf-8")).get("programs", {}))
-        if not names and bundle.is_file():
-            files = json.loads(bundle.read_text(encoding="utf-8")).get("files", {})
-            names = [n for towers in files.values() for n in towers.values()]
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        raise UserError(f"bench: the bundle description in {str(target)!r} is not valid JSON; re-export it") from None
+    what, fix = "bench: bundle description", "re-export the bundle"
+    if manifest.is_file():
+        names = [str(n) for n in field(read_json(manifest, what, fix), "programs", dict, manifest, what, fix, {})]
+    if not names and bundle.is_file():
+        files = field(read_json(bundle, what, fix), "files", dict, bundle, what, fix, {})
+        if not all(isinstance(t, dict) and all(isinstance(n, str) for n in t.values()) for t in files.values()):
+            raise UserError(f"bench: {str(bundle)!r}: \"files\" must map each quantization to its .pte names; {fix}")
+        names = [n for towers in files.values() for n in towers.values()]
     if not names:
         names = sorted(p.name for p in target.glob("*.pte"))
     if not names:

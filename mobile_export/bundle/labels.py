@@ -7,7 +7,6 @@ tower: `labels.json` + `label_embeddings_<quant>.f32` (mobile_export.bundle.writ
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,6 +16,7 @@ import torch
 
 from compress.errors import UserError
 from compress.prompts import EVAL_TEMPLATE, LANGS
+from compress.readers import parse_json, read_text
 
 
 @dataclass(frozen=True)
@@ -70,22 +70,14 @@ def read_labels(path: str | Path) -> list[Label]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"labels: {str(path)!r} not found; pass {LABELS_HELP}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise UserError(f"labels: {str(path)!r} is not UTF-8 text; save it as UTF-8") from None
+    text = read_text(path, "labels: file", "save it as UTF-8 text", encoding="utf-8-sig")
     suffix = path.suffix.lower()
     rows: list[tuple[int, dict]] = []
     if suffix in (".jsonl", ".ndjson"):
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"labels: {str(path)}:{number} is not JSON ({e.msg}); expected {LABELS_HELP}") from None
-            if not isinstance(row, dict):
-                raise UserError(f"labels: {str(path)}:{number} is not a JSON object; expected {LABELS_HELP}")
+            row = parse_json(line, f"{path}:{number}", "labels: line", f"expected {LABELS_HELP}")
             rows.append((number, row))
     elif suffix in (".tsv", ".tab"):
         lines = [(n, l) for n, l in enumerate(text.splitlines(), 1) if l.strip()]

@@ -17,7 +17,6 @@ Layout of parity/ (raw tensors are little-endian float32, row-major):
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from compress.atomic import write_json
 from compress.errors import UserError
+from compress.readers import open_image, read_json
 
 PARITY_VERSION = 1
 TOP_K = 5
@@ -78,7 +78,7 @@ def _label_names(bundle_dir: Path, limit: int | None) -> dict[str, list[str]]:
     emoji classes' names."""
     own = bundle_dir / "labels.json"
     if own.is_file():
-        meta = json.loads(own.read_text(encoding="utf-8"))
+        meta = read_json(own, "label file", "re-export the bundle", kind=None)
         if isinstance(meta, dict) and isinstance(meta.get("labels"), list):  # mobile_export/bundle/write.py's layout
             langs = meta.get("languages") or ["en", "zh"]
             return {lang: [row[lang] for row in meta["labels"][:limit]] for lang in langs}
@@ -124,7 +124,7 @@ def _bundle_meta(bundle_dir: Path) -> dict:
     meta_path = Path(bundle_dir) / "bundle.json"
     if not meta_path.is_file():
         raise UserError(f"parity: no bundle.json in {str(bundle_dir)!r}; pass an export folder")
-    return json.loads(meta_path.read_text(encoding="utf-8"))
+    return read_json(meta_path, "export bundle file", "re-export the bundle")
 
 
 def build_parity(bundle_dir: Path, encode_image, encode_text, label_limit: int | None = 256, quant: str = "") -> Path:
@@ -144,7 +144,7 @@ def build_parity(bundle_dir: Path, encode_image, encode_text, label_limit: int |
     images, tensors = [], []
     for i, (emoji, w, h) in enumerate(SAMPLES):
         Image.fromarray(_render(emoji, w, h)).save(tmp / "images" / f"{i}.png")
-        pixels = np.array(Image.open(tmp / "images" / f"{i}.png").convert("RGB"))  # what the app decodes
+        pixels = np.array(open_image(tmp / "images" / f"{i}.png").convert("RGB"))  # what the app decodes
         x = reference_preprocess(pixels, size)
         tensors.append(x)
         _f32(tmp / "images" / f"{i}.f32", x)

@@ -7,7 +7,6 @@ hashes only. The first failure is a one-line `UserError`.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,6 +17,7 @@ import torch
 from compress.atomic import sha256_file
 from compress.errors import UserError
 from compress.prompts import LANGS
+from compress.readers import field, read_bytes, read_json
 from mobile_export.bundle.labels import Label, label_prompts
 from mobile_export.bundle.write import BUNDLE_FORMAT
 from mobile_export.lower.targets import TARGETS
@@ -44,10 +44,7 @@ def load_manifest(folder: Path) -> dict[str, Any]:
                else "it is not an export bundle")
         raise UserError(f"verify: {str(folder)!r} has no {MANIFEST} ({why}); verify a bundle written by "
                         "`dcclip-compress export --target xnnpack` or `dcclip-compress run`")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"verify: {str(path)!r} is not valid JSON ({getattr(e, 'msg', e)}); re-export the bundle") from None
+    manifest = read_json(path, "verify: bundle manifest", "re-export the bundle", kind=None)
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT or not isinstance(manifest.get("files"), dict):
         raise UserError(f"verify: {str(path)!r} is not a {BUNDLE_FORMAT} manifest; re-export the bundle")
     return manifest
@@ -86,8 +83,8 @@ def run_bundled_samples(folder: Path, name: str, info: dict[str, Any]) -> int:
     bp = info["bundled_program"]
     bpte = folder / bp["file"]
     check_bundled_program(bpte)
-    data = bpte.read_bytes()
-    if pte.read_bytes() not in data:
+    data = read_bytes(bpte, "verify: bundled program", "re-export the bundle")
+    if read_bytes(pte, "verify: program", "re-export the bundle") not in data:
         raise UserError(f"verify: {str(bpte)!r} does not hold {name} (the BundledProgram and the .pte differ); "
                         "re-export the bundle")
     _runtime()  # registers the quantized kernels
@@ -112,8 +109,12 @@ def check_label_embeddings(folder: Path, manifest: dict[str, Any]) -> int:
     from compress.tokenizer import BilingualTokenizer
     from mobile_export.runtime import PteModule
 
-    doc = json.loads((folder / "labels.json").read_text(encoding="utf-8"))
-    labels = [Label(r["en"], r["zh"]) for r in doc["labels"]]
+    path, what, fix = folder / "labels.json", "verify: label file", "re-export the bundle"
+    doc = read_json(path, what, fix)
+    rows = field(doc, "labels", list, path, what, fix)
+    if not all(isinstance(r, dict) and isinstance(r.get("en"), str) and isinstance(r.get("zh"), str) for r in rows):
+        raise UserError(f"verify: {str(path)!r}: every label needs \"en\" and \"zh\" strings; {fix}")
+    labels = [Label(r["en"], r["zh"]) for r in rows]
     context = int(manifest["model"]["context_length"])
     tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", context)
     checked = 0

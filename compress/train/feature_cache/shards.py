@@ -116,7 +116,7 @@ def stored_match(folder: Path) -> dict | None:
     manifest = folder / MANIFEST
     try:
         if manifest.is_file():
-            return json.loads(manifest.read_text(encoding="utf-8"))["match"]
+            return read_json(manifest)["match"]
         for p in sorted(folder.iterdir()):
             if SHARD_NAME.match(p.name):
                 return json.loads(read_header(p)[0]["__metadata__"]["match"])
@@ -126,10 +126,13 @@ def stored_match(folder: Path) -> dict | None:
 
 
 def read_json(path: Path) -> dict | None:
-    """A JSON file's content, or None when it is missing or unreadable."""
+    """A JSON file's content, or None when it is missing or unreadable (a probe: callers say what to do)."""
+    from compress.errors import UserError
+    from compress.readers import read_json as read
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read(path, "teacher cache file", "", kind=None)
+    except UserError:
         return None
 
 
