@@ -5,18 +5,18 @@ A checkpoint is a folder: `model.safetensors` (weights, no pickle), `model.json`
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from compress.atomic import atomic_path, write_json
+from compress.atomic import atomic_path, sha256_file, write_json
 from compress.errors import UserError, one_line
+from compress.readers import field, read_json, read_safetensors
 from compress.tokenizer import BilingualTokenizer
 from students.registry import create_image_tower, create_text_tower
 
@@ -53,8 +53,26 @@ def save_checkpoint(model: DualEncoder, tokenizer: BilingualTokenizer, folder: s
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     tokenizer.save(folder / "tokenizer.json")
-    write_json(folder / "model.json", {"spec": asdict(model.spec), **(extra or {})})
+    # the files' sha256: a checkpoint copied between machines and cut short or altered is refused, not loaded
+    sha = {name: sha256_file(folder / name) for name in CHECKPOINT_FILES}
+    write_json(folder / "model.json", {"spec": asdict(model.spec), **(extra or {}), "sha256": sha})
     return folder
+
+
+CHECKPOINT_FILES = ("model.safetensors", "tokenizer.json")
+
+
+def _check_files(folder: Path, meta: dict, fix: str) -> None:
+    """The files against model.json's sha256 (checkpoints from before it carry none and are not checked)."""
+    sha = meta.get("sha256")
+    if sha is None:
+        return
+    if not isinstance(sha, dict):
+        raise UserError(f"checkpoint {str(folder)!r}: model.json's sha256 is not an object; {fix}")
+    for name in CHECKPOINT_FILES:
+        if sha.get(name) != sha256_file(folder / name):
+            raise UserError(f"checkpoint {str(folder)!r}: {name} does not match its sha256 in model.json (altered or "
+                            f"cut short after it was written); {fix}")
 
 
 def load_checkpoint(folder: str | Path) -> tuple[DualEncoder, BilingualTokenizer, dict]:
@@ -66,21 +84,48 @@ def load_checkpoint(folder: str | Path) -> tuple[DualEncoder, BilingualTokenizer
             "pass a run's checkpoint folder, e.g. runs/<name>/student_fp32"
         )
     fix = "re-run the stage that wrote it (`dcclip-compress run RECIPE --out RUN --resume` redoes what is missing)"
+    meta = read_json(meta_path, "checkpoint file", fix)
+    spec_doc = field(meta, "spec", dict, meta_path, "checkpoint file", fix)
+    _check_files(folder, meta, fix)
+    weights = read_safetensors(folder / "model.safetensors", "checkpoint file", fix)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        spec = DualEncoderSpec(**meta["spec"])
-    except (OSError, ValueError, KeyError, TypeError) as exn:
-        raise UserError(f"checkpoint {str(folder)!r}: model.json is damaged ({type(exn).__name__}: "
-                        f"{str(exn)[:100]}); {fix}") from None
-    model = DualEncoder(spec)
-    try:
-        model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exn:  # truncated, a pickle, or another model's
+        spec = _checked_spec(spec_doc)
+        with torch.device("meta"):  # shapes first, no memory: a damaged spec may ask for a huge model
+            model = DualEncoder(spec)
+        if {k: tuple(v.shape) for k, v in model.state_dict().items()} != {k: tuple(v.shape) for k, v in weights.items()}:
+            raise ValueError("the weights in model.safetensors do not have the shapes its model.json spec builds")
+        model.load_state_dict(weights, assign=True)  # the file's tensors become the parameters: no random init first
+        if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # a buffer the file does not hold
+            model = DualEncoder(spec)
+            model.load_state_dict(weights)
+    except (ValueError, KeyError, TypeError, RuntimeError, SafetensorError, UserError) as exn:
         why = (one_line(exn) or type(exn).__name__)[:120]
-        raise UserError(f"checkpoint {str(folder)!r}: model.safetensors is damaged or belongs to another model "
-                        f"({why}); {fix}") from None
+        raise UserError(f"checkpoint {str(folder)!r}: model.json's spec and model.safetensors do not match or are "
+                        f"damaged ({why}); {fix}") from None
     tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", spec.context_length)
+    if tokenizer.vocab_size > spec.vocab_size:  # its ids would index past the text tower's embedding table
+        raise UserError(f"checkpoint {str(folder)!r}: tokenizer.json holds {tokenizer.vocab_size} tokens, the model "
+                        f"embeds {spec.vocab_size} (the two files are from different checkpoints); {fix}")
     return model.eval(), tokenizer, meta
+
+
+SPEC_LIMITS = {"embed_dim": 16_384, "image_size": 4_096, "context_length": 8_192, "vocab_size": 2_000_000}
+
+
+def _checked_spec(doc: dict) -> DualEncoderSpec:
+    """A DualEncoderSpec from model.json's "spec", each field of its kind and size (TypeError / ValueError if not)."""
+    spec = DualEncoderSpec(**doc)
+    for name, top in SPEC_LIMITS.items():
+        v = getattr(spec, name)
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+            raise ValueError(f"spec.{name} is {v!r}, not a whole number in 1..{top}")
+    for name in ("image_arch", "text_arch"):
+        if not isinstance(getattr(spec, name), str):
+            raise ValueError(f"spec.{name} is not a name")
+    for name in ("image_spec", "text_spec"):
+        if getattr(spec, name) is not None and not isinstance(getattr(spec, name), dict):
+            raise ValueError(f"spec.{name} is neither null nor an object")
+    return spec
 
 
 def example_inputs(model: DualEncoder, batch: int) -> tuple[tuple[torch.Tensor], tuple[torch.Tensor]]:
