@@ -161,14 +161,15 @@ def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None, l
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("bundle", type=click.Path(path_type=Path), metavar="FOLDER")
 @user_errors
 def verify(bundle: Path) -> None:
-    """Check an export BUNDLE: every file against manifest.json (size, sha256), each BundledProgram's samples
-    through the ExecuTorch runtime, and the label embeddings against the text program. Exit 2 on any mismatch."""
-    from mobile_export.bundle.verify import verify_bundle
+    """Check an export bundle or a teacher-feature cache FOLDER against its manifest.json. A bundle: every file (size,
+    sha256), each BundledProgram's samples through the ExecuTorch runtime, and the label embeddings against the text
+    program. A teacher cache: every shard's size, header and sha256. Exit 2 on any mismatch."""
+    from compress.pipeline.verify import verify_folder
 
-    for line in verify_bundle(bundle):
+    for line in verify_folder(bundle):
         click.echo(line)
     click.echo(f"ok: {bundle}")
 

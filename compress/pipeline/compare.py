@@ -7,7 +7,6 @@ embeddings once per (model, class set, language).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Sequence
 
 from compress.data.augment import resize_uint8
 from compress.errors import UserError
+from compress.readers import field, guarded, read_json
 from compress.eval.zero_shot import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.prompts import LANGS
 from compress.recipe.schema import EVAL_SPLITS  # every split a world can have
@@ -62,7 +62,9 @@ def run_teacher_encoders(run: Path) -> Encoders:
     from compress.pipeline.run import load_teacher
     from compress.recipe.schema import Recipe
 
-    recipe = Recipe.model_validate(json.loads((run / "recipe.json").read_text(encoding="utf-8")))
+    fix = "pass a run folder written by `dcclip-compress run`, or a teacher MODEL"
+    doc = read_json(run / "recipe.json", "run recipe", fix)
+    recipe = guarded("run recipe", run / "recipe.json", fix, lambda: Recipe.model_validate(doc))
     teacher = load_teacher(recipe)
     if teacher is None:
         raise UserError(f"{str(run)!r} was run without a teacher (teacher.kind: none); pass a teacher MODEL instead")
@@ -79,14 +81,26 @@ def pte_bundle_encoders(path: Path) -> Encoders:
     bundle_path = folder / "bundle.json"
     if not bundle_path.is_file():
         raise UserError(f"{str(folder)!r} has no bundle.json; pass the export folder written by `dcclip-compress export`")
-    bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
-    quant = path.stem.split("_")[-1] if path.suffix == ".pte" else ("int8" if "int8" in bundle["files"] else "fp32")
-    if quant not in bundle["files"]:
-        raise UserError(f"{str(folder)!r} holds no {quant} export; available: {', '.join(bundle['files'])}")
-    files = {t: folder / name for t, name in bundle["files"][quant].items()}
-    tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", bundle["context_length"])
-    return pte_encoders(f"{folder.name}:{quant}", files, tokenizer, params=int(bundle.get("params", 0)),
-                        image_size=int(bundle["image_size"]))
+    what, fix = "export bundle file", "re-export the bundle with `dcclip-compress export`"
+    bundle = read_json(bundle_path, what, fix)
+    programs = field(bundle, "files", dict, bundle_path, what, fix)
+    quant = path.stem.split("_")[-1] if path.suffix == ".pte" else ("int8" if "int8" in programs else "fp32")
+    if quant not in programs:
+        raise UserError(f"{str(folder)!r} holds no {quant} export; available: {', '.join(map(str, programs))}")
+    towers = field(programs, quant, dict, bundle_path, what, fix)
+    if not towers or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+                             for n in towers.values()):
+        raise UserError(f"export bundle file {str(bundle_path)!r}: files.{quant} must name .pte files in its folder; "
+                        f"{fix}")
+    files = {t: folder / name for t, name in towers.items()}
+    context = field(bundle, "context_length", int, bundle_path, what, fix)
+    size = field(bundle, "image_size", int, bundle_path, what, fix)
+    params = field(bundle, "params", int, bundle_path, what, fix, default=0)
+    if not (1 <= context <= 8192 and 1 <= size <= 4096):
+        raise UserError(f"export bundle file {str(bundle_path)!r}: context_length {context} or image_size {size} is "
+                        f"out of range; {fix}")
+    tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", context)
+    return pte_encoders(f"{folder.name}:{quant}", files, tokenizer, params=params, image_size=size)
 
 
 def split_label(arg: str) -> tuple[str, str]:
@@ -137,6 +151,12 @@ def evaluate_models(
         from compress.eval.retrieval import load_manifest
 
         manifest_sets = [load_manifest(Path(m), langs) for m in manifests]
+    elevater = None  # the data sets are read (and a damaged one refused) before any model is loaded
+    if "elevater" in suites:
+        from compress.eval.elevater import open_elevater
+
+        root = Path(data_root or os.environ.get("DCCLIP_DATA", DEFAULT_DATA_ROOT))
+        elevater = open_elevater(chosen, root)
     labels = [split_label(s) for s in specs]
     dup = [l for l, _ in labels if [x for x, _ in labels].count(l) > 1]
     if dup:
@@ -152,10 +172,9 @@ def evaluate_models(
     if emoji is not None:
         result["emoji_data"] = {"classes": len(emoji.classes), "splits": {s: len(emoji.splits[s]) for s in KNOWN_SPLITS}
                                 | {s: len(emoji.splits[s]) for s in splits if s in emoji.splits and s not in KNOWN_SPLITS}}
-    if "elevater" in suites:
-        root = Path(data_root or os.environ.get("DCCLIP_DATA", DEFAULT_DATA_ROOT))
+    if elevater is not None:
         result["data_root"] = str(root)
-        result["results"]["elevater"], result["skipped"]["elevater"] = _elevater(models, chosen, root, langs, batch_size)
+        result["results"]["elevater"], result["skipped"]["elevater"] = _elevater(models, elevater, langs, batch_size)
     if "emoji" in suites:
         result["results"]["emoji"] = _emoji(models, emoji, splits, langs, batch_size)
     if "retrieval" in suites:
@@ -173,10 +192,10 @@ def compare_models(specs: Sequence[str], suites: Sequence[str], langs: Sequence[
     return result, markdown(result), write_report(result, folder)
 
 
-def _elevater(models: Sequence[EvalModel], chosen, root: Path, langs, batch_size) -> tuple[dict, dict]:
-    from compress.eval.elevater import open_elevater, score_elevater
+def _elevater(models: Sequence[EvalModel], elevater: tuple, langs, batch_size) -> tuple[dict, dict]:
+    from compress.eval.elevater import score_elevater
 
-    opened, skipped = open_elevater(chosen, root)
+    opened, skipped = elevater
     return {m.label: score_elevater(m.enc, opened, langs, batch_size) for m in models}, skipped
 
 
