@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
 from compress.cli import main
@@ -27,6 +29,7 @@ from compress.train import loop
 from compress.train.data import EpochPlan, KeyCollate
 from compress.train.distill import DistillStage, OnlineTargets, present_captions
 from tests.hf_fixtures import make_tiny_altclip, make_tiny_chinese_clip
+from tests.fuzz import NO_SHRINK
 
 VIEWS = 2
 SHARD = 8  # samples per shard: 44 samples -> 6 shards
@@ -384,3 +387,31 @@ def test_a_damaged_manifest_is_one_line(env, damage):
     with pytest.raises(UserError) as err:
         CachedTargets(folder, cache_fingerprint(env["recipes"]["altclip"], env["pairs"]))
     assert "cache-teacher" in _one_line(err)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), phases=NO_SHRINK)
+@given(data=st.data())
+def test_a_damaged_cache_is_one_line(env, tmp_path_factory, data):
+    """issue 19, fuzzed through `verify` in process: a shard's bytes damaged (its size and sha256 are in the manifest:
+    always exit 2), the manifest's bytes damaged, or one node of the manifest's structure changed (exit 2, or exit 0
+    when the node is one the reader does not use); nothing in the cache changes."""
+    from tests.fuzz import cli, clean_outcome, damage_file, tree_hash
+
+    work = tmp_path_factory.mktemp("case")
+    folder = work / "cache"
+    shutil.copytree(_folder(env), folder)
+    name = data.draw(st.sampled_from(sorted(p.name for p in folder.iterdir())))
+    structural = name == "manifest.json" and data.draw(st.booleans())
+    what = damage_file(folder / name, data.draw, json_within=() if structural else None)
+    before = tree_hash(work)
+    code = clean_outcome(cli(["verify", str(folder)]), what, ok_allowed=name == "manifest.json")
+    assert tree_hash(work) == before, what
+    if code == 0:
+        assert name == "manifest.json", what
+
+
+def test_verify_says_what_a_good_cache_holds(env):
+    from tests.fuzz import cli
+
+    res = cli(["verify", str(_folder(env))])
+    assert res.exit_code == 0 and "every sha256 checked" in res.output, res.output
