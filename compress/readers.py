@@ -66,12 +66,15 @@ def parse_json(text: str | bytes, path: PathLike, what: str, fix: str, kind: typ
         where = f" at line {exn.lineno} column {exn.colno}" if isinstance(exn, json.JSONDecodeError) else ""
         raise _fail(path, what, f"is not valid JSON{where}", fix) from None
     if kind is not None and not isinstance(doc, kind):
-        raise _fail(path, what, f"holds a JSON {type(doc).__name__}, not {_json_kind(kind)}", fix)
+        raise _fail(path, what, f"holds {_json_kind(type(doc))}, not {_json_kind(kind)}", fix)
     return doc
 
 
 def _json_kind(kind: type) -> str:
-    return {dict: "an object", list: "a list", str: "a string", int: "a number"}.get(kind, kind.__name__)
+    """A JSON type's name as a user reads it."""
+    names = {dict: "an object", list: "a list", str: "a string", int: "a whole number", float: "a number",
+             bool: "true or false", type(None): "null"}
+    return names.get(kind, kind.__name__)
 
 
 def read_json(path: PathLike, what: str, fix: str, kind: type | None = dict) -> Any:
@@ -89,7 +92,7 @@ def field(doc: dict, key: str, kind: type | tuple[type, ...], path: PathLike, wh
     value = doc[key]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise _fail(path, what, f"{key!r} is a {type(value).__name__}, not {' or '.join(_json_kind(k) for k in kinds)}",
+        raise _fail(path, what, f"{key!r} is {_json_kind(type(value))}, not {' or '.join(_json_kind(k) for k in kinds)}",
                     fix)
     return value
 

@@ -157,9 +157,9 @@ def test_the_reasons_are_named(tmp_path):
         with pytest.raises(UserError, match=reason):
             readers.read_json(path, "manifest", "fix it")
     (tmp_path / "l.json").write_text("[1, 2]")
-    with pytest.raises(UserError, match="holds a JSON list, not an object"):
+    with pytest.raises(UserError, match="holds a list, not an object"):
         readers.read_json(tmp_path / "l.json", "manifest", "fix it")
-    with pytest.raises(UserError, match="'files' is a int, not an object"):
+    with pytest.raises(UserError, match="'files' is a whole number, not an object"):
         readers.field({"files": 3}, "files", dict, tmp_path / "m.json", "manifest", "fix it")
 
 
