@@ -180,6 +180,24 @@ def check_image_header(path: PathLike, what: str = "image", fix: str = "replace 
     return size
 
 
+def claim_outputs(folder: PathLike, names: tuple[str, ...], ours: Callable[[dict], bool], command: str) -> None:
+    """Before a command writes `names` into `folder` (its --out): if the folder holds any of them and its first JSON
+    name is not this command's own earlier output (`ours(doc)`), refuse in one line: a user's file is never
+    overwritten. Names the command does not write are never touched anyway."""
+    folder = Path(folder)
+    present = [n for n in names if (folder / n).exists()]
+    if not present:
+        return
+    try:
+        doc = read_json(folder / names[0], "report", "")
+        mine = ours(doc)
+    except UserError:
+        mine = False
+    if not mine:
+        raise UserError(f"{command}: {str(folder)!r} already holds {present[0]}, which {command} did not write; pass "
+                        "--out a new or empty folder (nothing was written)")
+
+
 def guarded(what: str, path: PathLike, fix: str, parse: Callable[[], Any],
             errors: tuple[type[BaseException], ...] = (ValueError, KeyError, TypeError)) -> Any:
     """`parse()` with its errors (a library's loader of a file) turned into one line about `path`."""

@@ -68,3 +68,19 @@ def test_bad_arguments_are_one_line_before_any_work(args, option):
     lines = [l for l in res.stderr.splitlines() if l.strip()]
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert lines[0].startswith("error: ") and option in lines[0] and "--help" in lines[0]
+
+
+@pytest.mark.parametrize("args, name", [
+    (["eval", "s=nowhere", "--suite", "emoji"], "eval.json"), (["eval", "s=nowhere"], "eval.md"),
+    (["bench", "x.pte"], "bench.md"), (["bench", "x.pte"], "bench.json"),
+])
+def test_out_never_overwrites_a_users_file(tmp_path, args, name):
+    """issue 19: --out holding a file of the name the command writes, not written by it, is refused in one line before
+    any work, and left as it was (export: tests/test_bundle.py; cache-teacher: tests/test_teacher_cache.py)."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / name).write_text('{"my": "notes"}')
+    res = CliRunner().invoke(main, [*args, "--out", str(out)])
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and "did not write" in lines[0] and name in lines[0], res.output
+    assert (out / name).read_text() == '{"my": "notes"}' and [p.name for p in out.iterdir()] == [name]

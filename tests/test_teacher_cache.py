@@ -286,6 +286,11 @@ def test_a_cache_that_does_not_fit_its_disk_is_refused_before_any_shard(env, tmp
     assert "free" in errors[0] and "8 views x 44 samples" in errors[0] and "--views" in errors[0]
     assert "Traceback" not in r.stderr
     assert "files=0" in r.stdout  # refused before the folder, let alone a shard, was written
+    # issue 19: remounted with room, the same command builds the cache, and `verify` checks every shard of it
+    again = (f"{cli}; echo rc1=$?; mount -o remount,size=64m '{mnt}' && {cli} && "
+             f"'{sys.executable}' -m compress.cli verify '{mnt}/cache'")
+    r = _in_small_tmpfs(mnt, "256k", again)
+    assert "rc1=2" in r.stdout and r.returncode == 0 and "every sha256 checked" in r.stdout, r.stderr[-2000:]
 
 
 def test_the_run_reads_stage1_targets_from_the_recipes_cache(env):
@@ -415,3 +420,15 @@ def test_verify_says_what_a_good_cache_holds(env):
 
     res = cli(["verify", str(_folder(env))])
     assert res.exit_code == 0 and "every sha256 checked" in res.output, res.output
+
+
+def test_a_folder_with_a_users_manifest_is_refused(env, tmp_path):
+    """issue 19: cache-teacher --out onto a folder whose manifest.json is not a teacher cache's: one line, untouched."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "manifest.json").write_text('{"name": "my project"}')
+    recipe = env["recipes"]["altclip"]
+    with pytest.raises(UserError) as err:
+        write_cache(recipe, None, env["pairs"], folder, views=VIEWS, shard_size=SHARD, batch_size=16)
+    assert "did not write" in _one_line(err) and (folder / "manifest.json").read_text() == '{"name": "my project"}'
+    assert [p.name for p in folder.iterdir()] == ["manifest.json"]

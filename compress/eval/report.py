@@ -144,6 +144,14 @@ def bar_chart(result: dict, path: Path) -> Path:
     return path
 
 
+REPORT_FILES = ("eval.json", "eval.md", "eval.png")
+
+
+def is_eval_report(doc: dict) -> bool:
+    """Whether eval.json is one `write_report` wrote (its shape: models, suites, results)."""
+    return isinstance(doc, dict) and {"models", "suites", "results"} <= set(doc)
+
+
 def write_report(result: dict, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "eval.json", "md": folder / "eval.md"}

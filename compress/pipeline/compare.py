@@ -185,10 +185,14 @@ def evaluate_models(
 def compare_models(specs: Sequence[str], suites: Sequence[str], langs: Sequence[str], *, out: Path | None = None,
                    **options) -> tuple[dict, str, dict[str, Path]]:
     """`dcclip-compress eval`: evaluate, write eval.md / eval.json / eval.png; -> (result, markdown table, paths)."""
-    from compress.eval.report import markdown, write_report
+    from compress.eval.report import REPORT_FILES, is_eval_report, markdown, write_report
+    from compress.readers import claim_outputs
 
+    if out is not None:  # refused before an hour of evaluation, not after
+        claim_outputs(out, REPORT_FILES, is_eval_report, "eval")
     result = evaluate_models(specs, suites, langs, **options)
     folder = out or Path("runs/eval") / re.sub(r"[^\w.-]+", "_", result["models"][0]["label"])
+    claim_outputs(folder, REPORT_FILES, is_eval_report, "eval")
     return result, markdown(result), write_report(result, folder)
 
 

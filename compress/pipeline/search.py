@@ -20,6 +20,11 @@ def search(recipe: Recipe, load: Load, out: Path | None = None, table: Path | No
     from compress.search.runner import check_searchable
 
     check_searchable(recipe)  # its one-line refusals come before the data and the teacher load
+    if out is not None:  # a user's file of a name the search writes is refused now, not after the search
+        from compress.readers import claim_outputs
+        from compress.search.report import OUTPUT_FILES, is_search_summary
+
+        claim_outputs(out, OUTPUT_FILES, is_search_summary, "search")
     log("[bold cyan]▶ search[/]: data, teacher")
     data, teacher = load()
     return search_recipe(recipe, data, teacher, out, table)

@@ -96,6 +96,14 @@ def _plot(results: dict[str, TowerResult], path: Path) -> None:
     plt.close(fig)
 
 
+OUTPUT_FILES = ("summary.json", "candidates.jsonl", "pareto.md", "pareto.png", "best.yaml")
+
+
+def is_search_summary(doc: dict) -> bool:
+    """Whether summary.json is one `write_search` wrote."""
+    return isinstance(doc, dict) and isinstance(doc.get("towers"), dict) and "seconds" in doc
+
+
 def write_search(folder: Path, recipe: Recipe, results: dict[str, TowerResult], seconds: float) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rows = [r.as_dict() for res in results.values() for r in res.rows]

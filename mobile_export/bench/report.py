@@ -81,6 +81,13 @@ def bench_and_report(target: Path, device: str = "host", runs: int = 20, warmup:
 
     from mobile_export.bench.run import run_bench
 
-    report = run_bench(target, device, runs=runs, warmup=warmup, threads=threads)
+    from compress.readers import claim_outputs
+
+    def ours(doc: dict) -> bool:
+        return isinstance(doc, dict) and str(doc.get("schema_version", "")).startswith("dcclip-compress/bench")
+
     name = target.stem if target.suffix == ".pte" else target.resolve().name
-    return report, write_report(report, out or Path("runs/bench") / re.sub(r"[^\w.-]+", "_", name))
+    folder = out or Path("runs/bench") / re.sub(r"[^\w.-]+", "_", name)
+    claim_outputs(folder, ("bench.json", "bench.md", "bench.png"), ours, "bench")  # before the timing, not after
+    report = run_bench(target, device, runs=runs, warmup=warmup, threads=threads)
+    return report, write_report(report, folder)

@@ -185,6 +185,11 @@ def write_cache(recipe: Recipe, teacher: Teacher | Callable[[], Teacher], pairs:
     match = cache_fingerprint(recipe, pairs, views, identity, tokenizer)
     fp = fingerprint_hash(match)
     if folder.is_dir():
+        from compress.readers import claim_outputs
+
+        # a manifest.json that is not a teacher cache's is a user's file: refused, never overwritten
+        claim_outputs(folder, (MANIFEST,), lambda doc: isinstance(doc, dict) and doc.get("format") == FORMAT,
+                      "cache-teacher")
         stored = stored_match(folder)
         if stored is not None and (why := mismatch(stored, match)):
             raise UserError(f"teacher cache folder {str(folder)!r} already holds features for another setup ({why}); "
