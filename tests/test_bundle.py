@@ -195,7 +195,7 @@ def test_verify_with_a_manifest_entry_of_the_wrong_shape_is_one_line(copy, damag
 
 def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_bundle, tmp_path):
     """issue 19: ENOSPC while writing the bundle (a 64 kB tmpfs, in a private mount namespace): one line, exit 2, the
-    temporary files removed."""
+    temporary files removed; remounted with room, the same command exports a bundle that verifies."""
     import subprocess
     import sys
 
@@ -204,12 +204,15 @@ def test_an_export_onto_a_full_disk_is_one_line_and_leaves_nothing(tiny_bundle, 
     mnt = tmp_path / "small"
     mnt.mkdir()
     ckpt = tiny_bundle[0].parent / "ckpt"
-    cli = f"'{sys.executable}' -m compress.cli export '{ckpt}' --quant fp32 --out '{mnt}/bundle'"
-    script = f"mount -t tmpfs -o size=64k tmpfs '{mnt}' && {cli}; rc=$?; echo left=$(ls -A '{mnt}' | wc -l); exit $rc"
+    cli = f"'{sys.executable}' -m compress.cli export '{ckpt}' --quant fp32 --out '{mnt}/bundle' --labels '{tiny_bundle[1]}'"
+    verify = f"'{sys.executable}' -m compress.cli verify '{mnt}/bundle'"
+    script = (f"mount -t tmpfs -o size=64k tmpfs '{mnt}' && {cli}; echo rc=$? left=$(ls -A '{mnt}' | wc -l); "
+              f"mount -o remount,size=64m '{mnt}' && {cli} >/dev/null && {verify}")  # with room: the same command
     r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
     errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
-    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert "no space left" in errors[0] and "left=0" in r.stdout
+    assert "rc=2 left=0" in r.stdout and len(errors) == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr[-2000:]
+    assert "no space left" in errors[0]
+    assert r.returncode == 0 and "ok: " in r.stdout, r.stderr[-2000:]
 
 
 DAMAGED_CHECKPOINTS = [

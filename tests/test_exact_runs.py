@@ -156,3 +156,28 @@ def test_accelerate_launch_two_cpu_processes_matches_one_process(setup, clean_ru
     for key in one:  # and every later step stays on the single-process trajectory
         assert two[key] == pytest.approx(one[key], rel=1e-3), key
     assert sorted(p.name for p in d.iterdir() if p.is_dir()) == ["logs", "student_distill", "student_fp32"]
+
+
+def test_a_run_onto_a_full_disk_is_one_line_then_resumes_bit_identical(setup, clean_run, tmp_path):
+    """issue 19: a run whose --out is a 5 MB tmpfs (in a private mount namespace) stops with one line and exit 2 when
+    the disk fills; remounted with room, `--resume` completes and ends bit-identical to an uninterrupted run."""
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("no unshare -rm here: a small tmpfs cannot be mounted")
+    root, recipe = setup
+    a, _ = clean_run
+    mnt, keep = tmp_path / "small", tmp_path / "kept"
+    mnt.mkdir()
+    cli = f"'{BIN / 'dcclip-compress'}' run '{recipe}' --out '{mnt}/run'"
+    script = (f"mount -t tmpfs -o size=5m tmpfs '{mnt}' && {{ {cli}; echo rc1=$?; "
+              f"mount -o remount,size=200m '{mnt}' && {cli} --resume; echo rc2=$?; cp -r '{mnt}/run' '{keep}'; }}")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=root, env=_env(), capture_output=True, text=True,
+                       timeout=600)
+    assert "rc1=2" in r.stdout and "rc2=0" in r.stdout, (r.stdout, r.stderr[-3000:])
+    first = r.stderr.split("rc1")[0] if "rc1" in r.stderr else r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left" in errors[0] and "Traceback" not in first, r.stderr[-3000:]
+    for rel in ARTIFACTS:
+        assert (a / rel).read_bytes() == (keep / rel).read_bytes(), rel
+    assert _numbers(a / "report.json") == _numbers(keep / "report.json")
