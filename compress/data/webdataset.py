@@ -58,8 +58,8 @@ from compress.data.manifest import (
 from compress.data.store import LazyImages
 from compress.data.texts import TextColumnBuilder
 from compress.errors import UserError
-from compress.readers import read_bytes, read_json
 from compress.prompts import caption_lang
+from compress.readers import read_bytes, read_json
 
 log = logging.getLogger(__name__)
 
