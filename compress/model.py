@@ -5,6 +5,7 @@ A checkpoint is a folder: `model.safetensors` (weights, no pickle), `model.json`
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from torch import nn
 
 from compress.atomic import atomic_path, sha256_file, write_json
 from compress.errors import UserError, one_line
-from compress.readers import field, read_json, read_safetensors
+from compress.readers import field, load_safetensors, read_bytes, read_json
 from compress.tokenizer import BilingualTokenizer
 from students.registry import create_image_tower, create_text_tower
 
@@ -62,15 +63,17 @@ def save_checkpoint(model: DualEncoder, tokenizer: BilingualTokenizer, folder: s
 CHECKPOINT_FILES = ("model.safetensors", "tokenizer.json")
 
 
-def _check_files(folder: Path, meta: dict, fix: str) -> None:
-    """The files against model.json's sha256 (checkpoints from before it carry none and are not checked)."""
+def _check_files(folder: Path, meta: dict, fix: str, weights: bytes) -> None:
+    """The files against model.json's sha256 (checkpoints from before it carry none and are not checked); `weights`:
+    model.safetensors' bytes, read once for the hash and the load."""
     sha = meta.get("sha256")
     if sha is None:
         return
     if not isinstance(sha, dict):
         raise UserError(f"checkpoint {str(folder)!r}: model.json's sha256 is not an object; {fix}")
     for name in CHECKPOINT_FILES:
-        if sha.get(name) != sha256_file(folder / name):
+        got = hashlib.sha256(weights).hexdigest() if name == "model.safetensors" else sha256_file(folder / name)
+        if sha.get(name) != got:
             raise UserError(f"checkpoint {str(folder)!r}: {name} does not match its sha256 in model.json (altered or "
                             f"cut short after it was written); {fix}")
 
@@ -86,8 +89,9 @@ def load_checkpoint(folder: str | Path) -> tuple[DualEncoder, BilingualTokenizer
     fix = "re-run the stage that wrote it (`dcclip-compress run RECIPE --out RUN --resume` redoes what is missing)"
     meta = read_json(meta_path, "checkpoint file", fix)
     spec_doc = field(meta, "spec", dict, meta_path, "checkpoint file", fix)
-    _check_files(folder, meta, fix)
-    weights = read_safetensors(folder / "model.safetensors", "checkpoint file", fix)
+    raw = read_bytes(folder / "model.safetensors", "checkpoint file", fix)
+    _check_files(folder, meta, fix, raw)
+    weights = load_safetensors(raw, folder / "model.safetensors", "checkpoint file", fix)
     try:
         spec = _checked_spec(spec_doc)
         with torch.device("meta"):  # shapes first, no memory: a damaged spec may ask for a huge model

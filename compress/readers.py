@@ -109,10 +109,14 @@ def read_jsonl(path: PathLike, what: str, fix: str, encoding: str = "utf-8") -> 
 
 def read_safetensors(path: PathLike, what: str, fix: str) -> dict:
     """The tensors of a .safetensors file (never a pickle: a pickle, a truncated file or junk is one line)."""
+    return load_safetensors(read_bytes(path, what, fix), path, what, fix)
+
+
+def load_safetensors(data: bytes, path: PathLike, what: str, fix: str) -> dict:
+    """The tensors of safetensors bytes already read from `path` (named in the error)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    data = read_bytes(path, what, fix)
     try:
         return load(data)
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as exn:

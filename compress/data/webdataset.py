@@ -237,6 +237,11 @@ def cached_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, capti
 
 def build_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> dict:
     """Index the shard and cache the result (temp file, then rename), without looking at the cache first."""
+    return _build_and_cache(path, image_size, index_dir, captions)[0]
+
+
+def _build_and_cache(path: Path, image_size: int, index_dir: Path, captions: bool) -> tuple[dict, bool]:
+    """(the shard's index, whether it was cached)."""
     file, ident = _index_file(path, image_size, index_dir, captions)
     index = {"ident": ident, **_index_shard(path, image_size, captions)}
     try:
@@ -245,7 +250,8 @@ def build_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, captio
             tmp.write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
     except OSError as exn:  # a read-only or full cache folder costs a rebuild next time, not this run
         log.warning("shard index %s not cached (%s)", file, exn.strerror or exn)
-    return index
+        return index, False
+    return index, True
 
 
 PARALLEL_FROM = 4  # shards to index before a pool of processes pays for its start (about a second each)
@@ -261,8 +267,8 @@ def _index_processes(todo: int) -> int:
 
 def _build_uncached(path: Path, image_size: int, index_dir: Path, captions: bool) -> dict | None:
     """Build the shard's index into the cache; the index itself only when it could not be cached."""
-    index = build_index(path, image_size, index_dir, captions)
-    return None if cached_index(path, image_size, index_dir, captions) is not None else index
+    index, cached = _build_and_cache(path, image_size, index_dir, captions)
+    return None if cached else index
 
 
 def shard_indexes(paths: list[Path], image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> Iterator[dict]:

@@ -191,8 +191,10 @@ def compare_models(specs: Sequence[str], suites: Sequence[str], langs: Sequence[
     if out is not None:  # refused before an hour of evaluation, not after
         claim_outputs(out, REPORT_FILES, is_eval_report, "eval")
     result = evaluate_models(specs, suites, langs, **options)
-    folder = out or Path("runs/eval") / re.sub(r"[^\w.-]+", "_", result["models"][0]["label"])
-    claim_outputs(folder, REPORT_FILES, is_eval_report, "eval")
+    folder = out
+    if folder is None:  # the default folder is named after the first model, known only now
+        folder = Path("runs/eval") / re.sub(r"[^\w.-]+", "_", result["models"][0]["label"])
+        claim_outputs(folder, REPORT_FILES, is_eval_report, "eval")
     return result, markdown(result), write_report(result, folder)
 
 
