@@ -62,7 +62,7 @@ def parse_json(text: str | bytes, path: PathLike, what: str, fix: str, kind: typ
     """JSON text of a file, checked to be a `kind` (default: an object; None: any value)."""
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exn:
+    except (ValueError, RecursionError) as exn:  # JSONDecodeError, UnicodeDecodeError, a 5,000-digit number
         where = f" at line {exn.lineno} column {exn.colno}" if isinstance(exn, json.JSONDecodeError) else ""
         raise _fail(path, what, f"is not valid JSON{where}", fix) from None
     if kind is not None and not isinstance(doc, kind):
@@ -103,7 +103,7 @@ def read_jsonl(path: PathLike, what: str, fix: str, encoding: str = "utf-8") -> 
         if line.strip():
             try:
                 yield lineno, json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
+            except (ValueError, RecursionError):  # not JSON, or a number too long to convert
                 raise _fail(f"{path}:{lineno}", what, "is not valid JSON", fix) from None
 
 

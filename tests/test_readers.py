@@ -104,8 +104,8 @@ def test_a_damaged_safetensors_file_is_one_line_or_still_loads(tmp_path_factory,
         tensors = readers.read_safetensors(path, "weights", "rebuild them")
     except UserError as exn:
         assert "weights" in _one_line(exn, path)
-    else:
-        assert set(tensors) <= {"w"}
+    else:  # a flipped byte in the header can rename the tensor and still be valid safetensors
+        assert len(tensors) <= 1 and all(isinstance(t, torch.Tensor) for t in tensors.values())
 
 
 @settings(max_examples=100, deadline=None)
@@ -156,3 +156,11 @@ def test_a_decompression_bomb_is_refused_before_it_is_decoded(tmp_path):
     Image.new("1", (9000, 9000)).save(path)  # 81 MP of one bit per pixel: a 10 kB file
     with pytest.raises(UserError, match="decompression bomb"):
         readers.open_image(path)
+
+
+def test_a_number_too_long_to_convert_is_one_line(tmp_path):
+    """Found by the bundle fuzz: 4,000+ digits hit Python's int-conversion limit (a ValueError, not a JSON error)."""
+    path = tmp_path / "m.json"
+    path.write_text("2" * 5000)
+    with pytest.raises(UserError, match="is not valid JSON"):
+        readers.read_json(path, "manifest", "fix it")
