@@ -46,6 +46,7 @@ from PIL import Image, ImageDraw, ImageFont, features
 
 from compress.atomic import atomic_path, sha256_file
 from compress.errors import UserError
+from compress.home import under_home
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +514,7 @@ def build_emoji_dataset(
         args["split_seed"] = split_seed
         args["val_renders"] = eval_renders
         names = WORLD_SPLITS
-    path = Path(cache_dir) / f"{DATASET_NAME}-{_cache_key(args)}.safetensors"
+    path = under_home(cache_dir) / f"{DATASET_NAME}-{_cache_key(args)}.safetensors"
     if path.is_file():
         try:
             return _load(path)

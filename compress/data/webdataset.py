@@ -58,6 +58,7 @@ from compress.data.manifest import (
 from compress.data.store import LazyImages
 from compress.data.texts import TextColumnBuilder
 from compress.errors import UserError
+from compress.home import cache_dir
 from compress.prompts import caption_lang
 from compress.readers import read_bytes, read_json
 
@@ -135,7 +136,6 @@ def sample_captions(sample: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | s
 
 
 INDEX_VERSION = 1
-INDEX_DIR = Path(".cache/shard-index")
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
@@ -217,15 +217,15 @@ def _index_shard(path: Path, image_size: int, captions: bool = True) -> dict:
     return {"samples": samples, "skipped": skipped, "damaged": damaged}
 
 
-def _index_file(path: Path, image_size: int, index_dir: Path, captions: bool = True) -> tuple[Path, dict]:
+def _index_file(path: Path, image_size: int, index_dir: Path | None, captions: bool = True) -> tuple[Path, dict]:
     st = path.stat()
     ident = {"version": INDEX_VERSION, "shard": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
              "image_size": image_size, **({} if captions else {"captions": False})}
     name = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24] + ".json"
-    return index_dir / name, ident
+    return (Path(index_dir) if index_dir is not None else cache_dir("shard-index")) / name, ident
 
 
-def cached_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> dict | None:
+def cached_index(path: Path, image_size: int, index_dir: Path | None = None, captions: bool = True) -> dict | None:
     """The shard's cached index when the shard is unchanged (same path, size and mtime), else None."""
     file, ident = _index_file(path, image_size, index_dir, captions)
     try:
@@ -235,7 +235,7 @@ def cached_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, capti
     return cached if cached.get("ident") == ident else None
 
 
-def build_index(path: Path, image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> dict:
+def build_index(path: Path, image_size: int, index_dir: Path | None = None, captions: bool = True) -> dict:
     """Index the shard and cache the result (temp file, then rename), without looking at the cache first."""
     return _build_and_cache(path, image_size, index_dir, captions)[0]
 
@@ -245,7 +245,7 @@ def _build_and_cache(path: Path, image_size: int, index_dir: Path, captions: boo
     file, ident = _index_file(path, image_size, index_dir, captions)
     index = {"ident": ident, **_index_shard(path, image_size, captions)}
     try:
-        index_dir.mkdir(parents=True, exist_ok=True)
+        file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(file) as tmp:
             tmp.write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
     except OSError as exn:  # a read-only or full cache folder costs a rebuild next time, not this run
@@ -271,7 +271,7 @@ def _build_uncached(path: Path, image_size: int, index_dir: Path, captions: bool
     return None if cached else index
 
 
-def shard_indexes(paths: list[Path], image_size: int, index_dir: Path = INDEX_DIR, captions: bool = True) -> Iterator[dict]:
+def shard_indexes(paths: list[Path], image_size: int, index_dir: Path | None = None, captions: bool = True) -> Iterator[dict]:
     """Each shard's index, in order, read from the cache one at a time (a corpus's whole index never sits in memory:
     freed memory stays in the process, and forked DataLoader workers inherit it). Shards not cached yet are indexed
     first by a pool of processes, one per core (a sample costs about 1 ms to index, image decode included: 300k pairs
@@ -299,7 +299,7 @@ def shard_indexes(paths: list[Path], image_size: int, index_dir: Path = INDEX_DI
         yield index if index is not None else build_index(p, image_size, index_dir, captions)
 
 
-def load_shards(pattern: str, image_size: int = 64, index_dir: str | os.PathLike = INDEX_DIR,
+def load_shards(pattern: str, image_size: int = 64, index_dir: str | os.PathLike | None = None,
                 captions: bool = True) -> ManifestData:
     """The samples of the shards `pattern` names, their images left on disk (`LazyImages`: read and decoded when a
     batch asks for them); damaged samples skipped and counted (see the module docstring). Each shard is indexed
@@ -309,7 +309,7 @@ def load_shards(pattern: str, image_size: int = 64, index_dir: str | os.PathLike
     rows = RowCollector()
     # flat from the start (compress/data/texts.py): nothing per sample outlives a shard's index
     source, offset, size, keys = array("i"), array("q"), array("q"), TextColumnBuilder()
-    for s, (path, index) in enumerate(zip(paths, shard_indexes(paths, image_size, Path(index_dir), captions))):
+    for s, (path, index) in enumerate(zip(paths, shard_indexes(paths, image_size, index_dir, captions))):
         for key, off, n, en, zh in index["samples"]:
             source.append(s)
             offset.append(off)

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from compress.data.augment import resize_uint8
 from compress.errors import UserError
+from compress.home import runs_dir
 from compress.readers import field, guarded, read_json
 from compress.eval.zero_shot import Encoders, eager_encoders, teacher_encoders, zero_shot
 from compress.prompts import LANGS
@@ -193,7 +194,7 @@ def compare_models(specs: Sequence[str], suites: Sequence[str], langs: Sequence[
     result = evaluate_models(specs, suites, langs, **options)
     folder = out
     if folder is None:  # the default folder is named after the first model, known only now
-        folder = Path("runs/eval") / re.sub(r"[^\w.-]+", "_", result["models"][0]["label"])
+        folder = runs_dir("eval") / re.sub(r"[^\w.-]+", "_", result["models"][0]["label"])
         claim_outputs(folder, REPORT_FILES, is_eval_report, "eval")
     return result, markdown(result), write_report(result, folder)
 

@@ -169,13 +169,34 @@ def parse_recipe(raw: Any, overrides: Sequence[str] = (), source: str = "recipe"
 MAX_RECIPE_BYTES = 1 << 20
 
 
+BUILTIN = Path(__file__).resolve().parent / "builtin"  # the recipes that ship with the package (recipes/ links here)
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in BUILTIN.glob("*.yaml"))
+
+
+def resolve_recipe(spec: str | Path) -> Path:
+    """A recipe by path, or a shipped one by name (`mobilevit_int8`, `mobilevit_int8.yaml`, `recipes/mobilevit_int8.yaml`
+    from any folder): a file that exists wins, so a user's own `recipes/x.yaml` is never shadowed."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    if len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "recipes"):
+        shipped = BUILTIN / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        if shipped.is_file():
+            return shipped
+    return path
+
+
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    path = Path(path)
+    path = resolve_recipe(path)
     what = f"recipe {str(path)!r}"
     if path.is_dir():
         raise UserError(f"{what} is a directory; pass a YAML file such as recipes/mobilevit_int8.yaml")
     if not path.exists():
-        raise UserError(f"{what} not found; pass a YAML file such as recipes/mobilevit_int8.yaml")
+        raise UserError(f"{what} not found; pass a YAML file, or the name of a shipped recipe: "
+                        f"{', '.join(builtin_recipes())}")
     if not path.is_file():
         raise UserError(f"{what} is not a regular file; pass a YAML file such as recipes/mobilevit_int8.yaml")
     try:

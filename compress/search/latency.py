@@ -27,9 +27,9 @@ import torch
 
 from compress.atomic import write_text
 from compress.errors import UserError
+from compress.home import cache_dir
 from students.spaces import ImageCandidate, TextCandidate, canonical
 
-LATENCY_DIR = Path(".cache/latency")
 LATENCY_VERSION = 1  # bump when the lowering or timing procedure changes what a measurement means
 
 
@@ -58,8 +58,8 @@ def table_key(spec_key: str, quant: str, device: str, threads: int, runtime: str
 class LatencyTable:
     """JSONL rows {key, ms, ...}; the whole file is rewritten atomically on each insert (it stays small)."""
 
-    def __init__(self, path: str | Path = LATENCY_DIR / "table.jsonl") -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else cache_dir("latency", "table.jsonl")
         self.rows: dict[str, dict[str, Any]] = {}
         if self.path.is_file():
             from compress.errors import UserError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from compress.home import runs_dir
 from compress.recipe.schema import Recipe
 
 
@@ -14,7 +15,7 @@ def search_recipe(recipe: Recipe, data, teacher, out: Path | None = None,
     from compress.search.report import best_recipe, write_search
     from compress.search.runner import run_search
 
-    folder = out or Path("runs") / recipe.name / "search"
+    folder = out or runs_dir(recipe.name, "search")
     start = time.perf_counter()
     results = run_search(recipe, folder, data, teacher, table)
     paths = write_search(folder, recipe, results, time.perf_counter() - start)

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.home import cache_dir
 from compress.model import DualEncoder, load_checkpoint
 from compress.recipe import Recipe, load_recipe
 from compress.teachers.base import ImageFeatures, TextFeatures, resolve_text_layers
 from compress.tokenizer import BilingualTokenizer
 
-TEACHER_CACHE = Path(".cache/teachers")
 # The teacher must never see the student run's unseen classes: it takes the student's class subset and held-out
 # split (and the seed, which picks the unseen classes).
 SHARED_DATA_KEYS = ("unseen_fraction", "limit", "cache_dir")
@@ -55,7 +55,7 @@ def reference_recipe_for(recipe: Recipe) -> Recipe:
 
 def reference_teacher_folder(teacher_recipe: Recipe) -> Path:
     """Where the trained reference teacher is cached: one folder per teacher recipe fingerprint."""
-    return TEACHER_CACHE / f"{teacher_recipe.name}-{teacher_recipe.fingerprint()}"
+    return cache_dir("teachers") / f"{teacher_recipe.name}-{teacher_recipe.fingerprint()}"
 
 
 def teacher_data_relation(recipe: Recipe) -> list[str]:

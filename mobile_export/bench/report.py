@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.atomic import atomic_path, write_json, write_text
+from compress.home import runs_dir
 from mobile_export.bench.schema import BenchReport
 
 
@@ -87,7 +88,7 @@ def bench_and_report(target: Path, device: str = "host", runs: int = 20, warmup:
         return isinstance(doc, dict) and str(doc.get("schema_version", "")).startswith("dcclip-compress/bench")
 
     name = target.stem if target.suffix == ".pte" else target.resolve().name
-    folder = out or Path("runs/bench") / re.sub(r"[^\w.-]+", "_", name)
+    folder = out or runs_dir("bench") / re.sub(r"[^\w.-]+", "_", name)
     claim_outputs(folder, ("bench.json", "bench.md", "bench.png"), ours, "bench")  # before the timing, not after
     report = run_bench(target, device, runs=runs, warmup=warmup, threads=threads)
     return report, write_report(report, folder)

@@ -18,11 +18,11 @@ import torch
 from compress.data.pairs import PairSet
 from compress.atomic import sha256_file
 from compress.errors import UserError
+from compress.home import cache_dir
 from compress.prompts import LANGS
 from compress.recipe import TRAINING_VERSION, Recipe
 from compress.train.data import view_augment_params, view_caption
 
-DEFAULT_ROOT = Path(".cache/teacher-features")
 STAGE1_SEED_OFFSET = 0  # stage 1 trains with seed recipe.seed + 0 (compress.pipeline.state.loop_context)
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
@@ -170,7 +170,7 @@ def fingerprint_hash(match: dict) -> str:
 
 def default_folder(recipe: Recipe, match: dict) -> Path:
     """`teacher.cache` when the recipe sets it, else .cache/teacher-features/<recipe name>-<fingerprint>."""
-    return Path(recipe.teacher.cache) if recipe.teacher.cache else DEFAULT_ROOT / f"{recipe.name}-{fingerprint_hash(match)}"
+    return Path(recipe.teacher.cache) if recipe.teacher.cache else cache_dir("teacher-features") / f"{recipe.name}-{fingerprint_hash(match)}"
 
 
 # How `mismatch` names a top-level fingerprint key (`teacher.*` and `data.*` are named by their own path).
