@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-install: $(STAMP) java-tools
+install: $(STAMP)
 
-# The JDK and JUnit 4 for the Android demo's core tests (tests/test_android_core.py), from apt when missing.
+# The JDK and JUnit 4 for the Android demo (its core tests in tests/test_android_core.py, and `make android`), from apt
+# when missing: a prerequisite of `make test` and `make android` only, so `make run` needs no Java and no root.
 java-tools:
 	@command -v javac >/dev/null && test -f /usr/share/java/junit4.jar || { \
 	    [ "$$(id -u)" = 0 ] || { echo "error: javac or junit4 missing; run: sudo apt-get install -y default-jdk-headless junit4"; exit 2; }; \
@@ -49,14 +50,14 @@ run: install
 	$(BIN)/dcclip-compress eval teacher=$(RUN)/teacher stage2-only=$(RUN)-stage2-only fp32=$(RUN) int8=$(RUN)/export \
 	    --suite all --splits $(EVAL_SPLITS) --out $(RUN)/eval
 
-test: install
+test: install java-tools
 	$(BIN)/pytest -q $(PYTEST_WORKERS)
 
 # A signed debug APK of android_demo/ with Debian's tools (android_demo/build-apk.sh). BUNDLE: an export folder;
 # default: $(RUN)/export when `make run` has written one, else a tiny random-weight bundle built here (~1-2 min).
 ANDROID_APK ?= android_demo/build/dcclip-demo.apk
 TINY_BUNDLE := android_demo/build/tiny-bundle
-android: install
+android: install java-tools
 	@b="$(BUNDLE)"; if [ -z "$$b" ]; then \
 	    if [ -f $(RUN)/export/bundle.json ]; then b=$(RUN)/export; \
 	    else b=$(TINY_BUNDLE); [ -f $$b/parity/parity.json ] || { echo "android: no $(RUN)/export yet; building a tiny bundle in $$b"; \

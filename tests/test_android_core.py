@@ -128,6 +128,31 @@ def golden(tmp_path_factory) -> Path:
         "embeddings": {"fp32": {"file": "label_embeddings_fp32.f32", "shape": [len(langs), n, 32]}},
     }, ensure_ascii=False), encoding="utf-8")
 
+    # Labels typed on the phone (TypedLabelsTest): the bundle gets a template ensemble per language, and Python embeds
+    # typed labels as mobile_export/bundle/labels.py embed_rows does: each template's embedding normalised, their mean
+    # normalised; the language is the label's (compress.prompts.caption_lang).
+    from compress.prompts import caption_lang
+
+    meta = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
+    meta["templates"] = {lang: list(ts) for lang, ts in TEMPLATES.items()}
+    (bundle / "bundle.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    typed = ["dog face", "狗脸", "red apple 红苹果", "grinning face😀", "Ω", "hot dog"]
+    prompts, raws, rows = [], [], []
+    with torch.no_grad():
+        for label in typed:
+            texts = [t.format(label) for t in TEMPLATES[caption_lang(label)]]
+            ids = tok(texts)
+            raw = model.text(ids).float()
+            prompts += [{"text": t, "ids": r} for t, r in zip(texts, ids.tolist())]
+            raws.append(raw)
+            rows.append(torch.nn.functional.normalize(torch.nn.functional.normalize(raw, dim=-1).mean(0), dim=-1))
+    (root / "typed_prompts.f32").write_bytes(torch.cat(raws).numpy().astype("<f4").tobytes())
+    (root / "typed_labels.f32").write_bytes(torch.stack(rows).numpy().astype("<f4").tobytes())
+    (root / "typed.json").write_text(json.dumps({
+        "labels": typed, "prompts": prompts, "prompt_embeddings": "typed_prompts.f32", "label_embeddings": "typed_labels.f32",
+        "label_prompts": {label: [t.format(label) for t in TEMPLATES[caption_lang(label)]] for label in typed},
+    }, ensure_ascii=False), encoding="utf-8")
+
     latencies = [random.Random(1).uniform(1, 9) for _ in range(23)]
     (root / "latency.json").write_text(json.dumps(
         {"latencies": latencies, "load_ms": 12.5, "summary": summarize_latencies(latencies, 12.5)}))

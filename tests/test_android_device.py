@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import struct
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,65 @@ def test_bytes_that_are_not_utf8_from_the_device_are_no_traceback(tmp_path, monk
     assert "\\377" in script.read_text()
     assert AdbDevice(timeout_s=10).serial == "phone-1"
 
+
+
+# ------------------------------------------------------------------------------------------------- bench --demo
+def _fake_pte(path: Path) -> None:
+    """The fixed-size start of an ExecuTorch program (enough for mobile_export.pte_check): root offset, ET12, eh00."""
+    head = struct.pack("<I", 40) + b"ET12" + b"eh00" + struct.pack("<IQQQ", 32, 64, 0, 0)
+    path.write_bytes(head + bytes(64 - len(head)))
+
+
+def _bundle(tmp_path: Path) -> Path:
+    b = tmp_path / "bundle"
+    b.mkdir()
+    files = {q: {"image": f"image_{q}.pte", "text": f"text_{q}.pte"} for q in ("fp32", "int8", "8da4w")}
+    (b / "bundle.json").write_text(json.dumps({"files": files}))
+    (b / "tokenizer.json").write_text("{}")
+    for q in files:
+        for t in ("image", "text"):
+            _fake_pte(b / f"{t}_{q}.pte")
+    return b
+
+
+def test_bench_demo_pushes_what_the_app_loads_and_reports_its_int8_towers(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    log = fake_adb(tmp_path, monkeypatch)
+    bundle = _bundle(tmp_path)
+    res = CliRunner().invoke(main, ["bench", str(bundle), "--device", "adb", "--demo", "--runs", "7", "--warmup", "2",
+                                    "--out", str(tmp_path / "report"), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "report" / "bench.json").read_text())
+    assert [m["model"] for m in report["models"]] == ["image_int8", "text_int8"]
+    image = report["models"][0]
+    assert image["methods"][0]["median_inference_latency(ms)"] == 4.0 and image["methods"][0]["runs"] == 50
+    assert image["path"] == str(bundle / "image_int8.pte") and "demo app" in image["notes"][0]
+    assert report["device"]["name"] == "adb:phone-1"
+    calls = log.read_text().splitlines()
+    pushed = [c.split()[3] for c in calls if c.startswith("-s phone-1 push ")]
+    assert sorted(Path(p).name for p in pushed) == ["bundle.json", "image_int8.pte", "text_int8.pte", "tokenizer.json"]
+    assert any(f"am start -W -S -n {DEMO_ACTIVITY} --ei bench_iters 7 --ei bench_warmup 2" in c for c in calls)
+
+
+def test_bench_demo_needs_a_phone_and_a_bundle_folder(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    fake_adb(tmp_path, monkeypatch)
+    bundle = _bundle(tmp_path)
+    for args, want in ((["--device", "host"], "pass --device adb[:SERIAL], not 'host'"),
+                       (["--device", "adb", "--threads", "2"], "--threads does not reach the demo app")):
+        res = CliRunner().invoke(main, ["bench", str(bundle), "--demo", *args])
+        assert res.exit_code == 2 and want in res.output and res.output.count("\n") == 1, res.output
+    res = CliRunner().invoke(main, ["bench", str(bundle / "image_int8.pte"), "--device", "adb", "--demo"])
+    assert res.exit_code == 2 and "is not a bundle folder" in res.output
+
+
+def test_demo_results_that_are_not_minibench_entries_are_one_line():
+    with pytest.raises(UserError, match="not a JSON list"):
+        parse_demo_results('{"metric": 1}')
+    assert parse_demo_results('[{"metric": "runs", "actualValue": 5}, 7, {"x": 1}]') == {"model": {"runs": 5}}

@@ -3,7 +3,8 @@ the demo app (android_demo/). Nothing else in the project talks to adb, so phone
 file and surface as one-line `UserError`s.
 
 `bench --device adb[:SERIAL]` (`run_adb`) and the search's latency measurer (compress.search.latency) both time a
-program through `time_on_phone`.
+program through `time_on_phone`. `bench BUNDLE --device adb[:SERIAL] --demo` (`run_adb_demo`) pushes the files the
+demo app loads and times its int8 towers inside the app.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ MINIBENCH_RESULTS = "files/benchmark_results.json"
 DEMO_PACKAGE = "org.dcclip.demo"  # android_demo/: its benchmark writes minibench's layout for both towers
 DEMO_ACTIVITY = f"{DEMO_PACKAGE}/.MainActivity"
 DEMO_RESULTS = "files/dcclip_bench.json"
+DEMO_BUNDLE = f"/sdcard/Android/data/{DEMO_PACKAGE}/files/bundle"  # wins over the APK's assets (AndroidBundle.find)
+DEMO_METRICS = ("model_load_time(ms)", "avg_inference_latency(ms)", "trimmean_inference_latency(ms)",
+                "median_inference_latency(ms)", "p90_inference_latency(ms)")
 
 
 class AdbDevice:
@@ -108,15 +112,35 @@ class AdbDevice:
             time.sleep(1.0)
         return parse_minibench_results(raw)
 
-    def run_demo_benchmark(self, iters: int = 50) -> dict[str, dict[str, Any]]:
-        """Time both towers in the Android demo app (android_demo/, package org.dcclip.demo) on the bundle it holds
-        (assets, or pushed to its files/bundle/); return {model: metric -> value} with `bench`'s field names."""
+    def _check_demo_installed(self) -> None:
         packages = self._run("shell", "pm", "list", "packages", DEMO_PACKAGE)
         if f"package:{DEMO_PACKAGE}" not in packages:
-            raise UserError(f"device: {DEMO_PACKAGE} is not installed on {self.serial} (make android, then adb install "
-                            "android_demo/build/dcclip-demo.apk)")
+            raise UserError(f"device: {DEMO_PACKAGE} is not installed on {self.serial} (make android with the ExecuTorch "
+                            "AAR, then adb install android_demo/build/dcclip-demo.apk; docs/android.md)")
+
+    def push_demo_bundle(self, folder: Path) -> list[str]:
+        """Replace the bundle pushed to the demo app with the files it loads from `folder` (the int8 scheme's .pte pair
+        when there, mobile_export.bundle.android.app_assets); returns their names on the phone."""
+        from mobile_export.bundle.android import app_assets
+
+        try:
+            pairs = app_assets(folder)
+        except ValueError as e:
+            raise UserError(f"bench: {e}") from None
+        self._check_demo_installed()
+        self._run("shell", "rm", "-rf", DEMO_BUNDLE, check=False)
+        for src, dst in pairs:
+            self.push(Path(folder) / src, f"{DEMO_BUNDLE}/{dst}")
+        return [dst for _, dst in pairs]
+
+    def run_demo_benchmark(self, iters: int = 50, warmup: int | None = None) -> dict[str, dict[str, Any]]:
+        """Time both towers in the Android demo app (android_demo/, package org.dcclip.demo) on the bundle it holds
+        (assets, or pushed to its files/bundle/): `iters` timed calls after `warmup` untimed ones (the app's default:
+        3); return {model: metric -> value} with `bench`'s field names."""
+        self._check_demo_installed()
         self._run("shell", "run-as", DEMO_PACKAGE, "rm", "-f", DEMO_RESULTS, check=False)
-        self._run("shell", "am", "start", "-W", "-S", "-n", DEMO_ACTIVITY, "--ei", "bench_iters", str(iters))
+        self._run("shell", "am", "start", "-W", "-S", "-n", DEMO_ACTIVITY, "--ei", "bench_iters", str(iters),
+                  *(("--ei", "bench_warmup", str(warmup)) if warmup is not None else ()))
         deadline = time.monotonic() + self.timeout_s
         while True:
             raw = self._run("shell", "run-as", DEMO_PACKAGE, "cat", DEMO_RESULTS, check=False)
@@ -134,11 +158,52 @@ def parse_demo_results(raw: str) -> dict[str, dict[str, Any]]:
         entries = json.loads(raw)
     except json.JSONDecodeError as e:
         raise UserError(f"device: demo app results are not JSON ({e.msg})") from None
+    if not isinstance(entries, list):
+        raise UserError("device: demo app results are not a JSON list of minibench entries")
     out: dict[str, dict[str, Any]] = {}
     for e in entries:
-        if "metric" in e:
-            out.setdefault(e.get("benchmarkModel", {}).get("name", "model"), {})[e["metric"]] = e["actualValue"]
+        if isinstance(e, dict) and "metric" in e:
+            model = e.get("benchmarkModel")
+            name = model.get("name", "model") if isinstance(model, dict) else "model"
+            out.setdefault(str(name), {})[str(e["metric"])] = e.get("actualValue")
     return out
+
+
+def run_adb_demo(arg: str | None, programs: list[Path], settings: BenchSettings) -> BenchRun:
+    """`bench BUNDLE --device adb[:SERIAL] --demo`: push the files the demo app loads from BUNDLE to the app, start its
+    benchmark (`settings.runs` timed calls per tower after `settings.warmup`), read its results back."""
+    bundle = programs[0].parent if programs else None
+    if bundle is None or not (bundle / "bundle.json").is_file() or any(p.parent != bundle for p in programs):
+        raise UserError("bench: --demo times an export bundle inside the Android demo app; pass the bundle folder")
+    device = AdbDevice(arg)
+    device.push_demo_bundle(bundle)
+    results = device.run_demo_benchmark(settings.runs, settings.warmup)
+    by_stem = {p.stem: p for p in programs}
+    models = []
+    for name, metrics in results.items():
+        path = by_stem.get(name)
+        if path is None:
+            raise UserError(f"device: the demo app timed {name!r}, which {str(bundle)!r} does not hold (an old bundle on "
+                            f"the phone?); its programs: {', '.join(sorted(by_stem))}")
+        values = {k: metrics.get(k) for k in DEMO_METRICS}
+        if not all(isinstance(v, (int, float)) for v in values.values()):
+            lacking = [k for k, v in values.items() if not isinstance(v, (int, float))]
+            raise UserError(f"device: the demo app's results for {name} lack {', '.join(lacking)}")
+        runs = metrics.get("runs")
+        models.append(ModelResult(
+            model=name, path=str(path), bytes=path.stat().st_size, sha256=sha256_file(path),
+            methods=[MethodLatency(method="forward", load_status=0,
+                                   runs=int(runs) if isinstance(runs, (int, float)) else settings.runs, **values)],
+            top_ops=None,
+            notes=[f"timed inside the demo app ({DEMO_PACKAGE}): Java wall time around Module.forward, input and output "
+                   f"copies included, after {settings.warmup} warm-up calls"],
+        ))
+    if not models:
+        raise UserError("device: the demo app's results name no program (adb logcat -s dcclip shows why)")
+    info = device.info()
+    return BenchRun(DeviceInfo(name=device.name, kind="adb", model=info.get("model"), os=info.get("os"),
+                               abi=info.get("abi"), cores=info.get("cores"),
+                               extra={**info, "runner": f"{DEMO_PACKAGE} (android_demo/)"}), models)
 
 
 def parse_minibench_results(raw: str) -> dict[str, Any]:

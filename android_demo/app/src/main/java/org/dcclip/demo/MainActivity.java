@@ -26,9 +26,12 @@ import org.dcclip.core.ZeroShot;
 
 /**
  * Bilingual zero-shot on the phone: a photo from the gallery or the camera -> top-5 labels in Chinese and English from
- * the bundle's label embeddings, the user's own labels embedded on the phone, per-call latency of each encoder.
- * Benchmark: the button, or `adb shell am start -n org.dcclip.demo/.MainActivity --ei bench_iters 50`, writes
- * files/dcclip_bench.json in minibench's layout (mobile_export/device.py reads it back).
+ * the bundle's label embeddings, the user's own labels embedded on the phone (in the bundle's prompt templates of
+ * their language, like the bundle's own labels), per-call latency of each encoder.
+ * Benchmark: the button, or `adb shell am start -n org.dcclip.demo/.MainActivity --ei bench_iters 50
+ * [--ei bench_warmup 3]` (what `dcclip-compress bench BUNDLE --device adb --demo` sends), times the image and text
+ * programs the app loaded (int8 when the bundle has them) and writes files/dcclip_bench.json in minibench's layout
+ * (mobile_export/bench/adb.py reads it back); logcat -s dcclip shows it too.
  */
 public class MainActivity extends Activity {
     static final String TAG = "dcclip";
@@ -70,7 +73,7 @@ public class MainActivity extends Activity {
         ((Button) findViewById(R.id.bench)).setOnClickListener(new View.OnClickListener() {
             @Override
             public void onClick(View v) {
-                benchmark(50);
+                benchmark(50, 3);
             }
         });
         ((Button) findViewById(R.id.score_custom)).setOnClickListener(new View.OnClickListener() {
@@ -84,7 +87,7 @@ public class MainActivity extends Activity {
             public void run() {
                 load();
                 int iters = getIntent().getIntExtra("bench_iters", 0);
-                if (iters > 0) benchmark(iters);
+                if (iters > 0) benchmark(iters, Math.max(0, getIntent().getIntExtra("bench_warmup", 3)));
             }
         });
     }
@@ -202,23 +205,26 @@ public class MainActivity extends Activity {
                     return;
                 }
                 long t0 = System.nanoTime();
-                float[] rows = ZeroShot.embedLabels(bundle, encoder, labels);
+                float[] rows = ZeroShot.embedLabels(bundle, encoder, labels);  // each label in its language's templates
                 double ms = (System.nanoTime() - t0) / 1e6;
                 String[] names = labels.toArray(new String[0]);
-                show(topCustom, lines(ZeroShot.topK(imageEmbedding, names, rows, bundle.logitScale, TOP)));
-                show(latency, String.format("text encoder %.1f ms per label (%d labels, tokenizer included)", ms / labels.size(), labels.size()));
+                String unknown = ZeroShot.unknownNote(bundle, labels);  // characters the model cannot read
+                show(topCustom, lines(ZeroShot.topK(imageEmbedding, names, rows, bundle.logitScale, TOP)) + (unknown == null ? "" : unknown));
+                int prompts = 0;
+                for (String label : labels) prompts += ZeroShot.prompts(bundle, label).size();
+                show(latency, String.format("text encoder %.1f ms per label (%d labels, %d prompts, tokenizer included)", ms / labels.size(), labels.size(), prompts));
             }
         });
     }
 
-    /** N timed calls of each tower after 3 warm-up calls; minibench-layout JSON in files/dcclip_bench.json. */
-    private void benchmark(final int iters) {
+    /** N timed calls of each tower after `warmup` untimed ones; minibench-layout JSON in files/dcclip_bench.json. */
+    private void benchmark(final int iters, final int warmup) {
         background(new Runnable() {
             @Override
             public void run() {
                 load();
                 if (encoder == null) return;
-                show(status, "benchmark: " + iters + " iterations per encoder ...");
+                show(status, "benchmark: " + iters + " iterations per encoder (" + warmup + " warm-up) ...");
                 final float[] x = new float[3 * bundle.imageSize * bundle.imageSize];
                 java.util.Arrays.fill(x, 1f);
                 final long[] ids = bundle.tokenize("an emoji of dog face");
@@ -230,7 +236,7 @@ public class MainActivity extends Activity {
                 StringBuilder shown = new StringBuilder();
                 for (int tower = 0; tower < 2; tower++) {
                     double[] ms = new double[iters];
-                    for (int k = -3; k < iters; k++) {
+                    for (int k = -warmup; k < iters; k++) {
                         long t0 = System.nanoTime();
                         if (tower == 0) encoder.encodeImage(x, bundle.imageSize);
                         else encoder.encodeText(ids);

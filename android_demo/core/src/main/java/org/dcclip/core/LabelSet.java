@@ -11,8 +11,9 @@ import java.util.Map;
  *
  * Two layouts, both raw little-endian float32 (numpy '<f4'), rows = the label prompts' text embeddings:
  * <ul>
- *   <li>the export bundle's labels.json (mobile_export/bundle.py): {"labels": [{"en", "zh"}...], "languages": [...],
- *       "embeddings": {quant: {"file", "shape": [languages, N, D]}}};</li>
+ *   <li>the export bundle's labels.json (mobile_export/bundle/write.py): {"labels": [{"en", "zh"}...], "languages":
+ *       [...], "embeddings": {quant: {"file", "shape": [languages, N, D]}}}. A label may have one language only: its
+ *       other language's row is its one name in that name's own templates, so it shows under that name there;</li>
  *   <li>parity/parity.json: {"dim": D, "langs": {"en": {"names": [...], "file": "labels_en.f32"}, ...}}.</li>
  * </ul>
  */
@@ -37,9 +38,14 @@ public final class LabelSet {
         return read(source, name, expectDim, null);
     }
 
-    @SuppressWarnings("unchecked")
     public static LabelSet read(BundleSource source, String name, int expectDim, String quant) throws IOException {
-        Map<String, Object> root = Json.parseObject(Bundle.text(source, name));
+        return read(source, name, Json.parseObject(Bundle.text(source, name)), expectDim, quant);
+    }
+
+    /** The same, from the file's already parsed JSON. */
+    @SuppressWarnings("unchecked")
+    public static LabelSet read(BundleSource source, String name, Map<String, Object> root, int expectDim, String quant)
+            throws IOException {
         if (root.get("labels") instanceof List) return readExport(source, name, root, expectDim, quant);
         int dim = root.containsKey("dim") ? Json.getInt(root, "dim", name) : expectDim;
         if (dim != expectDim) throw new IllegalArgumentException(name + ": dim " + dim + " but the bundle's embed_dim is " + expectDim);
@@ -78,10 +84,23 @@ public final class LabelSet {
         for (int l = 0; l < langs.size(); l++) {
             String lang = (String) langs.get(l);
             String[] names = new String[n];
-            for (int k = 0; k < n; k++) names[k] = (String) ((Map<String, Object>) labels.get(k)).get(lang);
+            for (int k = 0; k < n; k++) names[k] = labelName(labels.get(k), lang, name, k);
             set.put(lang, names, java.util.Arrays.copyOfRange(flat, l * n * dim, (l + 1) * n * dim));
         }
         return set;
+    }
+
+    /** A label's name in `lang`, else its name in the other language (a one-language label). */
+    static String labelName(Object label, String lang, String file, int k) {
+        if (!(label instanceof Map)) throw new IllegalArgumentException(file + ": label " + k + " is not an object");
+        Map<?, ?> m = (Map<?, ?>) label;
+        Object own = m.get(lang);
+        if (own instanceof String && !((String) own).isEmpty()) return (String) own;
+        for (String other : new String[] {"en", "zh"}) {
+            Object v = m.get(other);
+            if (v instanceof String && !((String) v).isEmpty()) return (String) v;
+        }
+        throw new IllegalArgumentException(file + ": label " + k + " has no en or zh name");
     }
 
     public List<String> languages() {

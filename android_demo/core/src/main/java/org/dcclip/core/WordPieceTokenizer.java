@@ -253,6 +253,47 @@ public final class WordPieceTokenizer {
         return a;
     }
 
+    /** The id of the unknown token ([UNK]). */
+    public int unknownId() {
+        return unkId;
+    }
+
+    /**
+     * What of {@code text} WordPiece turns into the unknown token, after normalisation (lower-cased, accents stripped),
+     * each once, in order: the character where the greedy match gets stuck (no vocabulary piece starts with it there),
+     * and the whole word for one longer than max_input_chars_per_word. Empty exactly when {@link #encodeRaw} holds no
+     * unknown id. The app shows these under a typed label: the model cannot read them.
+     */
+    public List<String> unknownCharacters(String text) {
+        java.util.LinkedHashSet<String> out = new java.util.LinkedHashSet<String>();
+        for (String word : preTokenize(normalize(text))) {
+            if (word.codePointCount(0, word.length()) > maxInputCharsPerWord) {
+                out.add(word);
+                continue;
+            }
+            int start = 0;
+            while (start < word.length()) {  // the same greedy longest match as wordPiece
+                int end = word.length();
+                Integer id = null;
+                while (start < end) {
+                    String sub = word.substring(start, end);
+                    if (start > 0) sub = prefix + sub;
+                    id = vocab.get(sub);
+                    if (id != null) break;
+                    end = word.offsetByCodePoints(end, -1);
+                }
+                if (id == null) {  // stuck here: this character is the culprit; look on after it
+                    int next = word.offsetByCodePoints(start, 1);
+                    out.add(word.substring(start, next));
+                    start = next;
+                } else {
+                    start = end;
+                }
+            }
+        }
+        return new ArrayList<String>(out);
+    }
+
     /** What {@code tokenizers.Tokenizer.from_file(path).encode(text).ids} gives: the file's truncation and padding. */
     public int[] encode(String text) {
         int[] ids = encodeRaw(text);

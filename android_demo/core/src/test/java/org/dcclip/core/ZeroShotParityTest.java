@@ -111,10 +111,10 @@ public class ZeroShotParityTest {
     }
 
     @Test
-    public void userTypedLabelsAreTokenizedAndEmbeddedThroughTheEncoder() {
+    public void textsAreTokenizedAndEmbeddedThroughTheEncoder() {
         List<String> typed = new ArrayList<String>();
         for (Object o : (List<?>) p.get("texts")) typed.add((String) ((Map<?, ?>) o).get("text"));
-        float[] rows = ZeroShot.embedLabels(bundle, fake, typed);  // fails if any ids differ from Python's
+        float[] rows = ZeroShot.embedTexts(bundle, fake, typed);  // fails if any ids differ from Python's
         assertEquals(typed.size() * bundle.embedDim, rows.length);
         for (int r = 0; r < typed.size(); r++) {
             double n = 0;
