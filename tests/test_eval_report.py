@@ -46,3 +46,45 @@ def test_a_run_that_scores_no_eval_split_still_gets_its_checks():
     checks = acceptance_checks({"models": {"student_fp32_pte": pte, "student_int8_pte": int8}})
     assert checks["int8_to_fp32_pte_bytes_total"] == round(3 / 11, 4)
     assert not any(k.startswith("int8_pte_eval_top1_drop") for k in checks)
+
+
+def _run_report(role=None):
+    zs = lambda en, zh: {"eval": {"en": {"top1": en, "top5": 1.0}, "zh": {"top1": zh, "top5": 1.0}}}
+    models = {"teacher": {"params": 9, "zero_shot": zs(0.9, 0.8)}, "student_fp32": {"params": 2, "zero_shot": zs(0.6, 0.5)},
+              "student_int8": {"params": 2, "zero_shot": zs(0.55, 0.52)}}
+    if role:
+        models = {"student_fp32": models["student_fp32"]}
+    return {"name": "r", **({"role": role} if role else {}), "models": models,
+            "recipe": {"qat": {"scheme": "int8"}},
+            "training": {"align": {"epoch_loss": [2.0, 1.0]}, "qat": {"epoch_loss": [0.45, 0.41]}}}
+
+
+def test_run_plots_read_right(tmp_path):
+    """Issue 18 item 7: zero_shot.png is in % like the tables, each quantized model is drawn beside its fp32 one (in
+    points), every chart names its model (the teacher's own run labels its student_fp32 the teacher), and the loss
+    panels carry each epoch's mean over the faint per-step curve."""
+    from compress.pipeline.report import plot, plot_losses
+
+    fig = plot(_run_report(), tmp_path / "zero_shot.png")
+    top, delta = fig.axes[0], fig.axes[1]
+    assert "(%)" in top.get_ylabel() and top.get_ylim() == (0.0, 100.0) and (tmp_path / "zero_shot.png").is_file()
+    assert [t.get_text() for t in top.get_legend().get_texts()] == ["teacher", "student_fp32", "student_int8"]
+    assert [round(p.get_height(), 6) for p in top.patches[2:4]] == [60.0, 50.0]  # student_fp32 en, zh in %
+    assert [t.get_text() for t in delta.get_legend().get_texts()] == ["student_int8 − student_fp32"]
+    assert [round(p.get_height(), 6) for p in delta.patches] == [-5.0, 2.0]  # points
+    fig = plot(_run_report("reference_teacher"), tmp_path / "teacher.png")
+    assert len(fig.axes) == 1 and "reference teacher" in fig.axes[0].get_title()
+    assert fig.axes[0].get_legend().get_texts()[0].get_text().startswith("teacher")
+
+    csv = tmp_path / "scalars.csv"
+    rows = [("align", 1, 1, 3.0), ("align", 2, 1, 1.0), ("align", 3, 2, 1.5), ("align", 4, 2, 0.5),
+            ("qat", 1, 1, 0.6), ("qat", 2, 1, 0.4), ("qat", 3, 2, 0.3), ("qat", 4, 2, 0.5)]
+    csv.write_text("stage,step,epoch,loss,lr,images_per_s,parts\n" + "".join(f"{s},{i},{e},{x},0,0,\n" for s, i, e, x in rows))
+    fig = plot_losses(csv, tmp_path / "loss.png", _run_report())
+    assert [ax.get_title() for ax in fig.axes] == ["align (student fp32, stage 2)", "qat (student int8, QAT)"]
+    raw, mean = fig.axes[1].get_lines()
+    assert list(raw.get_ydata()) == [0.6, 0.4, 0.3, 0.5] and raw.get_alpha() < 1 and mean.get_alpha() is None
+    assert list(mean.get_xdata()) == [1.5, 3.5] and list(mean.get_ydata()) == [0.45, 0.41]  # report.md's epoch means
+    fig = plot_losses(csv, tmp_path / "teacher_loss.png", _run_report("reference_teacher"))
+    assert fig.axes[0].get_title() == "align (teacher)"
+    assert plot_losses(tmp_path / "missing.csv", tmp_path / "x.png") is None

@@ -16,11 +16,14 @@ def _pct(x: float | None) -> str:
 
 
 def label_sets(data: RunData) -> dict[str, list[str]]:
-    """Held-out label sets the student's vocabulary must spell: ELEVATER's class names (compress/eval_data/) and the
-    names of the unseen split's classes, per language."""
+    """Label sets the student's vocabulary must spell, per language: the run's own label set (every emoji-zh-en
+    class, what its bundle embeds: `emoji_labels`), ELEVATER's class names (compress/eval_data/) and the names of the
+    unseen split's classes."""
     from compress.eval.elevater import elevater_datasets
+    from mobile_export.bundle.labels import emoji_labels
 
-    sets: dict[str, list[str]] = {}
+    labels = emoji_labels()
+    sets: dict[str, list[str]] = {f"labels_{lang}": [getattr(label, lang) for label in labels] for lang in ("en", "zh")}
     for lang in ("en", "zh"):
         sets[f"elevater_{lang}"] = sorted({n for ds in elevater_datasets().values() for n in ds.classes[lang]})
     unseen = data.eval_splits.get("unseen")
@@ -45,10 +48,12 @@ def vocabulary_coverage(tokenizer, data: RunData, inventory: str) -> dict:
     return out
 
 
-def build_report(state, data: RunData, results: dict, exported, tokenizer=None) -> dict:
+def build_report(state, data: RunData, results: dict, exported, tokenizer=None, role: str | None = None) -> dict:
+    """`role` "reference_teacher": this run trains the reference teacher (its `student_fp32` is the teacher)."""
     eval_split = data.eval_splits.get("eval")
     report = {
         "name": state.recipe.name,
+        **({"role": role} if role else {}),
         "recipe": state.recipe.model_dump(),
         "data": {
             "source": data.source,
@@ -147,12 +152,15 @@ def render_vocabulary(report: dict) -> list[str]:
     v = report.get("vocabulary")
     if not v:
         return []
-    lines = ["", f"## Vocabulary: {v['size']} tokens, inventory `{v['inventory']}` ([UNK] on held-out label sets)", "",
+    lines = ["", f"## Vocabulary: {v['size']} tokens, inventory `{v['inventory']}` ([UNK] on label sets, per language)", "",
              "| label set | names | names with [UNK] | characters in [UNK] | names with a character outside the inventory |",
              "|---|---|---|---|---|"]
     for name, r in v["unk"].items():
         lines.append(f"| {name} | {r['texts']} | {r['texts_with_unk']} ({r['text_unk_rate']:.1%}) | "
                      f"{r['char_unk_rate']:.2%} | {r['texts_outside_inventory']} |")
+    lines += ["", "`labels_*`: the run's own label set (every emoji-zh-en class, the names its bundle embeds); "
+              "`elevater_*`: ELEVATER's class names; `unseen_*`: the unseen split's class names. Characters in [UNK]: "
+              "the share of a set's non-space characters that fall inside an [UNK] token."]
     return lines
 
 
@@ -181,6 +189,9 @@ def render_markdown(report: dict) -> str:
     m = report["models"]
     splits = [s for s in EVAL_SPLITS if any(s in v.get("zero_shot", {}) for v in m.values())]
     lines = [f"# Run `{report['name']}`", ""]
+    if report.get("role") == "reference_teacher":
+        lines += ["This run trains the reference teacher: the model `student_fp32` below is the teacher that student "
+                  "runs distil from (labelled `teacher` in the plots).", ""]
     d = report["data"]
     lines += [f"Data: {d['source']} — {d['used']} training samples, {d['classes']} classes in `eval`, {d['skipped']} skipped.", ""]
     if "world" in d:
@@ -232,11 +243,46 @@ def render_markdown(report: dict) -> str:
         lines += ["", "## Training loss per epoch", ""]
         lines += [f"- {k}: " + ", ".join(f"{x:.3f}" for x in v.get("epoch_loss", [])) for k, v in tr.items()]
     lines += render_margin(report)
-    lines += ["", "Plot: `zero_shot.png`. Machine-readable: `report.json`.", ""]
+    lines += ["", "## Zero-shot top-1 (%) by split and prompt language", "",
+              "![zero-shot top-1 (%): colour is the precision, hatched bars the .pte programs](zero_shot.png)", "",
+              ("Below it: each quantized model against the fp32 model it was made from, in points. "
+               if quantization_deltas(report) else "") + "Machine-readable: `report.json`.", ""]
     return "\n".join(lines)
 
 
-def plot(report: dict, path: Path) -> None:
+def model_label(report: dict, name: str) -> str:
+    """What a chart calls the model `name`: its key in the tables, except the reference teacher's own run, whose
+    `student_fp32` is the teacher."""
+    if report.get("role") == "reference_teacher" and name == "student_fp32":
+        return "teacher (this run's student_fp32)"
+    return name
+
+
+def precision(name: str) -> str:
+    """`fp32`, `int8`, `ptq-int8`, ... of a model key (`student_<precision>[_pte]`); `teacher` for the teacher."""
+    return name.removeprefix("student_").removesuffix("_pte") if name.startswith("student_") else name
+
+
+QUANT_COLOURS = ["C1", "C2", "C4", "C5", "C6", "C8", "C9", "C3"]  # C0: fp32, grey: the teacher
+
+
+def quantization_deltas(report: dict) -> dict[str, tuple[str, str]]:
+    """Each quantized model beside the fp32 model it was made from (eager against eager, .pte against .pte):
+    label -> (quantized key, fp32 key)."""
+    m = report["models"]
+    out = {}
+    for name in m:
+        p = precision(name)
+        if name.startswith("student_") and p != "fp32":
+            base = "student_fp32_pte" if name.endswith("_pte") else "student_fp32"
+            if base in m:
+                out[f"{name} − {base}"] = (name, base)
+    return out
+
+
+def plot(report: dict, path: Path):
+    """zero_shot.png: top-1 in % per (split, language) and model (colour: precision, hatched: the .pte programs),
+    and below it each quantized model against its fp32 model in points. Returns the (closed) figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,26 +291,73 @@ def plot(report: dict, path: Path) -> None:
     m = report["models"]
     splits = [s for s in EVAL_SPLITS if any(s in v.get("zero_shot", {}) for v in m.values())]
     bars = [(s, lang) for s in splits for lang in ("en", "zh")]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(bars)), 4))
+    top1 = lambda name, s, lang: 100 * m[name].get("zero_shot", {}).get(s, {}).get(lang, {}).get("top1", float("nan"))
+    deltas = {k: v for k, v in quantization_deltas(report).items() if any(
+        s in m[v[0]].get("zero_shot", {}) for s in splits)}
+    precisions = list(dict.fromkeys(precision(n) for n in m if n.startswith("student_") and precision(n) != "fp32"))
+    colour = lambda name: ("0.5" if model_label(report, name).startswith("teacher") else "C0" if precision(name) == "fp32"
+                           else QUANT_COLOURS[precisions.index(precision(name)) % len(QUANT_COLOURS)])
+    hatch = lambda name: "//" if name.endswith("_pte") else None
+    rows = 2 if deltas else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(max(6, 1.6 * len(bars)) + 2.5, 4.2 + 2.4 * (rows - 1)), squeeze=False,
+                             gridspec_kw={"height_ratios": [2.2, 1][:rows]}, sharex=True)
+    ax = axes[0][0]
     width = 0.8 / max(1, len(m))
-    for i, (name, v) in enumerate(m.items()):
-        ys = [v.get("zero_shot", {}).get(s, {}).get(lang, {}).get("top1", 0.0) for s, lang in bars]
-        ax.bar([j + i * width for j in range(len(bars))], ys, width, label=name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(bars))], [f"{s}\n{lang}" for s, lang in bars])
-    ax.set_ylabel("zero-shot top-1")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{report['name']}: zero-shot top-1 by split and prompt language")
+    for i, name in enumerate(m):
+        ax.bar([j + i * width for j in range(len(bars))], [top1(name, s, lang) for s, lang in bars], width,
+               label=model_label(report, name), color=colour(name), hatch=hatch(name), edgecolor="white", linewidth=0.3)
+    ax.set_ylabel("zero-shot top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
+    who = " (the reference teacher)" if report.get("role") == "reference_teacher" else ""
+    how = "; colour: precision, hatched: .pte through the ExecuTorch runtime" if any(n.endswith("_pte") for n in m) else ""
+    ax.set_title(f"{report['name']}{who}: zero-shot top-1 (%)\nby split and prompt language{how}", fontsize=10)
+    if deltas:
+        dax = axes[1][0]
+        dwidth = 0.8 / len(deltas)
+        for i, (label, (q, base)) in enumerate(deltas.items()):
+            dax.bar([j - width / 2 + (i + 0.5) * dwidth for j in range(len(bars))],  # centred under the group
+                    [top1(q, s, lang) - top1(base, s, lang) for s, lang in bars], dwidth, label=label,
+                    color=colour(q), hatch=hatch(q), edgecolor="white", linewidth=0.3)
+        dax.axhline(0, color="0.3", lw=0.8)
+        dax.set_ylabel("quantized − fp32\n(points)")
+        dax.grid(axis="y", alpha=0.3)
+        dax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
+    bottom = axes[-1][0]
+    bottom.set_xticks([j + 0.4 - width / 2 for j in range(len(bars))], [f"{s}\n{lang}" for s, lang in bars])
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)
+    return fig
 
 
-def plot_losses(csv_path: Path, path: Path) -> bool:
-    """Per-step training loss of every stage from `logs/scalars.csv` (one panel per stage); False if no log."""
+def stage_model(report: dict, stage: str) -> str:
+    """The model a training stage trains, for its loss panel's title."""
+    if stage in ("distill", "align"):
+        if report.get("role") == "reference_teacher":
+            return "teacher"
+        return f"student fp32, stage {1 if stage == 'distill' else 2}"
+    if stage == "qat" or stage.startswith("qat-"):
+        from compress.errors import UserError
+        from compress.quant.schemes import get_scheme
+
+        name = report.get("recipe", {}).get("qat", {}).get("scheme", "int8") if stage == "qat" else stage[4:]
+        try:
+            then = get_scheme(name).then
+        except UserError:  # a scheme of another version: its name is all there is
+            then = None
+        return f"student fp32 fine-tune, then {then}" if then else f"student {name}, QAT"
+    return ""
+
+
+def plot_losses(csv_path: Path, path: Path, report: dict | None = None):
+    """Training loss of every stage from `logs/scalars.csv`, one panel per stage titled with the model it trains:
+    each optimizer step faint, the mean of each epoch bold (the per-epoch numbers of the report, where it has
+    them). Returns the (closed) figure; None without a log."""
     if not csv_path.is_file():
-        return False
+        return None
     import csv
 
     import matplotlib
@@ -272,36 +365,54 @@ def plot_losses(csv_path: Path, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: dict[str, tuple[list[int], list[float]]] = {}
+    series: dict[str, tuple[list[int], list[float], list[int]]] = {}
     with csv_path.open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            steps, losses = series.setdefault(row["stage"], ([], []))
+            steps, losses, epochs = series.setdefault(row["stage"], ([], [], []))
             steps.append(int(row["step"]))
             losses.append(float(row["loss"]))
+            epochs.append(int(row["epoch"]))
     if not series:
-        return False
-    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.2), squeeze=False)
-    for ax, (stage, (steps, losses)) in zip(axes[0], series.items()):
-        ax.plot(steps, losses, lw=1)
-        ax.set_title(stage)
+        return None
+    report = report or {}
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.4), squeeze=False)
+    for ax, (stage, (steps, losses, epochs)) in zip(axes[0], series.items()):
+        by_epoch: dict[int, list[tuple[int, float]]] = {}
+        for step, loss, epoch in zip(steps, losses, epochs):
+            by_epoch.setdefault(epoch, []).append((step, loss))
+        centres = [sum(s for s, _ in v) / len(v) for v in by_epoch.values()]
+        means = [sum(x for _, x in v) / len(v) for v in by_epoch.values()]
+        logged = report.get("training", {}).get(stage, {}).get("epoch_loss", [])
+        if len(logged) == len(means):  # the loop's own epoch means (every micro-batch), as report.md lists them
+            means = list(logged)
+        ax.plot(steps, losses, lw=0.8, alpha=0.3, color="C0", label="per step")
+        ax.plot(centres, means, lw=2, marker="o", ms=3, color="C0", label="epoch mean")
+        model = stage_model(report, stage)
+        ax.set_title(f"{stage} ({model})" if model else stage, fontsize=10)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("training loss")
+    axes[0][0].legend(fontsize=8, frameon=False)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    return True
+    return fig
 
 
-def write_report(state, data: RunData, results: dict, exported, tokenizer=None) -> Path:
-    report = build_report(state, data, results, exported, tokenizer)
+def write_report(state, data: RunData, results: dict, exported, tokenizer=None, teacher_folder: Path | None = None) -> Path:
+    """`teacher_folder`: this run trains the reference teacher, and its folder is renamed to `teacher_folder` once
+    the report is written: the report says so, and the path printed is the one that will exist."""
+    report = build_report(state, data, results, exported, tokenizer, role="reference_teacher" if teacher_folder else None)
     out = state.out
     write_json(out / "report.json", report)
     text = render_markdown(report)
-    if plot_losses(out / "logs" / "scalars.csv", out / "loss.png"):
-        text += "\n## Training loss per step\n\n![training loss per step](loss.png)\n\nScalars: `logs/scalars.csv` (and TensorBoard: `tensorboard --logdir logs/tensorboard`).\n"
+    if plot_losses(out / "logs" / "scalars.csv", out / "loss.png", report) is not None:
+        text += ("\n## Training loss (each optimizer step faint, each epoch's mean bold)\n\n"
+                 "![training loss per step and per epoch](loss.png)\n\n"
+                 "Scalars: `logs/scalars.csv` (and TensorBoard: `tensorboard --logdir logs/tensorboard`).\n")
     write_text(out / "report.md", text)
     plot(report, out / "zero_shot.png")
-    log(f"[bold green]report:[/] {out / 'report.md'} (json: {out / 'report.json'})")
+    shown = Path(teacher_folder) if teacher_folder else out
+    log(f"[bold green]report:[/] {shown / 'report.md'} (json: {shown / 'report.json'})")
     return out / "report.md"

@@ -262,6 +262,7 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
 
     _DATA_PARALLEL[0] = world > 1
     start, images, t_last = time.perf_counter(), 0, time.perf_counter()
+    seen, epoch_step = 0, pos["step"]  # this epoch's samples and first step, for the log's throughput only
     done = pos["epoch"] * steps_per_epoch + pos["micro"] // cfg.grad_accum
     with progress_bar(stage.description, total_steps, completed=done) as advance, _frozen_heap(ctx.workers > 0):
         while pos["epoch"] < cfg.epochs:
@@ -285,6 +286,7 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
                 for k, v in parts.items():
                     pos["sums"][k] = pos["sums"].get(k, 0.0) + float(v)
                 images += len(batch) * world
+                seen += len(batch) * world
                 if pos["micro"] % cfg.grad_accum == 0:
                     pos["step"] += 1
                     now = time.perf_counter()
@@ -298,11 +300,14 @@ def train(stage: nn.Module, pairs, tokenizer, cfg: StageConfig, ctx: LoopContext
             n = max(1, pos["count"])
             hist.losses.append(pos["sums"].pop("loss", 0.0) / n)
             hist.parts.append({k: v / n for k, v in pos["sums"].items()})
-            hist.seconds += time.perf_counter() - start
+            epoch_seconds = time.perf_counter() - start
+            hist.seconds += epoch_seconds
             start = time.perf_counter()
             hist.steps = pos["step"]
             pos.update(epoch=pos["epoch"] + 1, micro=0, sums={}, count=0)
-            log_epoch(stage.description, pos["epoch"], cfg.epochs, hist.losses[-1], hist.seconds)
+            log_epoch(stage.description, pos["epoch"], cfg.epochs, hist.losses[-1], hist.seconds,
+                      steps=pos["step"] - epoch_step, samples=seen, epoch_seconds=epoch_seconds)
+            seen, epoch_step = 0, pos["step"]
             save_checkpoint()
     scalars.close()
     _DATA_PARALLEL[0] = False
