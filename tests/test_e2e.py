@@ -9,6 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from compress.cli import main
+from tests.conftest import home_at
 
 TEACHER = {
     "name": "tiny_teacher", "data": {"limit": 30, "image_size": 32, "train_renders": 2, "unseen_fraction": 0.2},
@@ -34,7 +35,7 @@ def run(tmp_path_factory, emoji_cache):
     }
     (root / "student.yaml").write_text(yaml.safe_dump(student))
     runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=root) as cwd:
+    with runner.isolated_filesystem(temp_dir=root) as cwd, home_at(cwd):  # .cache/ and runs/ go under the test's folder
         res = runner.invoke(main, ["run", str(root / "student.yaml"), "--out", "runs/tiny"], catch_exceptions=False)
         assert res.exit_code == 0, res.output
         yield Path(cwd), res.output
@@ -66,6 +67,42 @@ def test_report_has_every_model_and_field(run):
     for name, row in vocab["unk"].items():
         assert row["texts_with_unk"] <= row["texts_outside_inventory"], name
     assert vocab["unk"]["unseen_zh"]["texts"] > 0 and vocab["unk"]["unseen_zh"]["char_unk_rate"] == 0.0
+
+
+def test_logs_and_reports_read_right(run):
+    """Issue 18 item 7: log lines are whole (no wrap at 80 columns) and carry throughput and ETA; every printed
+    report path exists after the run (the teacher's is its cache folder, not the `.partial` one it was written in);
+    the teacher's report says it is the teacher; the [UNK] rates of the run's own label set are in the report."""
+    import re
+
+    cwd, output = run
+    lines = output.splitlines()
+    epochs = [line for line in lines if re.search(r": epoch 1/\d+ loss .*steps/s · .*samples/s · ETA \d", line)]
+    assert epochs, lines
+    assert any(re.search(r": done \(\d+ steps, \w+, [\d.]+ steps/s\)$", line) for line in lines), lines
+    printed = re.findall(r"report: (\S+report\.md) \(json: (\S+report\.json)\)", output)
+    assert printed and not any(".partial" in p for pair in printed for p in pair), printed  # the teacher's, the run's
+    for pair in printed:
+        assert all((cwd / p).is_file() for p in pair), pair
+    said = re.search(r"^reference teacher: .*cached (?:at|in) (\S+?)\)?$", output, re.M)  # one line, not wrapped
+    assert len(said.group(0)) > 80, said.group(0)
+    teacher = Path(said.group(1))
+    assert json.loads((cwd / teacher / "report.json").read_text())["role"] == "reference_teacher"
+    assert "trains the reference teacher" in (cwd / teacher / "report.md").read_text()
+    if "reference teacher: training once" in output:  # its report was written in `<folder>.partial`, then renamed
+        assert (cwd / printed[0][0]).resolve() == (cwd / teacher / "report.md").resolve() and len(printed) == 2
+    report = json.loads((cwd / "runs/tiny/report.json").read_text())
+    assert "role" not in report
+    from mobile_export.bundle.labels import emoji_labels
+
+    unk = report["vocabulary"]["unk"]
+    for lang in ("en", "zh"):
+        row = unk[f"labels_{lang}"]
+        assert row["texts"] == len(emoji_labels()) > 0 and 0.0 <= row["text_unk_rate"] <= 1.0
+        assert row["texts_with_unk"] <= row["texts_outside_inventory"] and 0.0 <= row["char_unk_rate"] <= 1.0
+        assert f"elevater_{lang}" in unk
+    md = (cwd / "runs/tiny/report.md").read_text()
+    assert "| labels_zh | " in md and "![zero-shot top-1 (%)" in md and "each epoch's mean bold" in md
 
 
 def test_fp32_pte_scores_like_eager(run):

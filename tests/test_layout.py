@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("compress.errors", 0),
     ("compress.progress", 0),
     ("compress.atomic", 0),
+    ("compress.home", 0),  # where .cache/ and runs/ live (DCCLIP_HOME): a path, for every layer
 )
 
 # Pairs (importer prefix, imported prefix) that the ranks alone would allow.

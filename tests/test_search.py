@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from compress.cli import main
 from compress.recipe import load_recipe
 from compress.search.latency import LatencyTable, Measurer, table_key
+from tests.conftest import home_at
 from students.spaces import (
     IMAGE_FAMILIES, ImageCandidate, ImageSpace, TextCandidate, sample_image, sample_image_candidates,
 )
@@ -85,7 +86,7 @@ def searched(tmp_path_factory, emoji_cache):
     }
     (root / "search.yaml").write_text(yaml.safe_dump(recipe))
     runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=root) as cwd:
+    with runner.isolated_filesystem(temp_dir=root) as cwd, home_at(cwd):
         table = LatencyTable(Path(cwd) / ".cache/latency/table.jsonl")
         for cand in sample_image_candidates(ImageSpace(tuple(SPACE["families"]), (32,)), TRIALS, 0):
             table.put(table_key(cand.key(EMBED), "int8", "host", 1), {"ms": fake_ms(cand)})

@@ -24,6 +24,7 @@ from compress.tokenizer import BilingualTokenizer, tokenizer_corpus, train_token
 from compress.train import loop
 from compress.train.align import AlignStage
 from compress.train.data import EpochPlan
+from tests.conftest import home_at
 
 N = 40
 
@@ -55,9 +56,10 @@ def corpus(tmp_path_factory, emoji_cache):
                                                                  "vocab_size": 300}, "embed_dim": 32},
     })
     cwd = os.getcwd()
-    os.chdir(root)  # the shard index cache (.cache/shard-index) goes under the test's folder
+    os.chdir(root)
     try:
-        data = load_run_data(recipe.data, recipe.seed)
+        with home_at(root):  # the shard index cache (.cache/shard-index) goes under the test's folder
+            data = load_run_data(recipe.data, recipe.seed)
     finally:
         os.chdir(cwd)
     tok = BilingualTokenizer(train_tokenizer(tokenizer_corpus(data.train), 300), 16)

@@ -241,6 +241,7 @@ def test_cli_cache_teacher(env, tmp_path, monkeypatch):
         f"name: tinycli\ndata: {{limit: 24, image_size: 32, train_renders: 2, cache_dir: '{data.cache_dir}'}}\n"
         f"teacher: {{kind: hf, spec: '{spec}', cache_views: 2}}\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DCCLIP_HOME", str(tmp_path))
     run = CliRunner().invoke(main, ["cache-teacher", str(recipe), "--views", "1"])
     assert run.exit_code == 0, run.output
     folder = next((tmp_path / ".cache" / "teacher-features").iterdir())

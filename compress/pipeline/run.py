@@ -13,6 +13,7 @@ from pathlib import Path
 
 from compress.atomic import write_json
 from compress.errors import UserError, one_line
+from compress.home import runs_dir
 from compress.pipeline.data import load_run_data
 from compress.pipeline.state import RunState
 from compress.progress import log
@@ -38,7 +39,7 @@ def ensure_reference_teacher(recipe_path: str, data_overrides: dict | None = Non
             tmp = folder.with_name(folder.name + ".partial")
             resume = tmp.is_dir()  # a killed teacher run continues from its own checkpoints
             log(f"reference teacher: {'resuming' if resume else 'training once'} with {recipe_path} (cached in {folder})")
-            run_recipe(teacher_recipe, tmp, resume=resume, distributed=False)
+            run_recipe(teacher_recipe, tmp, resume=resume, distributed=False, teacher_folder=folder)
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
     return folder / "student_fp32"
@@ -59,9 +60,11 @@ def load_teacher(recipe: Recipe) -> Teacher | None:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = False, distributed: bool = True) -> Path:
+def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = False, distributed: bool = True,
+               teacher_folder: Path | None = None) -> Path:
     """Under `accelerate launch`, every process trains stages 1 and 2 on its slice of each batch; only the main
-    process writes the run folder, and it alone runs QAT, export, eval and the report."""
+    process writes the run folder, and it alone runs QAT, export, eval and the report. `teacher_folder`: this run
+    trains the reference teacher, and `out` is renamed to it when the run ends (the report says so and prints it)."""
     from compress.pipeline.evaluate import evaluate
     from compress.pipeline.export import export_stage
     from compress.pipeline.quantize import quantize
@@ -69,7 +72,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
     from compress.train.loop import accelerator, is_main_process, world_size
 
     accelerator(recipe.training.mixed_precision)  # sets up the processes before anyone asks who is main
-    out = Path(out) if out else Path("runs") / recipe.name
+    out = Path(out) if out else runs_dir(recipe.name)
     started = (out / "report.json").exists() or (out / "student_fp32").exists() or (out / "checkpoints").exists()
     if not resume and started:
         raise UserError(f"run folder {str(out)!r} already holds a run; pass --resume to continue it or --out NEW_DIR")
@@ -112,7 +115,7 @@ def run_recipe(recipe: Recipe, out: str | Path | None = None, resume: bool = Fal
         results = evaluate(state, data, teacher, model, tokenizer, quantized, exported)
     from compress.pipeline.report import write_report
 
-    return write_report(state, data, results, exported["main"], tokenizer)
+    return write_report(state, data, results, exported["main"], tokenizer, teacher_folder=teacher_folder)
 
 
 def check_same_recipe(recipe: Recipe, out: Path) -> None:
