@@ -211,6 +211,14 @@ class BilingualTokenizer:
         ends = [end for (start, end), special in zip(enc.offsets, enc.special_tokens_mask) if not special and end > start]
         return text[: max(ends)] if ends else ""
 
+    def unknown_spans(self, text: str) -> list[str]:
+        """The parts of `text` this vocabulary spells as [UNK] (a character, or the word around it), in order, each
+        once: what a user's label loses silently."""
+        unk = self.tokenizer.token_to_id(UNK)
+        enc = self.tokenizer.encode(text)
+        spans = [text[start:end] for i, (start, end) in zip(enc.ids, enc.offsets) if i == unk and end > start]
+        return list(dict.fromkeys(spans))
+
     def unknown_rate(self, texts: Sequence[str]) -> dict:
         """How much of `texts` this vocabulary cannot spell: the share of texts holding an [UNK], and of their
         characters that fall in an [UNK] (a held-out label set's coverage, reported per run)."""

@@ -1,6 +1,9 @@
 """`bench --device host`: this machine's ExecuTorch runtime (the same kernels and XNNPACK delegate a phone uses, x86
 micro-kernels). Every input-taking method of each program: load time and latencies (mobile_export.timing), the
 process's peak RSS, and the ETDump top ops.
+
+A program this runtime cannot run (a Core ML or NPU export: its bundle's target says so, or the program delegates to
+a backend this runtime lacks) is refused in one line before anything is timed, instead of failing inside the loader.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 
 from compress.atomic import sha256_file
 from compress.errors import UserError
+from compress.readers import read_json
 from mobile_export.bench.schema import (
     BenchRun,
     BenchSettings,
@@ -20,6 +24,8 @@ from mobile_export.bench.schema import (
     OpTime,
     tensor_specs,
 )
+from mobile_export.lower.targets import TARGETS
+from mobile_export.pte_check import MANIFEST
 from mobile_export.runtime import PteModule, set_threadpool, threadpool_size
 from mobile_export.timing import profile_ops, summarize_latencies, time_runs, timed_load
 
@@ -124,10 +130,47 @@ def bench_on_host(path: Path, settings: BenchSettings) -> ModelResult:
     )
 
 
+def delegate_backends(path: Path) -> set[str]:
+    """The backend ids a `.pte` delegates to (its execution plans' delegates); empty when it cannot be parsed (the
+    runtime's own loader then gives its one-line error)."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    try:
+        program = deserialize_pte_binary(path.read_bytes()).program
+        return {d.id for plan in program.execution_plan for d in plan.delegates}
+    except Exception:  # noqa: BLE001 - a damaged flatbuffer fails in many ways; check_pte vetted the header
+        return set()
+
+
+def check_runs_here(path: Path) -> None:
+    """A one-line UserError when this host's runtime cannot run `path`: its bundle's target runs elsewhere (Core ML,
+    an NPU), or it delegates to a backend this runtime was not built with."""
+    from executorch.extension.pybindings import portable_lib
+
+    from mobile_export.runtime import _runtime
+
+    manifest = path.parent / MANIFEST
+    if manifest.is_file():
+        doc = read_json(manifest, "bench: bundle manifest", "re-export the bundle")
+        target = TARGETS.get(str(doc.get("target"))) if isinstance(doc, dict) else None
+        programs = doc.get("programs") if isinstance(doc, dict) else None
+        listed = isinstance(programs, dict) and path.name in programs
+        if target is not None and listed and not target.runs_on_host:
+            raise UserError(f"bench: {str(path)!r} is a {target.name} program; programs not run: "
+                            f"{target.not_run_here()}")
+    _runtime()
+    missing = delegate_backends(path) - set(portable_lib._get_registered_backend_names())
+    if missing:
+        raise UserError(f"bench: {str(path)!r} delegates to {', '.join(sorted(missing))}, which this host's ExecuTorch "
+                        "runtime does not have; time it on a device whose runtime does")
+
+
 def run_host(arg: str | None, programs: list[Path], settings: BenchSettings) -> BenchRun:
     """This machine's ExecuTorch runtime (the same kernels and XNNPACK delegate a phone uses, x86 micro-kernels)."""
     if arg:
         raise UserError(f"bench: the host device takes no argument (got 'host:{arg}')")
+    for path in programs:  # every refusal before any timing
+        check_runs_here(path)
     set_threadpool(settings.threads)
     threads = threadpool_size()
     models = [bench_on_host(p, settings) for p in programs]

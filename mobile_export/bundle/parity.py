@@ -81,7 +81,8 @@ def _label_names(bundle_dir: Path, limit: int | None) -> dict[str, list[str]]:
         meta = read_json(own, "label file", "re-export the bundle", kind=None)
         if isinstance(meta, dict) and isinstance(meta.get("labels"), list):  # mobile_export/bundle/write.py's layout
             langs = meta.get("languages") or ["en", "zh"]
-            return {lang: [row[lang] for row in meta["labels"][:limit]] for lang in langs}
+            other = {"en": "zh", "zh": "en"}  # a one-language label scores with the name it has
+            return {lang: [row.get(lang) or row.get(other.get(lang, "")) for row in meta["labels"][:limit]] for lang in langs}
         if isinstance(meta, dict) and isinstance(meta.get("langs"), dict):
             return {lang: list(v["names"])[:limit] for lang, v in meta["langs"].items()}
     from compress.data.emoji import emoji_classes

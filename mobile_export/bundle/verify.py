@@ -2,8 +2,8 @@
 
 Every file listed in manifest.json must be there with its size and sha256; each BundledProgram's samples must
 reproduce their expected outputs through ExecuTorch's bundled-program runtime; the label embeddings must match what
-the text program computes now. A program the host runtime cannot run (an NPU export) is checked for structure and
-hashes only. The first failure is a one-line `UserError`.
+the text program computes now. A program the host runtime cannot run (an NPU or Core ML export) is checked for
+structure and hashes only, and `verify` says it did not run it. The first failure is a one-line `UserError`.
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import torch
 
 from compress.atomic import sha256_file
 from compress.errors import UserError
 from compress.prompts import LANGS
 from compress.readers import field, read_bytes, read_json
-from mobile_export.bundle.labels import Label, label_prompts
+from mobile_export.bundle.android import runtime_warning
+from mobile_export.bundle.labels import Label, embed_rows
 from mobile_export.bundle.write import BUNDLE_FORMAT
 from mobile_export.lower.targets import TARGETS
 from mobile_export.pte_check import MANIFEST, check_bundled_program, check_pte
@@ -112,9 +112,19 @@ def check_label_embeddings(folder: Path, manifest: dict[str, Any]) -> int:
     path, what, fix = folder / "labels.json", "verify: label file", "re-export the bundle"
     doc = read_json(path, what, fix)
     rows = field(doc, "labels", list, path, what, fix)
-    if not all(isinstance(r, dict) and isinstance(r.get("en"), str) and isinstance(r.get("zh"), str) for r in rows):
-        raise UserError(f"verify: {str(path)!r}: every label needs \"en\" and \"zh\" strings; {fix}")
-    labels = [Label(r["en"], r["zh"]) for r in rows]
+    def named(r) -> bool:
+        names = [r.get(lang) for lang in LANGS] if isinstance(r, dict) else [None]
+        return all(n is None or isinstance(n, str) for n in names) and any(names)
+
+    if not all(named(r) for r in rows):
+        raise UserError(f"verify: {str(path)!r}: every label needs an \"en\" or \"zh\" string; {fix}")
+    labels = [Label(r.get("en"), r.get("zh")) for r in rows]
+    templates = doc.get("templates") or {lang: [t] for lang, t in (doc.get("prompt_templates") or {}).items()} or None
+    if templates is not None and not (isinstance(templates, dict) and all(
+            isinstance(ts, list) and ts and all(isinstance(t, str) and t.count("{}") == 1 for t in ts)
+            for ts in templates.values())):
+        raise UserError(f"verify: {str(path)!r}: \"templates\" must map each language to a list of templates with one "
+                        f"{{}} each; {fix}")
     context = int(manifest["model"]["context_length"])
     tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", context)
     checked = 0
@@ -131,7 +141,7 @@ def check_label_embeddings(folder: Path, manifest: dict[str, Any]) -> int:
         text = PteModule(folder / entry["computed_with"])
         rows = labels[:LABEL_CHECK_ROWS]
         for li, lang in enumerate(LANGS):
-            fresh = torch.nn.functional.normalize(text(tokenizer(label_prompts(rows, lang))).float(), dim=-1).numpy()
+            fresh = embed_rows(lambda prompts: text(tokenizer(prompts)), rows, lang, templates).numpy()
             cosine = (fresh * emb[li, : len(rows)]).sum(-1)
             if cosine.min() < LABEL_COSINE_MIN:
                 raise UserError(f"verify: {str(path)!r} {lang} rows differ from {entry['computed_with']}'s output "
@@ -154,13 +164,16 @@ def verify_bundle(folder: str | Path) -> Iterator[str]:
 def _verify(folder: Path) -> Iterator[str]:
     manifest = load_manifest(folder)
     yield f"files: {check_files(folder, manifest)} match {MANIFEST} (size and sha256)"
+    if (warning := runtime_warning(manifest)) is not None:  # exported by a newer executorch than the Android app runs
+        yield warning
     programs = manifest.get("programs") or {}
     if not programs:
         raise UserError(f"verify: {MANIFEST} of {str(folder)!r} lists no programs; re-export the bundle")
-    if not runs_on_host(manifest):  # nothing here runs an NPU program: structure and hashes only
+    if not runs_on_host(manifest):  # nothing here runs an NPU or Core ML program: structure and hashes only
         for name in programs:
             check_pte(folder / name)
-            yield f"{name}: a well-formed {manifest['target']} program (its samples need the NPU; not run here)"
+            yield f"{name}: a well-formed {manifest['target']} program"
+        yield f"programs not run: {TARGETS[str(manifest['target'])].not_run_here()}"
         return
     for name, info in programs.items():
         n = run_bundled_samples(folder, name, info)

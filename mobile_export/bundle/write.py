@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from compress.atomic import atomic_path, sha256_file, write_json
-from compress.prompts import EVAL_TEMPLATE, LANGS
+from compress.prompts import EMOJI_TEMPLATES, LANGS, Templates
 from mobile_export.bundle.labels import Label, embed_labels, emoji_labels, label_prompts
 from mobile_export.lower.targets import get_target
 from mobile_export.pte_check import MANIFEST, check_pte
@@ -51,20 +51,27 @@ def pte_metadata(model, tokenizer) -> dict:
     }
 
 
-def write_bundle(folder: Path, model, tokenizer, target: str, files: dict[str, dict[str, str]]) -> Path:
+def first_templates(templates: Templates) -> dict[str, str]:
+    """`prompt_templates` (one per language, the first): what apps written for one template read."""
+    return {lang: ts[0] for lang, ts in templates.items()}
+
+
+def write_bundle(folder: Path, model, tokenizer, target: str, files: dict[str, dict[str, str]],
+                 templates: Templates | None = None) -> Path:
     """export folder = .pte files + tokenizer.json + bundle.json (input layout, metadata, prompts, file names)."""
+    templates = templates or EMOJI_TEMPLATES
     tokenizer.save(folder / "tokenizer.json")
     write_json(folder / "bundle.json", {
         **pte_metadata(model, tokenizer), "params": model.tower_params(), "target": target,
         "input": "image: float32 RGB in [0,1], NCHW (1,3,H,W); normalisation is inside the model",
         "text_input": "int64 token ids (1, context_length), tokenizer.json, padded with pad_id",
-        "prompt_templates": EVAL_TEMPLATE, "files": files,
+        "prompt_templates": first_templates(templates), "templates": templates, "files": files,
     })
     return folder / "bundle.json"
 
 
 # --------------------------------------------------------------------------------------------------- preprocess
-def preprocess_spec(model, tokenizer) -> dict[str, Any]:
+def preprocess_spec(model, tokenizer, templates: Templates | None = None) -> dict[str, Any]:
     """How an app turns a photo / a caption into the exported inputs, as the training and eval pipelines do.
 
     Pixel normalisation (mean/std) is inside the image `.pte`: the app feeds [0, 1] RGB and must not normalise again.
@@ -90,7 +97,8 @@ def preprocess_spec(model, tokenizer) -> dict[str, Any]:
             "context_length": s.context_length, "pad_id": tokenizer.pad_id,
             "padding": "right, with pad_id, to context_length; longer texts are truncated",
             "normalizer": "BERT: lower-case, strip accents, Chinese split into single characters",
-            "prompt_templates": EVAL_TEMPLATE,
+            "prompt_templates": first_templates(templates or EMOJI_TEMPLATES), "templates": templates or EMOJI_TEMPLATES,
+            "templates_note": "a label's embedding: the L2-normalised mean of its L2-normalised template embeddings",
         },
         "embedding": {"dim": s.embed_dim, "l2_normalize": True,
                       "note": "both .pte outputs are unnormalised; L2-normalise, then cosine = dot product",
@@ -103,13 +111,14 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.int64:
                 torch.int8: "int8", torch.uint8: "uint8", torch.bool: "bool"}
 
 
-def sample_inputs(tower: str, model, tokenizer, labels: Sequence[Label]) -> list[tuple[torch.Tensor, ...]]:
+def sample_inputs(tower: str, model, tokenizer, labels: Sequence[Label],
+                  templates: Templates | None = None) -> list[tuple[torch.Tensor, ...]]:
     """Deterministic samples per tower: seeded [0, 1] images; real label prompts (en and zh) for text."""
     if tower == "image":
         g = torch.Generator().manual_seed(0)
         size = model.spec.image_size
         return [(torch.rand(1, 3, size, size, generator=g),) for _ in range(SAMPLES_PER_TOWER)]
-    prompts = [label_prompts(labels[:1], lang)[0] for lang in LANGS][:SAMPLES_PER_TOWER]
+    prompts = [label_prompts(labels[:1], lang, templates)[0] for lang in LANGS][:SAMPLES_PER_TOWER]
     return [(tokenizer([p]),) for p in prompts]
 
 
@@ -172,15 +181,17 @@ def _files(folder: Path) -> dict[str, dict[str, Any]]:
 def write_export_bundle(
     folder: Path, model, tokenizer, target: str, files: dict[str, dict[str, str]],
     labels: Sequence[Label] | None = None, label_source: str = "emoji",
-    estimates: dict[str, dict[str, Any]] | None = None,
+    estimates: dict[str, dict[str, Any]] | None = None, templates: Templates | None = None,
 ) -> Iterator[str]:
     """Complete an export folder that already holds the `.pte` files (`files`: quant -> tower -> file name) into a
     bundle; yields one line per artefact. What goes in depends on whether the host runtime can run the target's
     programs: samples, label embeddings and parity fixtures need it; an NPU bundle carries `estimates` (tower -> the
     compiler's estimate) in its manifest instead."""
     folder = Path(folder)
+    templates = templates or EMOJI_TEMPLATES
     if not get_target(target).runs_on_host:
-        yield from _write_npu_bundle(folder, model, tokenizer, target, files, estimates or {})
+        yield from _write_npu_bundle(folder, model, tokenizer, target, files, estimates or {}, labels, label_source,
+                                     templates)
         return
     from mobile_export.bundle.parity import write_parity
     from mobile_export.runtime import PteModule
@@ -188,13 +199,14 @@ def write_export_bundle(
     (folder / MANIFEST).unlink(missing_ok=True)  # stale hashes of a previous bundle must not vet the new files
     for name in (n for towers in files.values() for n in towers.values()):
         check_pte(folder / name)
-    write_bundle(folder, model, tokenizer, target, files)
-    write_json(folder / "preprocess.json", preprocess_spec(model, tokenizer))
+    write_bundle(folder, model, tokenizer, target, files, templates)
+    write_json(folder / "preprocess.json", preprocess_spec(model, tokenizer, templates))
     yield f"preprocess: {folder / 'preprocess.json'}"
 
     labels = list(labels) if labels is not None else emoji_labels()
     label_doc: dict[str, Any] = {
-        "source": label_source, "count": len(labels), "languages": list(LANGS), "prompt_templates": EVAL_TEMPLATE,
+        "source": label_source, "count": len(labels), "languages": list(LANGS),
+        "prompt_templates": first_templates(templates), "templates": templates,
         "labels": [label.as_dict() for label in labels], "embeddings": {},
     }
     programs: dict[str, dict[str, Any]] = {}
@@ -202,14 +214,14 @@ def write_export_bundle(
         for tower, name in towers.items():
             pte = folder / name
             info = {"tower": tower, "quant": quant, **program_info(pte)}
-            samples = sample_inputs(tower, model, tokenizer, labels)
+            samples = sample_inputs(tower, model, tokenizer, labels, templates)
             info["bundled_program"] = write_bundled_program(pte, "forward", samples, folder / f"{pte.stem}.bpte")
             programs[name] = info
             yield f"{tower} {quant}: {folder / info['bundled_program']['file']} ({len(samples)} samples)"
         if "text" in towers:
             text = PteModule(folder / towers["text"])
             emb = embed_labels(lambda prompts: text(tokenizer(prompts)), labels,
-                               description=f"label embeddings ({quant} text .pte)")
+                               description=f"label embeddings ({quant} text .pte)", templates=templates)
             file = f"label_embeddings_{quant}.f32"
             with atomic_path(folder / file, suffix=".f32") as tmp:
                 tmp.write_bytes(emb.tobytes())
@@ -227,16 +239,59 @@ def write_export_bundle(
 
 
 def _write_npu_bundle(folder: Path, model, tokenizer, target: str, files: dict[str, dict[str, str]],
-                      estimates: dict[str, dict[str, Any]]) -> Iterator[str]:
-    """bundle.json, tokenizer.json, preprocess.json and the NPU manifest. No BundledProgram or label embeddings:
-    nothing on this host can run the programs; manifest.json hashes every file, so `verify` and the loaders still
-    catch a damaged copy."""
-    write_bundle(folder, model, tokenizer, target, files)
-    write_json(folder / "preprocess.json", preprocess_spec(model, tokenizer))
+                      estimates: dict[str, dict[str, Any]], labels: Sequence[Label] | None = None,
+                      label_source: str = "emoji", templates: Templates | None = None) -> Iterator[str]:
+    """The bundle of a target whose programs this host cannot run (an NPU, Core ML): bundle.json (plus what the
+    programs compute in, when the backend decides it), tokenizer.json, preprocess.json, labels.json, parity/ and the
+    manifest.
+
+    No BundledProgram and no label embeddings: both need the programs run. labels.json holds the label names and
+    templates, and the app embeds them on the device with the text program. parity/ holds what an app checks its own
+    code against: the preprocessed tensors and token ids (exact), and reference embeddings and top-5 computed with
+    the eager fp32 towers, not with the programs (on the device they agree within the program's precision, not
+    bit for bit). manifest.json hashes every file, so `verify` and the loaders still catch a damaged copy."""
+    import json
+
+    from mobile_export.bundle.parity import build_parity
+
+    t = get_target(target)
+    templates = templates or EMOJI_TEMPLATES
+    (folder / MANIFEST).unlink(missing_ok=True)  # stale hashes of a previous bundle must not vet the new files
+    write_bundle(folder, model, tokenizer, target, files, templates)
+    precision = {quant: t.precision(quant) for quant in files if t.precision(quant)}
+    if precision or t.runtime:
+        doc = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+        write_json(folder / "bundle.json", {**doc, "runs_on": t.runtime or target, **({"precision": precision}
+                                                                                       if precision else {})})
+    write_json(folder / "preprocess.json", preprocess_spec(model, tokenizer, templates))
     yield f"preprocess: {folder / 'preprocess.json'}"
+
+    labels = list(labels) if labels is not None else emoji_labels()
+    write_json(folder / "labels.json", {
+        "source": label_source, "count": len(labels), "languages": list(LANGS),
+        "prompt_templates": first_templates(templates), "templates": templates,
+        "labels": [label.as_dict() for label in labels], "embeddings": {},
+        "embeddings_note": (f"none shipped: {t.not_run_here()}, so the text program cannot embed them here; embed "
+                            "the labels on the device with the text program (preprocess.json: text.templates_note)"),
+    })
+    yield f"labels: {folder / 'labels.json'} ({len(labels)} labels, names and templates; embedded on the device)"
+
+    was_training = model.training
+    model.eval()
+    try:
+        build_parity(folder, model.image, model.text, quant="eager-fp32")
+    finally:
+        model.train(was_training)
+    parity = folder / "parity" / "parity.json"
+    doc = json.loads(parity.read_text(encoding="utf-8"))
+    write_json(parity, {**doc, "computed_with": (
+        f"the eager fp32 PyTorch towers ({t.not_run_here()}): preprocessed tensors and token ids are exact; "
+        "embeddings and top-5 are references that the device's programs match within their precision")})
+    yield f"parity: {parity.parent} (eager fp32 reference; {t.not_run_here()})"
+
     manifest = _write_npu_manifest(folder, model_info(model), target, files, estimates)
-    yield (f"bundle: {folder / 'bundle.json'}, {manifest} (no BundledProgram or label embeddings: this host cannot run "
-           f"{target} programs; `verify` checks their structure and hashes)")
+    yield (f"bundle: {folder / 'bundle.json'}, {manifest} (no BundledProgram or label embeddings: {t.not_run_here()}; "
+           f"`verify` checks the programs' structure and hashes)")
 
 
 def model_info(model) -> dict[str, Any]:
@@ -264,11 +319,16 @@ def write_npu_manifest(folder: Path, model: dict[str, Any], target: str, files: 
 def _write_npu_manifest(folder: Path, model: dict[str, Any], target: str, files: dict[str, dict[str, str]],
                         estimates: dict[str, dict[str, Any]]) -> Path:
     (folder / MANIFEST).unlink(missing_ok=True)
+    t = get_target(target)
     programs = {}
     for quant, towers in files.items():
         for tower, name in towers.items():
             check_pte(folder / name)
-            est = estimates.get(tower) or {}
-            programs[name] = {"tower": tower, "quant": quant, "runs_on": target, "bundled_program": None,
-                              "vela_estimate": {k: est.get(k) for k in ("accelerator", "cycles", "inference_time_ms")}}
+            est = estimates.get(tower)
+            programs[name] = {"tower": tower, "quant": quant, "runs_on": t.runtime or target, "bundled_program": None}
+            if t.precision(quant):
+                programs[name]["precision"] = t.precision(quant)
+            if est:
+                programs[name]["vela_estimate"] = {k: est.get(k)
+                                                   for k in ("accelerator", "cycles", "inference_time_ms")}
     return write_manifest(folder, target, list(files), model, programs)

@@ -12,10 +12,13 @@ for one gives a one-line `UserError`. Importing this table imports no SDK and no
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from compress.errors import UserError, did_you_mean
 
@@ -41,6 +44,12 @@ class Target:
     int8_only: bool = False  # the accelerator runs int8 programs only
     runs_on_host: bool = False  # the host ExecuTorch runtime can execute its programs (samples, parity, timing)
     artifacts_name: str | None = None  # export sub-folder for the compiler's own reports (Ethos-U: Vela's CSVs)
+    # What runs its programs when this host cannot ("Core ML runtime (macOS/iOS only)"): `verify` and `bench` say
+    # "this host has no <runtime>" instead of failing inside the host runtime.
+    runtime: str = ""
+    # `--quant` name -> what the program computes in, where the backend decides it (Core ML: float16 compute for fp32);
+    # written into the bundle.
+    precisions: tuple[tuple[str, str], ...] = ()
 
     @property
     def own_quantizer(self) -> bool:
@@ -48,11 +57,20 @@ class Target:
         schemes (compress.quant, built on mobile_export.lower.xnnpack.make_quantizer)."""
         return self.quantizing is not None
 
+    def precision(self, quant: str) -> str | None:
+        """What a `quant` program of this target computes in, when the backend decides it (else None)."""
+        return dict(self.precisions).get(quant)
+
+    def not_run_here(self) -> str:
+        """Why this host does not run the target's programs (for `verify` and `bench` of a non-host bundle)."""
+        return f"this host has no {self.runtime or self.name + ' runtime'}"
+
     def unavailable_reason(self) -> str | None:
         """None if usable here, else why not (never raises: a broken vendor package must not break listing)."""
         for module in self.requires:
             try:
-                importlib.import_module(module)
+                with _quiet_import():
+                    importlib.import_module(module)
             except Exception as e:  # noqa: BLE001 - vendor packages fail in many ways (ImportError, OSError, ...)
                 return f"not installed ({module}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         missing = [v for v in self.env if not os.environ.get(v)]
@@ -98,6 +116,21 @@ class Target:
 TARGETS: dict[str, Target] = {}
 
 
+@contextmanager
+def _quiet_import() -> Iterator[None]:
+    """Probing a vendor SDK must not write to the terminal: coremltools, for one, logs a dozen warnings at import
+    ("Failed to load _MLModelProxy", its scikit-learn and torch version checks), which would break the one-line
+    output of `targets` and the one-line errors of `export`. Only the import itself is quieted."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
 def register_target(
     name: str,
     *,
@@ -108,13 +141,16 @@ def register_target(
     int8_only: bool = False,
     runs_on_host: bool = False,
     artifacts_name: str | None = None,
+    runtime: str = "",
+    precisions: dict[str, str] | None = None,
 ) -> Callable[[Lowering], Lowering]:
     """Decorator: register `fn(target, module, example_inputs, metadata, artifacts, what) -> LoweredProgram` as
     the lowering of `name` (its docstring is the description unless one is given)."""
 
     def wrap(fn: Lowering) -> Lowering:
         TARGETS[name] = Target(name, description or (fn.__doc__ or "").strip(), fn, quantize, requires, env,
-                               int8_only, runs_on_host, artifacts_name)
+                               int8_only, runs_on_host, artifacts_name, runtime,
+                               tuple((precisions or {}).items()))
         return fn
 
     return wrap
@@ -180,11 +216,39 @@ def _ethos_u_quantize(target: Target, module, example_inputs, calibration):
 # mobile_export/lower/ethosu.py). The toolchain comes from PyPI (executorch[ethos-u]: ethos-u-vela, tosa-tools), so
 # `make install` brings it.
 _ETHOS_U = dict(requires=("tosa_serializer", "ethosu.vela", "executorch.backends.arm.ethosu"), int8_only=True,
-                quantize=_ethos_u_quantize, artifacts_name="vela")
+                quantize=_ethos_u_quantize, artifacts_name="vela",
+                runtime="Ethos-U NPU (`bench --device vela` reads Vela's estimate instead)")
 register_target("ethos-u55", **_ETHOS_U, description=(
     "Arm Ethos-U55-128 microNPU (int8, Cortex-M systems); Vela estimates cycles and time per op"))(_ethos_u)
 register_target("ethos-u85", **_ETHOS_U, description=(
     "Arm Ethos-U85-256 microNPU (int8, transformer-capable); Vela estimates cycles and time per op"))(_ethos_u)
+
+
+def _coreml(target: Target, module, example_inputs, metadata, artifacts, what) -> LoweredProgram:
+    from mobile_export.lower import coreml
+
+    return coreml.lower(module, example_inputs, metadata, target.name)
+
+
+def _coreml_quantize(target: Target, module, example_inputs, calibration):
+    from mobile_export.lower import coreml
+
+    return coreml.quantize(module, example_inputs, calibration)
+
+
+# Apple Core ML through ExecuTorch's Core ML backend (mobile_export/lower/coreml.py). coremltools comes with
+# executorch's own dependencies and lowers on Linux; only macOS/iOS can run the result.
+register_target(
+    "coreml", requires=("coremltools", "executorch.backends.apple.coreml.partition",
+                        "executorch.backends.apple.coreml.quantizer"),
+    quantize=_coreml_quantize, runtime="Core ML runtime (macOS/iOS only)",
+    precisions={
+        "fp32": "float16 compute, float16 weights (Core ML's default precision)",
+        "int8": "int8 weights (symmetric, per output channel; conv and linear), float16 activations and compute",
+    },
+    description=("Apple Core ML (iPhone/iPad/Mac: Neural Engine, GPU or CPU), iOS 17+; --quant fp32 computes in "
+                 "float16, --quant int8 stores int8 weights (Core ML quantizer, W8A16); runs on macOS/iOS only"),
+)(_coreml)
 
 
 def _vendor(target: Target, module, example_inputs, metadata, artifacts, what) -> LoweredProgram:
