@@ -136,7 +136,7 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
 
 
 @main.command()
-@click.argument("checkpoint_or_run", type=click.Path(path_type=Path))
+@click.argument("checkpoint_or_run", type=click.Path(path_type=Path), required=False)
 @click.option("--target", default="xnnpack", show_default=True, help="Lowering target (see `dcclip-compress targets`).")
 @click.option("--quant", type=click.Choice(SCHEME_NAMES), default="int8", show_default=True,
               help="Quantization scheme (compress/quant/schemes.py). A quantized scheme reuses the run's .pte of it "
@@ -145,30 +145,41 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
               help="Bundle folder (default: <run>/export-<target>): image_<quant>.pte, text_<quant>.pte, their "
                    "BundledPrograms (.bpte), tokenizer.json, preprocess.json, labels.json + label embeddings, "
                    "bundle.json, manifest.json.")
-@click.option("--labels", "labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Label set to precompute embeddings for: .jsonl ({\"en\": ..., \"zh\": ...} per line) or .tsv "
-                   "(header with en and zh columns). Default: the emoji classes.")
+@click.option("--labels", "labels", default=None, metavar="FILE_OR_LIST",
+              help="Label set to precompute embeddings for: a .jsonl ({\"en\": ..., \"zh\": ...} per line, either may "
+                   "be missing), .tsv (header with an en and/or a zh column) or .txt (one name per line) file, or a "
+                   "comma-separated list (dog,cat,狗). Default: the emoji classes.")
+@click.option("--template", "templates", multiple=True, metavar="T",
+              help="Prompt template with one {} for the labels, e.g. 'a photo of a {}.' or '{}的照片' (its language "
+                   "is detected; repeat for an ensemble). Default: the templates of the data the run trained on.")
 @user_errors
-def export(checkpoint_or_run: Path, target: str, quant: str, out: Path | None, labels: Path | None) -> None:
-    """Lower a student checkpoint (or a run folder) to an app-ready ExecuTorch bundle for TARGET.
+def export(checkpoint_or_run: Path | None, target: str, quant: str, out: Path | None, labels: str | None,
+           templates: tuple[str, ...]) -> None:
+    """Lower a student checkpoint (or a run folder; default: the newest finished run) to an app-ready ExecuTorch
+    bundle for TARGET.
 
     One .pte per tower (an app that only classifies images ships the image tower and the label embeddings).
     Check the folder later, or after copying it to a phone, with `dcclip-compress verify BUNDLE`.
     """
     from compress.pipeline.export import export_checkpoint
 
-    export_checkpoint(checkpoint_or_run, target, quant, out, labels=labels, say=click.echo)
+    export_checkpoint(checkpoint_or_run, target, quant, out, labels=labels, say=click.echo, templates=templates)
 
 
 @main.command()
-@click.argument("bundle", type=click.Path(path_type=Path), metavar="FOLDER")
+@click.argument("bundle", type=click.Path(path_type=Path), metavar="[FOLDER]", required=False)
 @user_errors
-def verify(bundle: Path) -> None:
+def verify(bundle: Path | None) -> None:
     """Check an export bundle or a teacher-feature cache FOLDER against its manifest.json. A bundle: every file (size,
     sha256), each BundledProgram's samples through the ExecuTorch runtime, and the label embeddings against the text
     program. A teacher cache: every shard's size, header and sha256. Exit 2 on any mismatch."""
     from compress.pipeline.verify import verify_folder
 
+    if bundle is None:
+        from compress.pipeline.refs import latest_bundle
+
+        bundle = latest_bundle("verify")
+        click.echo(f"verify: the newest finished run's bundle, {bundle}")
     for line in verify_folder(bundle):
         click.echo(line)
     click.echo(f"ok: {bundle}")
@@ -221,7 +232,59 @@ def eval_(models: tuple[str, ...], suite: str, lang: str, datasets: str | None, 
 
 
 @main.command()
-@click.argument("bundle_or_pte", type=click.Path(path_type=Path))
+@click.argument("ref", metavar="REF")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGES_OR_FOLDER...")
+@click.option("--labels", default=None, metavar="FILE_OR_LIST",
+              help="Labels: a .tsv / .jsonl / .txt file or a comma-separated list (dog,cat,狗); a label may have one "
+                   "language. Default: an export bundle's own label set.")
+@click.option("--template", "templates", multiple=True, metavar="T",
+              help="Prompt template with one {} (language detected; repeatable). Default: the model's templates.")
+@click.option("--top-k", type=click.IntRange(1, 1000), default=5, show_default=True, help="Labels shown per image.")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default=None,
+              help="Score one language's names only (default: both, ensembled).")
+@click.option("--quant", default=None, help="A bundle's programs to run (default: int8 when it has them, else fp32).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of one line per image.")
+@user_errors
+def classify(ref: str, images: tuple[str, ...], labels: str | None, templates: tuple[str, ...], top_k: int,
+             lang: str | None, quant: str | None, as_json: bool) -> None:
+    """Zero-shot classify IMAGES (files, or folders searched recursively) with REF: a run folder, a checkpoint folder
+    or an export bundle (its .pte programs run through the ExecuTorch runtime).
+
+    Example: dcclip-compress classify runs/mobilevit_int8/export photos/ --labels dog,cat,狗,猫 --top-k 3
+    """
+    from compress.pipeline.api import classify_command
+
+    results = classify_command(ref, images, labels, templates, top_k, lang, quant, say=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    for row in results:
+        top = "  ".join(f"{' / '.join(t[k] for k in ('en', 'zh') if k in t)} {100 * t['score']:.1f}%" for t in row["top"])
+        click.echo(f"{row['image']}: {top}")
+
+
+@main.command()
+@click.argument("ref", metavar="REF", required=False)
+@click.option("--images", multiple=True, metavar="PATH", help="Image files or folders (repeatable).")
+@click.option("--texts", multiple=True, metavar="TEXT", help="Texts, or .txt files with one text per line (repeatable).")
+@click.option("--lang", type=click.Choice(["en", "zh"]), default=None,
+              help="The texts are label names in this language: wrap them in the model's templates (default: as written).")
+@click.option("--quant", default=None, help="A bundle's programs to run (default: int8 when it has them, else fp32).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="FILE.npy: (N, D) float32 L2-normalised rows; FILE.json beside it lists the inputs in row order.")
+@user_errors
+def embed(ref: str | None, images: tuple[str, ...], texts: tuple[str, ...], lang: str | None, quant: str | None,
+          out: Path) -> None:
+    """Embed images or texts with REF (a run, checkpoint or export bundle; default: the newest finished run), for
+    search or clustering: cosine similarity is the dot product of two rows."""
+    from compress.pipeline.api import embed_command
+
+    path, shape = embed_command(ref, images, texts, lang, quant, out, say=lambda m: click.echo(m, err=True))
+    click.echo(f"embeddings: {path} ({shape[0]} x {shape[1]}), index: {path.with_suffix('.json')}")
+
+
+@main.command()
+@click.argument("bundle_or_pte", type=click.Path(path_type=Path), required=False, metavar="[BUNDLE_OR_PTE]")
 @click.option("--device", default="host", show_default=True, metavar="host|adb[:SERIAL]|vela",
               help="Where to time it: this host's ExecuTorch runtime, a phone over adb (ExecuTorch's minibench app), "
                    "or vela: the Arm Ethos-U compiler's estimate stored in an ethos-u55/u85 export.")
@@ -233,9 +296,13 @@ def eval_(models: tuple[str, ...], suite: str, lang: str, datasets: str | None, 
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder for bench.json, bench.md, bench.png (default: runs/bench/<bundle or .pte name>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the markdown table.")
+@click.option("--demo", is_flag=True,
+              help="With --device adb[:SERIAL]: time the bundle inside the Android demo app (android_demo/, "
+                   "org.dcclip.demo; the int8 image and text programs it loads, pushed to it first) instead of "
+                   "ExecuTorch's minibench.")
 @user_errors
 def bench(bundle_or_pte: Path, device: str, runs: int, warmup: int, threads: int | None, out: Path | None,
-          as_json: bool) -> None:
+          as_json: bool, demo: bool) -> None:
     """Latency of an export bundle (every program in it) or of any .pte: load time, median, p90 and trimmed-mean
     latency per method, peak RSS, the ETDump top ops and the device, with ExecuTorch benchmark-app field names.
 
@@ -243,6 +310,15 @@ def bench(bundle_or_pte: Path, device: str, runs: int, warmup: int, threads: int
     """
     from mobile_export.bench.report import bench_and_report, markdown
 
+    if bundle_or_pte is None:
+        from compress.pipeline.refs import latest_bundle
+
+        bundle_or_pte = latest_bundle("bench")
+        click.echo(f"bench: the newest finished run's bundle, {bundle_or_pte}", err=True)
+    if demo:  # the demo app's own benchmark (mobile_export/bench/adb.py run_adb_demo)
+        from mobile_export.bench.run import demo_device
+
+        device = demo_device(device, bundle_or_pte, threads)
     report, paths = bench_and_report(bundle_or_pte, device, runs=runs, warmup=warmup, threads=threads, out=out)
     click.echo(json.dumps(report.model_dump(by_alias=True, mode="json"), indent=2) if as_json else markdown(report))
     click.echo("report: " + ", ".join(str(p) for p in paths.values()), err=as_json)

@@ -11,7 +11,7 @@ from compress.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("cmd", [[], ["run"], ["export"], ["eval"], ["bench"], ["targets"]])
+@pytest.mark.parametrize("cmd", [[], ["run"], ["export"], ["eval"], ["bench"], ["targets"], ["classify"], ["embed"]])
 def test_every_command_has_help(cmd):
     res = CliRunner().invoke(main, cmd + ["--help"])
     assert res.exit_code == 0
@@ -60,7 +60,7 @@ def test_offline_hub_id_says_how_to_pass_a_folder(tmp_path):
     (["bench", "x.pte", "--runs", str(10**12)], "--runs"), (["bench", "x.pte", "--warmup", "99999999"], "--warmup"),
     (["bench", "x.pte", "--threads", "100000"], "--threads"), (["bench", "x.pte", "--runs", "many"], "--runs"),
     (["cache-teacher", "r.yaml", "--views", "0"], "--views"), (["cache-teacher", "r.yaml", "--batch-size", "-1"], "--batch-size"),
-    (["eval", "--limit", "10000000"], "--limit"), (["export"], "CHECKPOINT_OR_RUN"), (["run", "--nope"], "--nope"),
+    (["eval", "--limit", "10000000"], "--limit"), (["classify", "run"], "IMAGES_OR_FOLDER"), (["run", "--nope"], "--nope"),
 ])
 def test_bad_arguments_are_one_line_before_any_work(args, option):
     """issue 19: every numeric option has a range checked up front; click's usage errors are one line, exit 2."""

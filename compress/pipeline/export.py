@@ -11,12 +11,13 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from compress.errors import UserError
 from compress.readers import read_json
 from compress.model import DualEncoder, example_inputs, load_checkpoint
 from compress.progress import log
+from compress.prompts import Templates, data_templates, with_templates
 from compress.quant.calibrate import Calibration, calibration_set
 from compress.tokenizer import BilingualTokenizer
 from mobile_export.bundle.delegation import delegation_report, write_delegation
@@ -49,7 +50,8 @@ def _post_training(target: Target, quant: str, tower: str, module, model: DualEn
 
 def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str, quants: list[str], folder: Path, *,
                  calibration: Callable[[], Calibration] | None = None, quantized: dict | None = None,
-                 reuse: Path | None = None, labels=None, label_source: str = "emoji", say: Say = log) -> Exported:
+                 reuse: Path | None = None, labels=None, label_source: str = "emoji", say: Say = log,
+                 templates: Templates | None = None) -> Exported:
     """Lower both towers at every precision in `quants` into `folder` and complete it into an app bundle.
 
     `quantized`: scheme -> towers the run already quantized (QAT). `calibration`: builds the run's calibration set,
@@ -68,7 +70,7 @@ def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str,
     folder.mkdir(parents=True)
     try:
         result = _export_into(folder, final, model, tokenizer, target, t, quants, calibration, quantized, reuse,
-                              labels, label_source, say)
+                              labels, label_source, say, templates)
     except BaseException:  # a failed write (a full disk) leaves nothing behind; a kill leaves the hidden sibling
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -79,7 +81,8 @@ def export_model(model: DualEncoder, tokenizer: BilingualTokenizer, target: str,
 
 
 def _export_into(folder: Path, final: Path, model: DualEncoder, tokenizer: BilingualTokenizer, target: str, t: Target,
-                 quants: list[str], calibration, quantized, reuse, labels, label_source: str, say: Say) -> Exported:
+                 quants: list[str], calibration, quantized, reuse, labels, label_source: str, say: Say,
+                 templates: Templates | None = None) -> Exported:
     """export_model's work, into the hidden sibling `folder` (`final` only names it in messages)."""
     from compress.quant.schemes import get_scheme
 
@@ -120,12 +123,12 @@ def _export_into(folder: Path, final: Path, model: DualEncoder, tokenizer: Bilin
             note = "" if program.estimate is None else (
                 f"; {program.estimate['accelerator']} estimate {program.estimate['inference_time_ms']:.3f} ms, "
                 f"{program.estimate['cycles']:.0f} cycles")
-            say(f"{path} ({path.stat().st_size / 1e6:.2f} MB{note})")
+            say(f"{final / path.name} ({path.stat().st_size / 1e6:.2f} MB{note})")  # where it will be, not .partial
     if result.delegation:
         write_delegation(folder, {f"{tw}_{q}.pte": d for q, towers in result.delegation.items() for tw, d in towers.items()})
     files = {q: {tw: p.name for tw, p in d.items()} for q, d in result.files.items()}
     for line in write_export_bundle(folder, model, tokenizer, target, files, labels, label_source=label_source,
-                                    estimates=result.estimates or None):
+                                    estimates=result.estimates or None, templates=templates):
         say(line.replace(str(folder), str(final)))
     return result
 
@@ -180,10 +183,12 @@ def export_stage(state, data, model: DualEncoder, tokenizer: BilingualTokenizer,
     with state.stage("export"):
         result["main"] = export_model(model, tokenizer, recipe.export.target, precisions, out / "export",
                                       calibration=calibration, quantized=quantized,
-                                      say=lambda line: log(f"export: {line}"))
+                                      say=lambda line: log(f"export: {line}"),
+                                      templates=data_templates(recipe.data.kind))
         for npu in recipe.export.npu:
             result[npu] = export_model(model, tokenizer, npu, ["int8"], out / f"export-{npu}", calibration=calibration,
-                                       say=lambda line, npu=npu: log(f"export {npu}: {line}"))
+                                       say=lambda line, npu=npu: log(f"export {npu}: {line}"),
+                                       templates=data_templates(recipe.data.kind))
     return result
 
 
@@ -223,24 +228,43 @@ def _reusable(ref, target: Target) -> Path | None:
         return None
 
 
-def export_checkpoint(spec: str | Path, target: str, quant: str, out: Path | None, labels: Path | None = None,
-                      say: Say = print) -> Path:
-    """`dcclip-compress export`: a run or checkpoint folder -> `out` (default `<run>/export-<target>`)."""
-    from compress.pipeline.refs import student_checkpoint
-    from mobile_export.bundle.labels import read_labels
+def trained_templates(ref) -> Templates:
+    """The label templates that suit what a checkpoint was trained on: its run's recipe data, else model.json's."""
+    data = (ref.recipe() or {}).get("data")
+    if data is None and ref.checkpoint is not None:
+        data = read_json(ref.checkpoint / "model.json", "checkpoint file", "re-run the stage that wrote it").get("data")
+    return data_templates((data or {}).get("kind") if isinstance(data, dict) else None)
+
+
+def export_checkpoint(spec: str | Path | None, target: str, quant: str, out: Path | None, labels: str | None = None,
+                      say: Say = print, templates: Sequence[str] = ()) -> Path:
+    """`dcclip-compress export`: a run or checkpoint folder (default: the newest finished run) -> `out` (default
+    `<run>/export-<target>`). `labels`: a label file or a comma-separated list; `templates`: the user's templates."""
+    from compress.pipeline.refs import latest_run, student_checkpoint
+    from mobile_export.bundle.labels import parse_labels, unknown_warnings
 
     t = get_target(target)  # an unknown or uninstalled target fails before the slow work
     t.check_available()
     if t.int8_only and quant != "int8":
         raise UserError(f"export: {target} runs int8 only; use --quant int8")
-    label_set = read_labels(labels) if labels is not None else None  # and on a bad label file
+    if t.own_quantizer and quant not in ("fp32", "int8"):  # its int8 is its own quantizer's, whatever the name
+        raise UserError(f"export: {target} quantizes with its own quantizer; use --quant int8 (or fp32), not {quant}")
+    label_set = parse_labels(labels) if labels is not None else None  # and on a bad label file
+    if spec is None:
+        spec = latest_run("export")
+        say(f"export: the newest finished run, {spec}")
     ref = student_checkpoint(spec, "export")
     out = out or ((ref.run or ref.checkpoint.parent) / f"export-{target}")
+    templates_used = with_templates(trained_templates(ref), templates)
     model, tokenizer, _ = load_checkpoint(ref.checkpoint)
+    if label_set is not None:
+        for line in unknown_warnings(tokenizer, label_set):
+            say(f"warning: {line}")
     if label_set is not None and not t.runs_on_host:
         say(f"labels: {target} bundles carry no label embeddings (nothing here can run the text program); "
             "embed the labels on the device")
     calibration = run_calibration(ref, tokenizer) if quant != "fp32" else None
     export_model(model, tokenizer, target, [quant], out, calibration=calibration, reuse=_reusable(ref, t),
-                 labels=label_set, label_source=str(labels) if labels is not None else "emoji", say=say)
+                 labels=label_set, label_source=labels if labels is not None else "emoji", say=say,
+                 templates=templates_used)
     return out

@@ -67,3 +67,39 @@ def student_checkpoint(spec: str | Path, command: str) -> Ref:
         raise UserError(f"{command}: {str(spec)!r} is neither a run folder nor a checkpoint folder (model.json + "
                         "model.safetensors); pass runs/<name> or runs/<name>/student_fp32")
     return ref
+
+
+def _finished_runs() -> list[tuple[bool, float, Path]]:
+    """(has an export bundle, when its report was written, folder) of every finished run under the home's runs/."""
+    from compress.home import runs_dir
+
+    found = []
+    root = runs_dir()
+    for folder in (p for p in (root.iterdir() if root.is_dir() else ()) if p.is_dir()):
+        report, model = folder / "report.json", folder / "student_fp32" / "model.json"
+        if report.is_file() and model.is_file():
+            found.append(((folder / "export" / "bundle.json").is_file(), report.stat().st_mtime, folder))
+    return found
+
+
+def latest_run(command: str) -> Path:
+    """The run a command takes when given none: the newest finished run that shipped an export bundle (a comparison
+    run without one, such as `make run`'s stage-2-only twin, only when no other run is there)."""
+    from compress.home import runs_dir
+
+    found = _finished_runs()
+    if not found:
+        raise UserError(f"{command}: no finished run under {str(runs_dir())!r} (set by DCCLIP_HOME); train one with "
+                        "`dcclip-compress run mobilevit_int8`, or name a run folder")
+    return max(found, key=lambda f: (f[0], f[1]))[2]
+
+
+def latest_bundle(command: str) -> Path:
+    """The export bundle of the newest finished run that has one (`bench`, `verify` with no argument)."""
+    from compress.home import runs_dir
+
+    found = [f for f in _finished_runs() if f[0]]
+    if not found:
+        raise UserError(f"{command}: no finished run with an export bundle under {str(runs_dir())!r} (set by "
+                        "DCCLIP_HOME); train one with `dcclip-compress run mobilevit_int8`, or name a bundle folder")
+    return max(found, key=lambda f: f[1])[2] / "export"

@@ -16,7 +16,7 @@ from typing import Callable
 
 from compress.errors import UserError, did_you_mean
 from compress.readers import field, read_json
-from mobile_export.bench.adb import run_adb
+from mobile_export.bench.adb import run_adb, run_adb_demo
 from mobile_export.bench.host import run_host
 from mobile_export.bench.schema import BenchReport, BenchRun, BenchSettings
 from mobile_export.bench.vela import bench_vela
@@ -75,6 +75,19 @@ def parse_device(spec: str) -> tuple[str, str | None]:
 register_device("host")(run_host)  # this machine's ExecuTorch runtime
 register_device("adb")(run_adb)  # an Android phone timed by minibench
 register_device("vela")(bench_vela)  # Arm Ethos-U: Vela's cycle estimate stored in the .pte at export
+register_device("adb-demo")(run_adb_demo)  # the Android demo app's own benchmark (`bench --demo`)
+
+
+def demo_device(device: str, target: Path, threads: int | None) -> str:
+    """`bench --device adb[:SERIAL] --demo` -> the `adb-demo[:SERIAL]` runner, or one line on what does not fit."""
+    name, sep, serial = device.partition(":")
+    if name != "adb":
+        raise UserError(f"bench: --demo times the Android demo app on a phone; pass --device adb[:SERIAL], not {device!r}")
+    if not Path(target).is_dir():
+        raise UserError(f"bench: --demo times an export bundle inside the demo app; {str(target)!r} is not a bundle folder")
+    if threads is not None:
+        raise UserError("bench: --threads does not reach the demo app (ExecuTorch's default thread pool); drop it")
+    return f"adb-demo{sep}{serial}"
 
 
 def run_bench(target: Path, device: str = "host", runs: int = 20, warmup: int = 3,
