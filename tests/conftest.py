@@ -28,7 +28,7 @@ FILE_SECONDS = {
     "test_cli.py": 38, "test_teacher_cache.py": 40, "test_stages.py": 21, "test_qat_vs_ptq.py": 19,
     "test_streaming.py": 17, "test_fuzz_inputs.py": 17, "test_teacher_hf.py": 15, "test_loop.py": 12,
     "test_stage1_options.py": 10, "test_pte_check.py": 8, "test_android_core.py": 8, "test_latency_table.py": 7,
-    "test_texts.py": 6, "test_tokenizer.py": 6,
+    "test_texts.py": 6, "test_tokenizer.py": 6, "test_api.py": 30, "test_coreml.py": 12, "test_android_build.py": 3,
 }
 
 
