@@ -138,9 +138,10 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
 @main.command()
 @click.argument("checkpoint_or_run", type=click.Path(path_type=Path), required=False)
 @click.option("--target", default="xnnpack", show_default=True, help="Lowering target (see `dcclip-compress targets`).")
-@click.option("--quant", type=click.Choice(SCHEME_NAMES), default="int8", show_default=True,
-              help="Quantization scheme (compress/quant/schemes.py). A quantized scheme reuses the run's .pte of it "
-                   "when present, else quantizes post-training, calibrated on the run's own training split.")
+@click.option("--quant", type=click.Choice(SCHEME_NAMES), default=None,
+              help="Quantization scheme (compress/quant/schemes.py; default: int8, or the target's own default: fp32, "
+                   "i.e. float16 compute, for coreml). A quantized scheme reuses the run's .pte of it when present, "
+                   "else quantizes post-training, calibrated on the run's own training split.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Bundle folder (default: <run>/export-<target>): image_<quant>.pte, text_<quant>.pte, their "
                    "BundledPrograms (.bpte), tokenizer.json, preprocess.json, labels.json + label embeddings, "
@@ -153,7 +154,7 @@ def run(recipe: Path, overrides: tuple[str, ...], out: Path | None, resume: bool
               help="Prompt template with one {} for the labels, e.g. 'a photo of a {}.' or '{}的照片' (its language "
                    "is detected; repeat for an ensemble). Default: the templates of the data the run trained on.")
 @user_errors
-def export(checkpoint_or_run: Path | None, target: str, quant: str, out: Path | None, labels: str | None,
+def export(checkpoint_or_run: Path | None, target: str, quant: str | None, out: Path | None, labels: str | None,
            templates: tuple[str, ...]) -> None:
     """Lower a student checkpoint (or a run folder; default: the newest finished run) to an app-ready ExecuTorch
     bundle for TARGET.

@@ -57,7 +57,7 @@ def coreml_bundle(tmp_path_factory) -> Path:
     records = _Records()  # what coremltools and the Core ML backend log during the export (they log a lot unquieted)
     logging.getLogger().addHandler(records)
     try:
-        res = invoke(["export", str(root / "ckpt"), "--target", "coreml", "--quant", "fp32", "--out",
+        res = invoke(["export", str(root / "ckpt"), "--target", "coreml", "--out",  # no --quant: coreml's fp16 default
                       str(root / "bundle"), "--labels", str(labels)])
     finally:
         logging.getLogger().removeHandler(records)
@@ -83,7 +83,9 @@ def test_coreml_is_a_listed_target_with_its_own_quantizer():
     res = invoke(["targets"])
     assert res.exit_code == 0 and "coreml: available" in res.output
     t = get_target("coreml")
-    assert t.own_quantizer and not t.runs_on_host and not t.int8_only
+    assert t.own_quantizer and not t.runs_on_host and not t.int8_only and t.default_quant == "fp32"
+    res = invoke(["export", "x", "--target", "coreml", "--quant", "8da4w"])  # its int8 is its own quantizer's
+    assert res.exit_code == 2 and "use --quant int8 (or fp32), not 8da4w" in res.stderr
     assert "float16" in t.description and "float16" in t.precision("fp32") and "int8 weights" in t.precision("int8")
 
 

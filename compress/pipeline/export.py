@@ -236,7 +236,7 @@ def trained_templates(ref) -> Templates:
     return data_templates((data or {}).get("kind") if isinstance(data, dict) else None)
 
 
-def export_checkpoint(spec: str | Path | None, target: str, quant: str, out: Path | None, labels: str | None = None,
+def export_checkpoint(spec: str | Path | None, target: str, quant: str | None, out: Path | None, labels: str | None = None,
                       say: Say = print, templates: Sequence[str] = ()) -> Path:
     """`dcclip-compress export`: a run or checkpoint folder (default: the newest finished run) -> `out` (default
     `<run>/export-<target>`). `labels`: a label file or a comma-separated list; `templates`: the user's templates."""
@@ -245,6 +245,7 @@ def export_checkpoint(spec: str | Path | None, target: str, quant: str, out: Pat
 
     t = get_target(target)  # an unknown or uninstalled target fails before the slow work
     t.check_available()
+    quant = quant or t.default_quant
     if t.int8_only and quant != "int8":
         raise UserError(f"export: {target} runs int8 only; use --quant int8")
     if t.own_quantizer and quant not in ("fp32", "int8"):  # its int8 is its own quantizer's, whatever the name

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from compress.atomic import atomic_path, sha256_file, write_json
+from compress.readers import read_json
 from compress.prompts import EMOJI_TEMPLATES, LANGS, Templates
 from mobile_export.bundle.labels import Label, embed_labels, emoji_labels, label_prompts
 from mobile_export.lower.targets import get_target
@@ -250,8 +251,6 @@ def _write_npu_bundle(folder: Path, model, tokenizer, target: str, files: dict[s
     code against: the preprocessed tensors and token ids (exact), and reference embeddings and top-5 computed with
     the eager fp32 towers, not with the programs (on the device they agree within the program's precision, not
     bit for bit). manifest.json hashes every file, so `verify` and the loaders still catch a damaged copy."""
-    import json
-
     from mobile_export.bundle.parity import build_parity
 
     t = get_target(target)
@@ -260,7 +259,7 @@ def _write_npu_bundle(folder: Path, model, tokenizer, target: str, files: dict[s
     write_bundle(folder, model, tokenizer, target, files, templates)
     precision = {quant: t.precision(quant) for quant in files if t.precision(quant)}
     if precision or t.runtime:
-        doc = json.loads((folder / "bundle.json").read_text(encoding="utf-8"))
+        doc = read_json(folder / "bundle.json", "export bundle file", "re-export the bundle")  # just written
         write_json(folder / "bundle.json", {**doc, "runs_on": t.runtime or target, **({"precision": precision}
                                                                                        if precision else {})})
     write_json(folder / "preprocess.json", preprocess_spec(model, tokenizer, templates))
@@ -283,7 +282,7 @@ def _write_npu_bundle(folder: Path, model, tokenizer, target: str, files: dict[s
     finally:
         model.train(was_training)
     parity = folder / "parity" / "parity.json"
-    doc = json.loads(parity.read_text(encoding="utf-8"))
+    doc = read_json(parity, "parity file", "re-export the bundle")  # just written
     write_json(parity, {**doc, "computed_with": (
         f"the eager fp32 PyTorch towers ({t.not_run_here()}): preprocessed tensors and token ids are exact; "
         "embeddings and top-5 are references that the device's programs match within their precision")})

@@ -50,6 +50,7 @@ class Target:
     # `--quant` name -> what the program computes in, where the backend decides it (Core ML: float16 compute for fp32);
     # written into the bundle.
     precisions: tuple[tuple[str, str], ...] = ()
+    default_quant: str = "int8"  # `export --quant` when none is given (Core ML: fp32, i.e. float16 compute)
 
     @property
     def own_quantizer(self) -> bool:
@@ -143,6 +144,7 @@ def register_target(
     artifacts_name: str | None = None,
     runtime: str = "",
     precisions: dict[str, str] | None = None,
+    default_quant: str = "int8",
 ) -> Callable[[Lowering], Lowering]:
     """Decorator: register `fn(target, module, example_inputs, metadata, artifacts, what) -> LoweredProgram` as
     the lowering of `name` (its docstring is the description unless one is given)."""
@@ -150,7 +152,7 @@ def register_target(
     def wrap(fn: Lowering) -> Lowering:
         TARGETS[name] = Target(name, description or (fn.__doc__ or "").strip(), fn, quantize, requires, env,
                                int8_only, runs_on_host, artifacts_name, runtime,
-                               tuple((precisions or {}).items()))
+                               tuple((precisions or {}).items()), default_quant)
         return fn
 
     return wrap
@@ -241,7 +243,7 @@ def _coreml_quantize(target: Target, module, example_inputs, calibration):
 register_target(
     "coreml", requires=("coremltools", "executorch.backends.apple.coreml.partition",
                         "executorch.backends.apple.coreml.quantizer"),
-    quantize=_coreml_quantize, runtime="Core ML runtime (macOS/iOS only)",
+    quantize=_coreml_quantize, runtime="Core ML runtime (macOS/iOS only)", default_quant="fp32",
     precisions={
         "fp32": "float16 compute, float16 weights (Core ML's default precision)",
         "int8": "int8 weights (symmetric, per output channel; conv and linear), float16 activations and compute",
