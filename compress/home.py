@@ -41,6 +41,7 @@ def runs_dir(*parts: str) -> Path:
 
 
 def under_home(path: str | os.PathLike) -> Path:
-    """A recipe's default cache path (`.cache/emoji`) under the home; an absolute path as it is."""
+    """A recipe's cache path under `.cache/` (the default `.cache/emoji`) goes under the home; any other path, as
+    typed, stays relative to the working folder."""
     path = Path(path).expanduser()
-    return path if path.is_absolute() else home() / path
+    return home() / path if not path.is_absolute() and path.parts[:1] == (".cache",) else path

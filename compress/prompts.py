@@ -31,14 +31,24 @@ def data_templates(kind: str | None) -> Templates:
     return {lang: list(ts) for lang, ts in (EMOJI_TEMPLATES if kind in (None, "emoji") else PHOTO_TEMPLATES).items()}
 
 
+def is_template(t: object) -> bool:
+    """One `{}` and nothing else `str.format` would read ('{x}', a lone '}')."""
+    if not isinstance(t, str) or t.count("{}") != 1:
+        return False
+    try:
+        return t.format("x") == t.replace("{}", "x")
+    except (ValueError, KeyError, IndexError):
+        return False
+
+
 def with_templates(base: Templates, extra: Sequence[str]) -> Templates:
     """`base` with the user's templates (`--template`) in place of its list for each language they are written in
     (a template holding a CJK ideograph is Chinese); a language with no template of the user's keeps `base`'s."""
     given: dict[str, list[str]] = {}
     for t in extra:
-        if t.count("{}") != 1:
-            raise UserError(f"--template {t!r}: a template holds exactly one {{}} where the label goes, e.g. "
-                            "'a photo of a {}.' or '{}的照片'")
+        if not is_template(t):
+            raise UserError(f"--template {t!r}: a template holds exactly one {{}} where the label goes and no other "
+                            "braces, e.g. 'a photo of a {}.' or '{}的照片'")
         given.setdefault(caption_lang(t.replace("{}", "")), []).append(t)
     return {lang: given.get(lang) or list(base[lang]) for lang in LANGS}
 

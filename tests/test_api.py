@@ -92,6 +92,27 @@ def test_a_bundle_classifies_with_its_own_labels(tiny_bundle, photos):
         load(tiny_bundle[0].parent / "ckpt").classify(photos[:1])
 
 
+def test_the_api_takes_what_users_pass(tiny_bundle, photos, tmp_path):
+    model = load(tiny_bundle[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownTokenWarning)
+        assert [len(r) for r in model.classify(photos[:1], "dog face,car")] == [2]  # a comma list, as --labels takes
+        assert model.classify(photos[:1], {"en": "car", "zh": "汽车"})[0][0].label == Label("car", "汽车")
+        assert model.classify([], ["dog"]) == [] and model.encode_image([]).shape == (0, 32)
+        assert model.encode_text([]).shape == (0, 32)
+        with pytest.raises(UserError, match="no such label file"):
+            model.classify(photos[:1], "labels.json")
+        with pytest.raises(UserError, match="one {} where the label goes"):
+            model.classify(photos[:1], ["dog"], templates=["a {} :}"])
+        # a mapping's keys say the language: "{}" for zh only, en keeps the model's template
+        a = model.encode_text(["狗脸"], lang="zh", templates={"zh": ["{}"]})
+        assert np.allclose(a, model.encode_text(["狗脸"]), atol=1e-6)
+    grey = np.arange(0, 65536, 16, dtype=np.uint16).reshape(64, 64)  # 16-bit grey is scaled, not clipped to white
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    x = model.preprocess(tmp_path / "g16.png")
+    assert 0.3 < float(x.mean()) < 0.7
+
+
 def test_labels_in_one_language_and_unknown_characters_warn(tiny_bundle):
     model = load(tiny_bundle[0])
     with pytest.warns(UnknownTokenWarning, match=r"'鑫'.*\[UNK\]"):
@@ -181,3 +202,5 @@ def test_recipes_resolve_by_name_anywhere_and_caches_follow_the_home(tmp_path, m
     assert load_recipe("recipes/mobilevit_int8.yaml").name == "mine"
     with pytest.raises(UserError, match="shipped recipe: .*mobilevit_int8"):
         load_recipe("no_such_recipe")
+    (tmp_path / "vit_int8").mkdir()  # a folder of that name (a run's) does not hide the shipped recipe
+    assert load_recipe("vit_int8").name == load_recipe("vit_int8.yml").name == "vit_int8"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from compress.errors import UserError
 from compress.prompts import LANGS, Templates, data_templates, with_templates
 from compress.readers import field, open_image, read_json
-from mobile_export.bundle.labels import Label, as_labels, embed_rows, unknown_warnings, UnknownTokenWarning
+from mobile_export.bundle.labels import Label, UnknownTokenWarning, as_labels, embed_rows, parse_labels, unknown_warnings
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -53,6 +53,10 @@ def to_pixels(image: Any) -> np.ndarray:
         image = open_image(Path(image), "image", "pass a readable image file (PNG, JPEG, WebP, ...)")
     if isinstance(image, Image.Image):
         image = ImageOps.exif_transpose(image)
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16-bit / float grey: scale, don't clip
+            grey = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode != "F" and grey.max() > 255 else max(float(grey.max()), 1e-12)
+            return np.repeat(np.clip(grey / top * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
         has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
         return np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
     if isinstance(image, np.ndarray):
@@ -72,7 +76,8 @@ def image_files(items: Iterable[str | os.PathLike]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                           and not p.name.startswith("."))  # not macOS's ._ resource forks
             if not found:
                 raise UserError(f"images: folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             out += found
@@ -93,6 +98,15 @@ class Model:
         self.tokenizer, self.image_size, self.logit_scale = tokenizer, image_size, logit_scale
         self.templates = templates
         self._image, self._text, self._bundle_labels = image_fn, text_fn, bundle_labels
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        """The embedding width (one text run the first time)."""
+        if self._dim is None:
+            with torch.no_grad():
+                self._dim = int(self._text(["x"]).shape[-1])
+        return self._dim
 
     def __repr__(self) -> str:
         q = f", {self.quant}" if self.quant else ""
@@ -111,13 +125,15 @@ class Model:
                      progress: Callable[[int], None] | None = None) -> np.ndarray:
         """(N, D) float32 L2-normalised image embeddings. `progress(n)` is called after each batch of n images."""
         items = images if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            return np.zeros((0, self.dim), np.float32)
         out = []
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             out.append(F.normalize(self._image(self.preprocess(chunk)).float(), dim=-1))
             if progress is not None:
                 progress(len(chunk))
-        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+        return torch.cat(out).numpy()
 
     # ------------------------------------------------------------------------------------------------ text
     @torch.no_grad()
@@ -127,6 +143,8 @@ class Model:
         queries). `lang="en"` or `"zh"`: the texts are label names in that language, wrapped in the model's (or the
         given) templates and ensembled, as `classify` does."""
         items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            return np.zeros((0, self.dim), np.float32)
         if lang is None:
             return F.normalize(self._text(items).float(), dim=-1).numpy()
         if lang not in LANGS:
@@ -137,15 +155,27 @@ class Model:
     def _templates(self, templates: Templates | Sequence[str] | None) -> Templates:
         if templates is None:
             return self.templates
-        if isinstance(templates, Mapping):
-            return with_templates(self.templates, [t for ts in templates.values() for t in ts])
+        if isinstance(templates, Mapping):  # its keys say the language
+            bad = [k for k in templates if k not in LANGS]
+            if bad:
+                raise UserError(f"templates: {bad[0]!r} is not a language; use {', '.join(LANGS)}")
+            for ts in templates.values():
+                with_templates(self.templates, [ts] if isinstance(ts, str) else list(ts))  # checks each template
+            return {la: ([templates[la]] if isinstance(templates.get(la), str) else list(templates.get(la) or []))
+                    or list(self.templates[la]) for la in LANGS}
         return with_templates(self.templates, [templates] if isinstance(templates, str) else list(templates))
 
     def label_embeddings(self, labels: Sequence[Any], templates: Templates | Sequence[str] | None = None,
                          lang: str | None = None) -> tuple[list[Label], np.ndarray]:
         """(labels, (N, D) L2-normalised rows): `lang=None` ensembles a label's en and zh rows (a one-language
         label's rows are the same). Warns (`UnknownTokenWarning`) per name holding characters that map to [UNK]."""
+        if isinstance(labels, (str, os.PathLike)):  # a label file or a comma-separated list, as `--labels` takes
+            labels = parse_labels(str(labels))
+        elif isinstance(labels, (Mapping, Label)):
+            labels = [labels]
         labels = as_labels(labels)
+        if lang is not None and lang not in LANGS:
+            raise UserError(f"classify: lang {lang!r} is not one of {', '.join(LANGS)} (or None for both)")
         for line in unknown_warnings(self.tokenizer, labels):
             warnings.warn(line, UnknownTokenWarning, stacklevel=3)
         ts = self._templates(templates)
@@ -162,6 +192,10 @@ class Model:
         None: a bundle's own label set, with its precomputed embeddings). Scores are softmax(logit_scale x cosine)."""
         if top_k < 1:
             raise UserError(f"classify: top_k {top_k} must be at least 1")
+        if lang is not None and lang not in LANGS:
+            raise UserError(f"classify: lang {lang!r} is not one of {', '.join(LANGS)} (or None for both)")
+        if not (images if isinstance(images, (list, tuple)) else [images]):
+            return []
         if labels is None:
             if self._bundle_labels is None:
                 raise UserError("classify: pass labels (names in en or zh); only an export bundle carries its own set")
@@ -236,15 +270,25 @@ def _bundle(folder: Path, quant: str | None) -> Model:
     templates = templates or data_templates("emoji")
 
     def bundle_labels() -> tuple[list[Label], np.ndarray]:
-        doc = read_json(folder / "labels.json", "label file", fix)
-        entry = (doc.get("embeddings") or {}).get(quant)
-        labels = as_labels(field(doc, "labels", list, folder / "labels.json", "label file", fix))
+        from compress.readers import read_bytes
+
+        lpath = folder / "labels.json"
+        doc = read_json(lpath, "label file", fix)
+        entry = (field(doc, "embeddings", dict, lpath, "label file", fix, default={}) or {}).get(quant)
+        labels = as_labels(field(doc, "labels", list, lpath, "label file", fix))
         if entry is None:  # no precomputed rows for these programs: embed now
             with torch.no_grad():
                 ts = doc.get("templates") or templates
                 return labels, torch.stack([embed_rows(model._text, labels, la, ts) for la in LANGS]).numpy()
-        rows = np.fromfile(folder / entry["file"], dtype="<f4").reshape(entry["shape"])
-        return labels, rows
+        name = field(entry, "file", str, lpath, "label file", fix)
+        if "/" in name or name in (".", ".."):
+            raise UserError(f"label file {str(lpath)!r}: embeddings.{quant}.file must name a file in the bundle; {fix}")
+        raw = read_bytes(folder / name, "label embeddings", fix)
+        dim = len(raw) // 4 // max(len(labels) * len(LANGS), 1)
+        if dim < 1 or len(raw) != 4 * len(LANGS) * len(labels) * dim:
+            raise UserError(f"label embeddings {str(folder / name)!r}: {len(raw)} bytes are not {len(LANGS)} x "
+                            f"{len(labels)} float32 rows; {fix}")
+        return labels, np.frombuffer(raw, dtype="<f4").reshape(len(LANGS), len(labels), dim)
 
     model = Model("bundle", folder, lambda x: image(x), lambda texts: text(tokenizer(texts)), tokenizer,
                   field(bundle, "image_size", int, path, what, fix), float(bundle.get("logit_scale", 100.0)),

@@ -180,10 +180,10 @@ def resolve_recipe(spec: str | Path) -> Path:
     """A recipe by path, or a shipped one by name (`mobilevit_int8`, `mobilevit_int8.yaml`, `recipes/mobilevit_int8.yaml`
     from any folder): a file that exists wins, so a user's own `recipes/x.yaml` is never shadowed."""
     path = Path(spec)
-    if path.exists():
+    if path.is_file():
         return path
     if len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "recipes"):
-        shipped = BUILTIN / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+        shipped = BUILTIN / f"{path.stem if path.suffix in ('.yaml', '.yml') else path.name}.yaml"
         if shipped.is_file():
             return shipped
     return path

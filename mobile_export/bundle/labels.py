@@ -71,11 +71,13 @@ def as_label(item: str | Mapping[str, Any] | Label) -> Label:
             raise UserError("labels: an empty label; give each label a name in en or zh")
         return Label(**{name_lang(name): name})
     if isinstance(item, Mapping):
-        names = {lang: " ".join(str(item[lang]).split()) for lang in LANGS if item.get(lang) not in (None, "")}
+        names = {lang: " ".join(str(item[lang]).split()) for lang in LANGS if item.get(lang) is not None}
+        names = {lang: n for lang, n in names.items() if n}
         if not names:
             raise UserError(f"labels: {dict(item)!r} has no en or zh name")
-        ident = item.get("id")
-        return Label(**names, id=None if ident in (None, "") else str(ident))
+        ident, glyph = item.get("id"), item.get("emoji")
+        return Label(**names, id=None if ident in (None, "") else str(ident),
+                     emoji=glyph if isinstance(glyph, str) and glyph else None)
     raise UserError(f"labels: {item!r} is not a label; give a name, an {{en, zh}} mapping or a Label")
 
 
@@ -166,6 +168,8 @@ def parse_labels(value: str) -> list[Label]:
     path = Path(value)
     if path.suffix.lower() in (".jsonl", ".ndjson", ".tsv", ".tab", ".txt") or path.is_file():
         return read_labels(path)
+    if "," not in value and "，" not in value and (path.suffix or "/" in value or "\\" in value):
+        raise UserError(f"--labels {value!r}: no such label file; pass {LABELS_HELP}, or names such as dog,cat,狗")
     names = [v for v in value.replace("，", ",").split(",") if v.strip()]
     if not names:
         raise UserError(f"--labels {value!r}: give a label file or a comma-separated list of names, e.g. dog,cat,狗")

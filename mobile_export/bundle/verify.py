@@ -18,6 +18,7 @@ from compress.errors import UserError
 from compress.prompts import LANGS
 from compress.readers import field, read_bytes, read_json
 from mobile_export.bundle.android import runtime_warning
+from compress.prompts import is_template
 from mobile_export.bundle.labels import Label, embed_rows
 from mobile_export.bundle.write import BUNDLE_FORMAT
 from mobile_export.lower.targets import TARGETS
@@ -121,7 +122,7 @@ def check_label_embeddings(folder: Path, manifest: dict[str, Any]) -> int:
     labels = [Label(r.get("en"), r.get("zh")) for r in rows]
     templates = doc.get("templates") or {lang: [t] for lang, t in (doc.get("prompt_templates") or {}).items()} or None
     if templates is not None and not (isinstance(templates, dict) and all(
-            isinstance(ts, list) and ts and all(isinstance(t, str) and t.count("{}") == 1 for t in ts)
+            isinstance(ts, list) and ts and all(is_template(t) for t in ts)
             for ts in templates.values())):
         raise UserError(f"verify: {str(path)!r}: \"templates\" must map each language to a list of templates with one "
                         f"{{}} each; {fix}")
