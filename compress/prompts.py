@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import Sequence
 
 from compress.errors import UserError
@@ -62,6 +63,11 @@ def eval_prompts(names: list[str], lang: str) -> list[str]:
     return [EVAL_TEMPLATE[lang].format(n) for n in names]
 
 
+# CJK ideographs of every block: the basic block, extension A, the supplementary planes' extensions B to G (with
+# the compatibility supplement) and the compatibility ideographs. The Android app's ZeroShot.language uses the same.
+_CJK = re.compile("[\u4e00-\u9fff\u3400-\u4dbf\U00020000-\U0003134f\uf900-\ufaff]")
+
+
 def caption_lang(text: str) -> str:
-    """The language of an untagged caption: zh if it holds a CJK ideograph (basic block or extension A), else en."""
-    return "zh" if any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text) else "en"
+    """The language of an untagged caption or label: zh if it holds a CJK ideograph (`_CJK`), else en."""
+    return "zh" if _CJK.search(text) else "en"

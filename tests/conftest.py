@@ -1,4 +1,3 @@
-import contextlib
 import os
 import shutil
 
@@ -35,20 +34,6 @@ FILE_SECONDS = {
 def pytest_collection_modifyitems(config, items):
     """Longest files first (see FILE_SECONDS); the sort is stable, so tests keep their order within a file."""
     items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 1.0))
-
-
-@contextlib.contextmanager
-def home_at(folder):
-    """DCCLIP_HOME set to `folder` inside the block: a test's `.cache/` and `runs/` go under its own folder."""
-    old = os.environ.get("DCCLIP_HOME")
-    os.environ["DCCLIP_HOME"] = str(folder)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("DCCLIP_HOME", None)
-        else:
-            os.environ["DCCLIP_HOME"] = old
 
 
 @pytest.fixture(scope="session")

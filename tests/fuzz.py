@@ -10,9 +10,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from click.testing import CliRunner
 from hypothesis import Phase, event
 from hypothesis import strategies as st
+
+from tests.helpers import invoke
 
 # A failing case is reported as found: shrinking one that got past a check would rerun whole exports for minutes.
 NO_SHRINK = [Phase.explicit, Phase.reuse, Phase.generate]
@@ -111,10 +112,7 @@ def tree_hash(root: Path, skip: Path | None = None) -> dict[str, str]:
     return out
 
 
-def cli(args: list[str]):
-    from compress.cli import main
-
-    return CliRunner().invoke(main, args)
+cli = invoke  # tests/helpers.py: the CLI in process
 
 
 def clean_outcome(res, what: str, ok_allowed: bool = False) -> int:

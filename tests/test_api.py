@@ -11,21 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 from compress import load
-from compress.cli import main
 from compress.errors import UserError
 from compress.home import home
 from mobile_export.bundle.labels import Label, UnknownTokenWarning, as_labels, parse_labels, read_labels
 from mobile_export.bundle.parity import _render, reference_preprocess
+from tests.helpers import invoke
 
 LABELS = ["dog face", "红苹果", {"en": "car", "zh": "汽车"}, "apple", "狗脸", {"zh": "汽车"}, "dog"]
-
-
-def invoke(args: list[str]):
-    return CliRunner().invoke(main, args)
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from compress.atomic import sha256_file
-from compress.cli import main
 from compress.errors import UserError
 from mobile_export.bench.schema import BenchReport
 from mobile_export.bundle.labels import read_labels
 from tests.fuzz import NO_SHRINK
-
-
-def invoke(args: list[str]):
-    return CliRunner().invoke(main, args)
-
-
-def one_line_exit_2(args: list[str]) -> str:
-    res = invoke(args)
-    assert res.exit_code == 2, (res.output, res.exception)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    return lines[0]
+from tests.helpers import invoke, one_line_exit_2
 
 
 @pytest.fixture

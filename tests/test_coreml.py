@@ -14,25 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from compress.cli import main
 from mobile_export.bench.host import delegate_backends
 from mobile_export.lower.targets import get_target, list_targets
+from tests.helpers import invoke, one_line_exit_2
 
 NOT_RUN = "programs not run: this host has no Core ML runtime (macOS/iOS only)"
-
-
-def invoke(args: list[str]):
-    return CliRunner().invoke(main, args)
-
-
-def one_line_exit_2(args: list[str]) -> str:
-    res = invoke(args)
-    assert res.exit_code == 2, (res.output, res.exception)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from compress.cli import main
-from tests.conftest import home_at
+from tests.helpers import home_at
 
 TEACHER = {
     "name": "tiny_teacher", "data": {"limit": 30, "image_size": 32, "train_renders": 2, "unseen_fraction": 0.2},

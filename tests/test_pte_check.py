@@ -14,22 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from compress.cli import main
 from compress.errors import UserError
 from mobile_export.pte_check import check_pte, parse_header
 from mobile_export.runtime import PteModule
+from tests.helpers import one_line_exit_2
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def one_line_exit_2(args: list[str]) -> str:
-    res = CliRunner().invoke(main, args)
-    assert res.exit_code == 2, (res.output, res.exception)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from compress.cli import main
 from compress.recipe import load_recipe
 from compress.search.latency import LatencyTable, Measurer, table_key
-from tests.conftest import home_at
+from tests.helpers import home_at
 from students.spaces import (
     IMAGE_FAMILIES, ImageCandidate, ImageSpace, TextCandidate, sample_image, sample_image_candidates,
 )

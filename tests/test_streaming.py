@@ -24,7 +24,7 @@ from compress.tokenizer import BilingualTokenizer, tokenizer_corpus, train_token
 from compress.train import loop
 from compress.train.align import AlignStage
 from compress.train.data import EpochPlan
-from tests.conftest import home_at
+from tests.helpers import home_at
 
 N = 40
 

@@ -93,20 +93,12 @@ class Model:
 
     def __init__(self, kind: str, source: Path, image_fn: Callable[[torch.Tensor], torch.Tensor],
                  text_fn: Callable[[list[str]], torch.Tensor], tokenizer, image_size: int, logit_scale: float,
-                 templates: Templates, quant: str | None = None, bundle_labels: Callable[[], tuple] | None = None):
+                 templates: Templates, dim: int, quant: str | None = None,
+                 bundle_labels: Callable[[], tuple] | None = None):
         self.kind, self.source, self.quant = kind, source, quant
         self.tokenizer, self.image_size, self.logit_scale = tokenizer, image_size, logit_scale
-        self.templates = templates
+        self.templates, self.dim = templates, dim  # dim: the embedding width
         self._image, self._text, self._bundle_labels = image_fn, text_fn, bundle_labels
-        self._dim: int | None = None
-
-    @property
-    def dim(self) -> int:
-        """The embedding width (one text run the first time)."""
-        if self._dim is None:
-            with torch.no_grad():
-                self._dim = int(self._text(["x"]).shape[-1])
-        return self._dim
 
     def __repr__(self) -> str:
         q = f", {self.quant}" if self.quant else ""
@@ -147,8 +139,7 @@ class Model:
             return np.zeros((0, self.dim), np.float32)
         if lang is None:
             return F.normalize(self._text(items).float(), dim=-1).numpy()
-        if lang not in LANGS:
-            raise UserError(f"encode_text: lang {lang!r} is not one of {', '.join(LANGS)} (or None for plain texts)")
+        _check_lang(lang, "encode_text")
         labels = [Label(**{lang: t}) for t in items]
         return embed_rows(self._text, labels, lang, self._templates(templates)).numpy()
 
@@ -159,10 +150,10 @@ class Model:
             bad = [k for k in templates if k not in LANGS]
             if bad:
                 raise UserError(f"templates: {bad[0]!r} is not a language; use {', '.join(LANGS)}")
-            for ts in templates.values():
-                with_templates(self.templates, [ts] if isinstance(ts, str) else list(ts))  # checks each template
-            return {la: ([templates[la]] if isinstance(templates.get(la), str) else list(templates.get(la) or []))
-                    or list(self.templates[la]) for la in LANGS}
+            given = {la: [ts] if isinstance(ts, str) else list(ts) for la, ts in templates.items()}
+            for ts in given.values():
+                with_templates(self.templates, ts)  # checks each template (one line on a bad one)
+            return {la: given.get(la) or list(self.templates[la]) for la in LANGS}
         return with_templates(self.templates, [templates] if isinstance(templates, str) else list(templates))
 
     def label_embeddings(self, labels: Sequence[Any], templates: Templates | Sequence[str] | None = None,
@@ -174,8 +165,7 @@ class Model:
         elif isinstance(labels, (Mapping, Label)):
             labels = [labels]
         labels = as_labels(labels)
-        if lang is not None and lang not in LANGS:
-            raise UserError(f"classify: lang {lang!r} is not one of {', '.join(LANGS)} (or None for both)")
+        _check_lang(lang, "classify")
         for line in unknown_warnings(self.tokenizer, labels):
             warnings.warn(line, UnknownTokenWarning, stacklevel=3)
         ts = self._templates(templates)
@@ -192,8 +182,7 @@ class Model:
         None: a bundle's own label set, with its precomputed embeddings). Scores are softmax(logit_scale x cosine)."""
         if top_k < 1:
             raise UserError(f"classify: top_k {top_k} must be at least 1")
-        if lang is not None and lang not in LANGS:
-            raise UserError(f"classify: lang {lang!r} is not one of {', '.join(LANGS)} (or None for both)")
+        _check_lang(lang, "classify")
         if not (images if isinstance(images, (list, tuple)) else [images]):
             return []
         if labels is None:
@@ -212,6 +201,11 @@ class Model:
             order = torch.sort(cos[i], descending=True, stable=True).indices[:k]
             out.append([Prediction(label_set[j], float(probs[i, j]), float(cos[i, j])) for j in order.tolist()])
         return out
+
+
+def _check_lang(lang: str | None, what: str) -> None:
+    if lang is not None and lang not in LANGS:
+        raise UserError(f"{what}: lang {lang!r} is not one of {', '.join(LANGS)} (or None)")
 
 
 def _normalise(rows: np.ndarray) -> np.ndarray:
@@ -243,46 +237,37 @@ def _eager(ref) -> Model:
     model, tokenizer, _ = load_checkpoint(ref.checkpoint)
     model.eval()
     return Model(ref.kind, ref.path, model.image, lambda texts: model.text(tokenizer(texts)), tokenizer,
-                 model.spec.image_size, float(model.logit_scale.detach().exp()), trained_templates(ref))
+                 model.spec.image_size, float(model.logit_scale.detach().exp()), trained_templates(ref),
+                 model.spec.embed_dim)
 
 
 def _bundle(folder: Path, quant: str | None) -> Model:
-    from compress.tokenizer import BilingualTokenizer
+    from compress.pipeline.compare import open_bundle
+    from compress.readers import read_bytes
     from mobile_export.runtime import PteModule
 
-    path, what, fix = folder / "bundle.json", "export bundle file", "re-export the bundle with `dcclip-compress export`"
-    bundle = read_json(path, what, fix)
-    files = field(bundle, "files", dict, path, what, fix)
-    quant = quant or ("int8" if "int8" in files else "fp32" if "fp32" in files else next(iter(files), None))
-    if quant not in files:
-        raise UserError(f"load: {str(folder)!r} holds no {quant} programs; it has: {', '.join(files) or 'none'}")
-    towers = field(files, quant, dict, path, what, fix)
-    if not (isinstance(towers.get("image"), str) and isinstance(towers.get("text"), str)):
-        raise UserError(f"{what} {str(path)!r}: files.{quant} must name an image and a text .pte; {fix}")
-    runs_here = _runs_on_host(bundle)
-    if not runs_here:
-        raise UserError(f"load: {str(folder)!r} is a {bundle.get('target')} bundle; its programs cannot run on this "
+    b = open_bundle(folder, quant)
+    what, fix = "export bundle file", "re-export the bundle with `dcclip-compress export`"
+    if not _runs_on_host(b.bundle):
+        raise UserError(f"load: {str(folder)!r} is a {b.bundle.get('target')} bundle; its programs cannot run on this "
                         "host (load the run or checkpoint it came from instead)")
-    context = field(bundle, "context_length", int, path, what, fix)
-    tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", context)
-    image, text = PteModule(folder / towers["image"]), PteModule(folder / towers["text"])
-    templates = bundle.get("templates") or {la: [t] for la, t in (bundle.get("prompt_templates") or {}).items()}
+    image, text = PteModule(b.files["image"]), PteModule(b.files["text"])
+    templates = b.bundle.get("templates") or {la: [t] for la, t in (b.bundle.get("prompt_templates") or {}).items()}
     templates = templates or data_templates("emoji")
+    encode_text = lambda texts: text(b.tokenizer(texts))  # noqa: E731
 
     def bundle_labels() -> tuple[list[Label], np.ndarray]:
-        from compress.readers import read_bytes
-
         lpath = folder / "labels.json"
         doc = read_json(lpath, "label file", fix)
-        entry = (field(doc, "embeddings", dict, lpath, "label file", fix, default={}) or {}).get(quant)
+        entry = (field(doc, "embeddings", dict, lpath, "label file", fix, default={}) or {}).get(b.quant)
         labels = as_labels(field(doc, "labels", list, lpath, "label file", fix))
         if entry is None:  # no precomputed rows for these programs: embed now
             with torch.no_grad():
                 ts = doc.get("templates") or templates
-                return labels, torch.stack([embed_rows(model._text, labels, la, ts) for la in LANGS]).numpy()
+                return labels, torch.stack([embed_rows(encode_text, labels, la, ts) for la in LANGS]).numpy()
         name = field(entry, "file", str, lpath, "label file", fix)
         if "/" in name or name in (".", ".."):
-            raise UserError(f"label file {str(lpath)!r}: embeddings.{quant}.file must name a file in the bundle; {fix}")
+            raise UserError(f"label file {str(lpath)!r}: embeddings.{b.quant}.file must name a file in the bundle; {fix}")
         raw = read_bytes(folder / name, "label embeddings", fix)
         dim = len(raw) // 4 // max(len(labels) * len(LANGS), 1)
         if dim < 1 or len(raw) != 4 * len(LANGS) * len(labels) * dim:
@@ -290,10 +275,10 @@ def _bundle(folder: Path, quant: str | None) -> Model:
                             f"{len(labels)} float32 rows; {fix}")
         return labels, np.frombuffer(raw, dtype="<f4").reshape(len(LANGS), len(labels), dim)
 
-    model = Model("bundle", folder, lambda x: image(x), lambda texts: text(tokenizer(texts)), tokenizer,
-                  field(bundle, "image_size", int, path, what, fix), float(bundle.get("logit_scale", 100.0)),
-                  templates, quant=quant, bundle_labels=bundle_labels)
-    return model
+    return Model("bundle", b.folder, lambda x: image(x), encode_text, b.tokenizer, b.image_size,
+                 float(b.bundle.get("logit_scale", 100.0)), templates,
+                 field(b.bundle, "embed_dim", int, folder / "bundle.json", what, fix), quant=b.quant,
+                 bundle_labels=bundle_labels)
 
 
 def _runs_on_host(bundle: dict) -> bool:

@@ -72,10 +72,25 @@ def run_teacher_encoders(run: Path) -> Encoders:
     return teacher_encoders(teacher)
 
 
-def pte_bundle_encoders(path: Path) -> Encoders:
-    from compress.pipeline.evaluate import pte_encoders
+@dataclass
+class OpenBundle:
+    """An export bundle's programs of one precision, checked: what eval and the Python API run."""
+
+    folder: Path
+    bundle: dict
+    quant: str
+    files: dict[str, Path]  # tower -> .pte
+    tokenizer: object
+    image_size: int
+    params: int
+
+
+def open_bundle(path: Path, quant: str | None = None) -> OpenBundle:
+    """An export folder (or one of its .pte: that precision) -> its checked bundle.json, programs and tokenizer.
+    `quant`: int8 when the bundle has it, else fp32 (else its first)."""
     from compress.tokenizer import BilingualTokenizer
 
+    path = Path(path)
     folder = path.parent if path.suffix == ".pte" else path
     if path.suffix == ".pte" and not path.is_file():
         raise UserError(f"{str(path)!r} not found; pass an exported .pte or its export folder")
@@ -85,15 +100,16 @@ def pte_bundle_encoders(path: Path) -> Encoders:
     what, fix = "export bundle file", "re-export the bundle with `dcclip-compress export`"
     bundle = read_json(bundle_path, what, fix)
     programs = field(bundle, "files", dict, bundle_path, what, fix)
-    quant = path.stem.split("_")[-1] if path.suffix == ".pte" else ("int8" if "int8" in programs else "fp32")
+    if path.suffix == ".pte":
+        quant = path.stem.split("_")[-1]
+    quant = quant or ("int8" if "int8" in programs else "fp32" if "fp32" in programs else next(iter(programs), "fp32"))
     if quant not in programs:
         raise UserError(f"{str(folder)!r} holds no {quant} export; available: {', '.join(map(str, programs))}")
     towers = field(programs, quant, dict, bundle_path, what, fix)
-    if not towers or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
-                             for n in towers.values()):
-        raise UserError(f"export bundle file {str(bundle_path)!r}: files.{quant} must name .pte files in its folder; "
-                        f"{fix}")
-    files = {t: folder / name for t, name in towers.items()}
+    if set(towers) < {"image", "text"} or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+                                                  for n in towers.values()):
+        raise UserError(f"export bundle file {str(bundle_path)!r}: files.{quant} must name an image and a text .pte "
+                        f"in its folder; {fix}")
     context = field(bundle, "context_length", int, bundle_path, what, fix)
     size = field(bundle, "image_size", int, bundle_path, what, fix)
     params = field(bundle, "params", int, bundle_path, what, fix, default=0)
@@ -101,7 +117,14 @@ def pte_bundle_encoders(path: Path) -> Encoders:
         raise UserError(f"export bundle file {str(bundle_path)!r}: context_length {context} or image_size {size} is "
                         f"out of range; {fix}")
     tokenizer = BilingualTokenizer.load(folder / "tokenizer.json", context)
-    return pte_encoders(f"{folder.name}:{quant}", files, tokenizer, params=params, image_size=size)
+    return OpenBundle(folder, bundle, quant, {t: folder / name for t, name in towers.items()}, tokenizer, size, params)
+
+
+def pte_bundle_encoders(path: Path) -> Encoders:
+    from compress.pipeline.evaluate import pte_encoders
+
+    b = open_bundle(path)
+    return pte_encoders(f"{b.folder.name}:{b.quant}", b.files, b.tokenizer, params=b.params, image_size=b.image_size)
 
 
 def split_label(arg: str) -> tuple[str, str]:

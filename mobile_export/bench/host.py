@@ -14,7 +14,7 @@ from typing import Any
 
 from compress.atomic import sha256_file
 from compress.errors import UserError
-from compress.readers import read_json
+from compress.readers import read_bytes, read_json
 from mobile_export.bench.schema import (
     BenchRun,
     BenchSettings,
@@ -136,7 +136,7 @@ def delegate_backends(path: Path) -> set[str]:
     from executorch.exir._serialize._program import deserialize_pte_binary
 
     try:
-        program = deserialize_pte_binary(path.read_bytes()).program
+        program = deserialize_pte_binary(read_bytes(path, "program", "")).program
         return {d.id for plan in program.execution_plan for d in plan.delegates}
     except Exception:  # noqa: BLE001 - a damaged flatbuffer fails in many ways; check_pte vetted the header
         return set()
@@ -147,7 +147,7 @@ def check_runs_here(path: Path) -> None:
     an NPU), or it delegates to a backend this runtime was not built with."""
     from executorch.extension.pybindings import portable_lib
 
-    from mobile_export.runtime import _runtime
+    from mobile_export.runtime import _runtime, runtime_stderr
 
     manifest = path.parent / MANIFEST
     if manifest.is_file():
@@ -158,8 +158,10 @@ def check_runs_here(path: Path) -> None:
         if target is not None and listed and not target.runs_on_host:
             raise UserError(f"bench: {str(path)!r} is a {target.name} program; programs not run: "
                             f"{target.not_run_here()}")
-    _runtime()
-    missing = delegate_backends(path) - set(portable_lib._get_registered_backend_names())
+    with runtime_stderr():  # the runtime's first start in a process prints its CPU probe: kept off the terminal
+        _runtime()
+        registered = set(portable_lib._get_registered_backend_names())
+    missing = delegate_backends(path) - registered
     if missing:
         raise UserError(f"bench: {str(path)!r} delegates to {', '.join(sorted(missing))}, which this host's ExecuTorch "
                         "runtime does not have; time it on a device whose runtime does")

@@ -23,13 +23,6 @@ from compress.prompts import EMOJI_TEMPLATES, LANGS, Templates, caption_lang
 from compress.readers import parse_json, read_text
 
 
-def name_lang(name: str) -> str:
-    """zh when a label name holds a CJK ideograph of any block (the rare extensions B-G too), else en."""
-    if caption_lang(name) == "zh":
-        return "zh"
-    return "zh" if any(0x20000 <= ord(c) <= 0x3134F or 0xF900 <= ord(c) <= 0xFAFF for c in name) else "en"
-
-
 class UnknownTokenWarning(UserWarning):
     """A label holds characters the model's tokenizer maps to [UNK]: the model cannot read them."""
 
@@ -69,7 +62,7 @@ def as_label(item: str | Mapping[str, Any] | Label) -> Label:
         name = " ".join(item.split())
         if not name:
             raise UserError("labels: an empty label; give each label a name in en or zh")
-        return Label(**{name_lang(name): name})
+        return Label(**{caption_lang(name): name})
     if isinstance(item, Mapping):
         names = {lang: " ".join(str(item[lang]).split()) for lang in LANGS if item.get(lang) is not None}
         names = {lang: n for lang, n in names.items() if n}
@@ -157,7 +150,7 @@ def read_labels(path: str | Path) -> list[Label]:
                                 f"{len(header)}")
             rows.append((number, dict(zip(header, cells))))
     elif suffix == ".txt":
-        rows = [(n, {name_lang(line): line}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        rows = [(n, {caption_lang(line): line}) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     else:
         raise UserError(f"labels: {str(path)!r} has an unknown extension {suffix or '(none)'!r}; pass {LABELS_HELP}")
     return _check_rows(rows, path)

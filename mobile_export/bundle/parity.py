@@ -128,7 +128,8 @@ def _bundle_meta(bundle_dir: Path) -> dict:
     return read_json(meta_path, "export bundle file", "re-export the bundle")
 
 
-def build_parity(bundle_dir: Path, encode_image, encode_text, label_limit: int | None = 256, quant: str = "") -> Path:
+def build_parity(bundle_dir: Path, encode_image, encode_text, label_limit: int | None = 256, quant: str = "",
+                 computed_with: str | None = None) -> Path:
     """`write_parity` with the two towers given as callables (batch in, embeddings out): the `.pte` modules there, the
     eager towers in tests that must not spend time lowering."""
     from PIL import Image
@@ -167,6 +168,7 @@ def build_parity(bundle_dir: Path, encode_image, encode_text, label_limit: int |
         "image_embeddings": {"file": _f32(tmp / "image_embeddings.f32", image_emb), "shape": list(image_emb.shape)},
         "text_embeddings": {"file": _f32(tmp / "text_embeddings.f32", text_emb), "shape": list(text_emb.shape)},
         "dim": int(image_emb.shape[-1]), "langs": labels, "top_k": TOP_K, "top": top, "label_templates": LABEL_TEMPLATE,
+        **({"computed_with": computed_with} if computed_with else {}),
     })
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

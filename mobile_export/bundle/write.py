@@ -27,7 +27,6 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from compress.atomic import atomic_path, sha256_file, write_json
-from compress.readers import read_json
 from compress.prompts import EMOJI_TEMPLATES, LANGS, Templates
 from mobile_export.bundle.labels import Label, embed_labels, emoji_labels, label_prompts
 from mobile_export.lower.targets import get_target
@@ -58,15 +57,16 @@ def first_templates(templates: Templates) -> dict[str, str]:
 
 
 def write_bundle(folder: Path, model, tokenizer, target: str, files: dict[str, dict[str, str]],
-                 templates: Templates | None = None) -> Path:
-    """export folder = .pte files + tokenizer.json + bundle.json (input layout, metadata, prompts, file names)."""
+                 templates: Templates | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """export folder = .pte files + tokenizer.json + bundle.json (input layout, metadata, prompts, file names; `extra`:
+    what a target adds, e.g. where its programs run)."""
     templates = templates or EMOJI_TEMPLATES
     tokenizer.save(folder / "tokenizer.json")
     write_json(folder / "bundle.json", {
         **pte_metadata(model, tokenizer), "params": model.tower_params(), "target": target,
         "input": "image: float32 RGB in [0,1], NCHW (1,3,H,W); normalisation is inside the model",
         "text_input": "int64 token ids (1, context_length), tokenizer.json, padded with pad_id",
-        "prompt_templates": first_templates(templates), "templates": templates, "files": files,
+        "prompt_templates": first_templates(templates), "templates": templates, "files": files, **(extra or {}),
     })
     return folder / "bundle.json"
 
@@ -256,12 +256,10 @@ def _write_npu_bundle(folder: Path, model, tokenizer, target: str, files: dict[s
     t = get_target(target)
     templates = templates or EMOJI_TEMPLATES
     (folder / MANIFEST).unlink(missing_ok=True)  # stale hashes of a previous bundle must not vet the new files
-    write_bundle(folder, model, tokenizer, target, files, templates)
     precision = {quant: t.precision(quant) for quant in files if t.precision(quant)}
-    if precision or t.runtime:
-        doc = read_json(folder / "bundle.json", "export bundle file", "re-export the bundle")  # just written
-        write_json(folder / "bundle.json", {**doc, "runs_on": t.runtime or target, **({"precision": precision}
-                                                                                       if precision else {})})
+    extra = {"runs_on": t.runtime or target, **({"precision": precision} if precision else {})} \
+        if precision or t.runtime else None
+    write_bundle(folder, model, tokenizer, target, files, templates, extra)
     write_json(folder / "preprocess.json", preprocess_spec(model, tokenizer, templates))
     yield f"preprocess: {folder / 'preprocess.json'}"
 
@@ -278,14 +276,11 @@ def _write_npu_bundle(folder: Path, model, tokenizer, target: str, files: dict[s
     was_training = model.training
     model.eval()
     try:
-        build_parity(folder, model.image, model.text, quant="eager-fp32")
+        parity = build_parity(folder, model.image, model.text, quant="eager-fp32", computed_with=(
+            f"the eager fp32 PyTorch towers ({t.not_run_here()}): preprocessed tensors and token ids are exact; "
+            "embeddings and top-5 are references that the device's programs match within their precision")) / "parity.json"
     finally:
         model.train(was_training)
-    parity = folder / "parity" / "parity.json"
-    doc = read_json(parity, "parity file", "re-export the bundle")  # just written
-    write_json(parity, {**doc, "computed_with": (
-        f"the eager fp32 PyTorch towers ({t.not_run_here()}): preprocessed tensors and token ids are exact; "
-        "embeddings and top-5 are references that the device's programs match within their precision")})
     yield f"parity: {parity.parent} (eager fp32 reference; {t.not_run_here()})"
 
     manifest = _write_npu_manifest(folder, model_info(model), target, files, estimates)

@@ -225,23 +225,29 @@ public final class WordPieceTokenizer {
         int mark = out.size();
         int start = 0;
         while (start < word.length()) {
-            int end = word.length();
-            Integer id = null;
-            while (start < end) {
-                String sub = word.substring(start, end);
-                if (start > 0) sub = prefix + sub;
-                id = vocab.get(sub);
-                if (id != null) break;
-                end = word.offsetByCodePoints(end, -1);
-            }
-            if (id == null) {
+            int end = longestPiece(word, start);
+            if (end < 0) {
                 while (out.size() > mark) out.remove(out.size() - 1);
                 out.add(unkId);
                 return;
             }
-            out.add(id);
+            out.add(vocab.get(piece(word, start, end)));
             start = end;
         }
+    }
+
+    /** The end of the longest vocabulary piece starting at {@code start} of {@code word} (with the continuation
+     * prefix after the first piece), or -1 when none starts there: WordPiece's greedy step. */
+    private int longestPiece(String word, int start) {
+        for (int end = word.length(); start < end; end = word.offsetByCodePoints(end, -1)) {
+            if (vocab.containsKey(piece(word, start, end))) return end;
+        }
+        return -1;
+    }
+
+    private String piece(String word, int start, int end) {
+        String sub = word.substring(start, end);
+        return start > 0 ? prefix + sub : sub;
     }
 
     /** Ids before truncation and padding. */
@@ -273,16 +279,8 @@ public final class WordPieceTokenizer {
             }
             int start = 0;
             while (start < word.length()) {  // the same greedy longest match as wordPiece
-                int end = word.length();
-                Integer id = null;
-                while (start < end) {
-                    String sub = word.substring(start, end);
-                    if (start > 0) sub = prefix + sub;
-                    id = vocab.get(sub);
-                    if (id != null) break;
-                    end = word.offsetByCodePoints(end, -1);
-                }
-                if (id == null) {  // stuck here: this character is the culprit; look on after it
+                int end = longestPiece(word, start);
+                if (end < 0) {  // stuck here: this character is the culprit; look on after it
                     int next = word.offsetByCodePoints(start, 1);
                     out.add(word.substring(start, next));
                     start = next;

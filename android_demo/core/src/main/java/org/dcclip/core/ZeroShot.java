@@ -35,13 +35,14 @@ public final class ZeroShot {
     }
 
     /**
-     * The language of a typed label: zh when it holds a CJK ideograph (the basic block or extension A), else en, as
-     * compress/prompts.py caption_lang decides for a label given in one language.
+     * The language of a typed label: zh when it holds a CJK ideograph of any block (basic, extension A, the
+     * supplementary planes' B to G, compatibility), else en, as compress/prompts.py caption_lang decides.
      */
     public static String language(String label) {
         for (int k = 0; k < label.length(); ) {
             int c = label.codePointAt(k);
-            if ((c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF)) return "zh";
+            if ((c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x3134F)
+                    || (c >= 0xF900 && c <= 0xFAFF)) return "zh";
             k += Character.charCount(c);
         }
         return "en";
