@@ -35,7 +35,10 @@ class ImageTower(nn.Module):
         if backbone is None:
             backbone = timm.create_model(timm_name, pretrained=False, num_classes=0, **kwargs)
         self.backbone = backbone
-        self.proj = nn.Linear(self.backbone.num_features, embed_dim, bias=False)
+        # head_hidden_size: what forward() returns when a head conv follows the last stage (MobileNetV4); timm sets it
+        # to num_features for the rest.
+        width = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.proj = nn.Linear(width, embed_dim, bias=False)
         self.image_size = image_size
         self.embed_dim = embed_dim
         self.timm_name = timm_name

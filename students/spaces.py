@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-IMAGE_FAMILIES = ("vit", "mobilevit", "mobilevitv2", "fastvit")
+IMAGE_FAMILIES = ("vit", "mobilevit", "mobilevitv2", "fastvit", "mobilenetv4")
 
 # Keys each family's spec must carry (and nothing else): a spec from a recipe or a checkpoint is checked against these.
 _IMAGE_KEYS: dict[str, tuple[str, ...]] = {
@@ -24,6 +24,7 @@ _IMAGE_KEYS: dict[str, tuple[str, ...]] = {
     "mobilevit": ("stem", "channels", "ir_depth", "transformer_dims", "transformer_depths", "expansion", "num_features"),
     "mobilevitv2": ("multiplier", "ir_depth", "transformer_depths", "expansion"),
     "fastvit": ("layers", "embed_dims", "mlp_ratio", "last_mixer"),
+    "mobilenetv4": ("multiplier", "ir_repeats", "expansion", "num_features"),
 }
 _TEXT_KEYS = ("width", "layers", "heads", "mlp_ratio")
 
@@ -60,6 +61,7 @@ class ImageCandidate:
             "mobilevit": lambda: f"c{a['channels'][-1]}_t{a['transformer_dims'][-1]}_d{sum(a['transformer_depths'])}_e{a['expansion']:g}",
             "mobilevitv2": lambda: f"x{a['multiplier']:g}_d{sum(a['transformer_depths'])}_e{a['expansion']:g}",
             "fastvit": lambda: f"w{a['embed_dims'][0]}_l{sum(a['layers'])}_m{a['mlp_ratio']:g}_{a['last_mixer'][:3]}",
+            "mobilenetv4": lambda: f"x{a['multiplier']:g}_d{sum(a['ir_repeats'])}_e{a['expansion']:g}_f{a['num_features']}",
         }[self.family]()
         return f"{self.family}_{short}_r{self.image_size}"
 
@@ -159,6 +161,29 @@ def _mobilevitv2_cfg(a: dict[str, Any]):
     )
 
 
+def _mobilenetv4_conv(a: dict[str, Any]) -> nn.Module:
+    """MobileNetV4-Conv-Small's layout (timm's own arch-def strings and builder) with a width multiplier, the IR
+    repeats of stages 2 and 3, the IR expansion and the head width as knobs. Plain conv + BN + ReLU: every op has an
+    int8 XNNPACK kernel, which is why it is here (the MobileViT families keep LayerNorm / softmax in fp32)."""
+    from functools import partial
+
+    from timm.models._efficientnet_builder import decode_arch_def, round_channels
+    from timm.models.mobilenetv3 import MobileNetV3
+
+    m, e = float(a["multiplier"]), a["expansion"]
+    r2, r3 = a["ir_repeats"]
+    arch_def = [
+        ["cn_r1_k3_s2_e1_c32", "cn_r1_k1_s1_e1_c32"],
+        ["cn_r1_k3_s2_e1_c96", "cn_r1_k1_s1_e1_c64"],
+        ["uir_r1_a5_k5_s2_e3_c96", f"uir_r{r2}_a0_k3_s1_e{e:g}_c96", "uir_r1_a3_k0_s1_e4_c96"],
+        ["uir_r1_a3_k3_s2_e6_c128", "uir_r1_a5_k5_s1_e4_c128", f"uir_r{r3}_a0_k5_s1_e{e:g}_c128"],
+        ["cn_r1_k1_s1_c960"],
+    ]
+    return MobileNetV3(block_args=decode_arch_def(arch_def), num_classes=0, head_bias=False, head_norm=True,
+                       num_features=int(a["num_features"]), stem_size=32, fix_stem=m < 1.0,
+                       round_chs_fn=partial(round_channels, multiplier=m), act_layer=nn.ReLU)
+
+
 def build_image_backbone(spec: dict[str, Any], image_size: int) -> nn.Module:
     """A timm backbone (num_classes=0: pooled features out) for a checked image spec."""
     import timm
@@ -174,6 +199,8 @@ def build_image_backbone(spec: dict[str, Any], image_size: int) -> nn.Module:
         return ByobNet(cfg=_mobilevit_cfg(a), num_classes=0)
     if family == "mobilevitv2":
         return ByobNet(cfg=_mobilevitv2_cfg(a), num_classes=0)
+    if family == "mobilenetv4":
+        return _mobilenetv4_conv(a)
     mixers = ("repmixer",) * 3 + (a["last_mixer"],)
     return timm.create_model("fastvit_t8", pretrained=False, num_classes=0, layers=tuple(a["layers"]),
                              embed_dims=tuple(a["embed_dims"]), mlp_ratios=(float(a["mlp_ratio"]),) * 4,
@@ -226,6 +253,11 @@ def sample_image(family: str, image_size: int, rng: random.Random) -> ImageCandi
         arch = dict(layers=list(pick([(1, 1, 2, 1), (2, 2, 4, 2), (1, 2, 3, 1), (2, 2, 6, 2)])),
                     embed_dims=[base, base * 2, base * 4, base * 8], mlp_ratio=float(pick([2, 3])),
                     last_mixer=pick(["repmixer", "attention"]))
+    elif family == "mobilenetv4":
+        # Wider than timm's conv-small (x1.0): its int8 program is ~3x faster than MobileViT's per MAC, so a budget
+        # set by a MobileViT affords 1.5-2.5x the width.
+        arch = dict(multiplier=pick([0.75, 1.0, 1.5, 2.0, 2.5]), ir_repeats=list(pick([(2, 2), (4, 2), (4, 3), (6, 4)])),
+                    expansion=float(pick([2, 3, 4])), num_features=pick([256, 512, 1024]))
     else:
         raise ValueError(f"unknown image family {family!r}; one of {', '.join(IMAGE_FAMILIES)}")
     return ImageCandidate(family, image_size, arch)
