@@ -337,7 +337,7 @@ def targets() -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))  # load_recipe says what is wrong with it, in one line
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
-              help="Override a recipe value (YAML-parsed), e.g. --set search.budget_ms.image=3. Repeatable.")
+              help="Override a recipe value (YAML-parsed), e.g. --set search.budget.image.factor=1.2. Repeatable.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Search folder (default: runs/<recipe name>/search).")
 @user_errors

@@ -34,8 +34,12 @@ def _path(loc: Sequence[Any]) -> str:
     return ".".join(str(p) if plain(p) else _show(p) for p in loc)
 
 
+_UNION_TAGS = ("ms", "relative")  # search.budget.<tower>'s tagged union (schema.TowerBudget): not keys a user wrote
+
+
 def _format_error(err: ValidationError) -> str:
-    e = err.errors()[0]
+    e = dict(err.errors()[0])
+    e["loc"] = tuple(p for i, p in enumerate(e["loc"]) if not (p in _UNION_TAGS and i >= 1 and e["loc"][i - 2:i - 1] == ("budget",)))
     loc = _path(e["loc"]) or "recipe"
     bad = e.get("input")
     if e["type"] == "extra_forbidden":
@@ -60,10 +64,24 @@ def _format_error(err: ValidationError) -> str:
 def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | None:
     for part in loc:
         field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        found = None if field is None else _section_type(field.annotation)
+        if found is None:
             return None
-        model = field.annotation
+        model = found
     return model
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, also inside Optional / a union / Annotated (search.budget.image: ms or a mapping)."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_type(arg)
+        if found is not None:
+            return found
+    return None
 
 
 class _DuplicateKey(yaml.constructor.ConstructorError):

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from compress.errors import did_you_mean
 from students.registry import IMAGE_ARCHS, TEXT_ARCHS
@@ -409,15 +409,51 @@ class EvalConfig(Strict):
     batch_size: int = Field(256, ge=1, le=65_536)
 
 
-class SearchBudget(Strict):
-    """Latency budget per tower, int8 .pte median ms on `search.device`; a tower with no budget is not searched."""
+class RelativeBudget(Strict):
+    """`factor` x the reference tower's int8 .pte latency, the reference timed in the same sitting as each candidate:
+    the same answer on a busy laptop, an idle CI box or a phone."""
 
-    image: float | None = Field(None, gt=0, le=1e5)
-    text: float | None = Field(None, gt=0, le=1e5)
+    reference: str | dict[str, Any]  # a registered student (mobilevit_xxs, text_tiny) or a searched spec
+    factor: float = Field(1.0, gt=0, le=1000)
+    image_size: int | None = Field(None, ge=16, le=1024)  # the reference's input; default data.image_size
+    context_length: int | None = Field(None, ge=4, le=512)  # a text reference's; default students.text.context_length
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, v: str | dict) -> str | dict:
+        if isinstance(v, dict):
+            from students.spaces import check_image_spec, check_text_spec
+
+            (check_text_spec if v.get("family") == "text" else check_image_spec)(v)
+        elif v not in _all_arch_names():
+            raise ValueError(f"reference {v!r} is not a registered student; {did_you_mean(v, _all_arch_names())}")
+        return v
+
+
+def _all_arch_names() -> dict[str, Any]:
+    return {**IMAGE_ARCHS, **TEXT_ARCHS}
+
+
+def _budget_kind(v: Any) -> str:
+    return "relative" if isinstance(v, (dict, RelativeBudget)) else "ms"
+
+
+# A number is ms; a mapping is {reference, factor}: a tagged union, so an error names the one form that was meant.
+TowerBudget = Annotated[Annotated[Annotated[float, Field(gt=0, le=1e5)], Tag("ms")]
+                        | Annotated[RelativeBudget, Tag("relative")], Discriminator(_budget_kind)]
+
+
+class SearchBudget(Strict):
+    """Per tower: int8 .pte median ms on `search.device`, or {reference, factor}; a tower with no budget is not
+    searched."""
+
+    image: TowerBudget | None = None
+    text: TowerBudget | None = None
 
 
 class SearchImageSpace(Strict):
-    families: list[Literal["vit", "mobilevit", "mobilevitv2", "fastvit"]] = ["vit", "mobilevit", "mobilevitv2", "fastvit"]
+    families: list[Literal["vit", "mobilevit", "mobilevitv2", "fastvit", "mobilenetv4"]] = [
+        "vit", "mobilevit", "mobilevitv2", "fastvit", "mobilenetv4"]
     image_sizes: list[Annotated[int, Field(strict=True, ge=32, le=512)]] = Field([64], min_length=1, max_length=8)
 
     @field_validator("families")
@@ -468,18 +504,33 @@ _SERIAL = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 class SearchConfig(Strict):
-    budget_ms: SearchBudget = SearchBudget()
+    budget: SearchBudget = SearchBudget()
+    # The tower every measurement is timed against, when a tower's budget is in ms (a relative budget names its own).
+    reference: dict[Literal["image", "text"], str] = {"image": "mobilevit_xxs", "text": "text_tiny"}
+    parallel: bool = True  # measure in a separate process on one core while proxy training runs on the others
     device: str = "host"  # host, adb, or adb:SERIAL
     threads: int = Field(1, ge=1, le=256)  # XNNPACK threads (host); part of the latency table key
     quant: list[Literal["int8", "fp32"]] = ["int8", "fp32"]  # what is lowered and timed; the budget is on int8
-    latency_runs: int = Field(10, ge=1, le=100_000)
+    latency_runs: int = Field(50, ge=1, le=100_000)  # timed calls per candidate and quant, and as many of the reference
+    latency_rounds: int = Field(5, ge=1, le=1000)  # alternating reference / candidate blocks they are split into
     seed_measurements: int = Field(2, ge=1, le=100)  # per family, before the predictor prunes
     max_measurements: int = Field(24, ge=1, le=10_000)  # per tower: lowerings (table misses and hits) at most
-    predictor_margin: float = Field(0.25, ge=0, le=10)  # prune when predicted > budget * (1 + margin)
+    # The predictor prunes when predicted > budget * (1 + band): band = its largest error so far, at least this.
+    predictor_margin: float = Field(0.25, ge=0, le=10)
     space: SearchSpace = SearchSpace()
     trials: SearchTrials = SearchTrials()
     proxy: SearchProxy = SearchProxy()
     seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_alias(cls, data: Any) -> Any:
+        """`budget_ms` is the older name of `budget` (recipes from before relative budgets)."""
+        if isinstance(data, dict) and "budget_ms" in data:
+            if "budget" in data:
+                raise ValueError("search: budget_ms is the older name of budget; keep one of them")
+            data = {("budget" if k == "budget_ms" else k): v for k, v in data.items()}
+        return data
 
     @field_validator("quant")
     @classmethod
@@ -538,9 +589,10 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _search_budget(self) -> "Recipe":
         for tower in ("image", "text"):
-            if getattr(self.students, tower).arch == "search" and getattr(self.search.budget_ms, tower) is None:
-                raise ValueError(f"search.budget_ms.{tower}: students.{tower}.arch is 'search'; give a latency budget "
-                                 f"in ms, e.g. search: {{budget_ms: {{{tower}: 5.0}}}}")
+            if getattr(self.students, tower).arch == "search" and getattr(self.search.budget, tower) is None:
+                raise ValueError(f"search.budget.{tower}: students.{tower}.arch is 'search'; give a latency budget, "
+                                 f"e.g. search: {{budget: {{{tower}: {{reference: mobilevit_xxs, factor: 1.0}}}}}} "
+                                 "or a number of ms")
         return self
 
     def fingerprint(self) -> str:

@@ -16,15 +16,16 @@ from students.spaces import ImageCandidate
 
 
 def pareto_front(rows: list[Row]) -> list[Row]:
-    """Trained rows no other trained row beats on both int8 latency (lower) and mean proxy top-1 (higher)."""
-    pts = [r for r in rows if r.proxy_top1 is not None and r.int8_ms is not None]
+    """Trained rows no other trained row beats on both int8 latency (lower, in reference units) and mean proxy top-1
+    (higher)."""
+    pts = [r for r in rows if r.proxy_top1 is not None and r.int8 is not None]
     front = []
     for r in pts:
-        dominated = any(o is not r and o.int8_ms <= r.int8_ms and mean_top1(o.proxy_top1) >= mean_top1(r.proxy_top1)
-                        and (o.int8_ms < r.int8_ms or mean_top1(o.proxy_top1) > mean_top1(r.proxy_top1)) for o in pts)
+        dominated = any(o is not r and o.int8_ratio <= r.int8_ratio and mean_top1(o.proxy_top1) >= mean_top1(r.proxy_top1)
+                        and (o.int8_ratio < r.int8_ratio or mean_top1(o.proxy_top1) > mean_top1(r.proxy_top1)) for o in pts)
         if not dominated:
             front.append(r)
-    return sorted(front, key=lambda r: r.int8_ms)
+    return sorted(front, key=lambda r: r.int8_ratio)
 
 
 def best_recipe(recipe: Recipe, results: dict[str, TowerResult]) -> Recipe:
@@ -46,24 +47,53 @@ def best_recipe(recipe: Recipe, results: dict[str, TowerResult]) -> Recipe:
 
 
 def _md(results: dict[str, TowerResult]) -> str:
-    lines = ["# Architecture search: latency vs proxy accuracy", ""]
+    lines = ["# Architecture search: latency vs proxy accuracy", "",
+             "Latency is in reference units: the candidate's int8 `.pte` median over the reference's, the two timed in "
+             "alternating rounds in the same sitting (ms are this machine's, for scale). The int8 speed-up is fp32 / "
+             "int8 in those units.", ""]
+    f = lambda x, s="{:.2f}": "" if x is None else s.format(x)  # noqa: E731
     for tower, res in results.items():
         front = {id(r) for r in pareto_front(res.rows)}
-        lines += [f"## {tower} tower (budget {res.budget_ms:g} ms int8)", "",
-                  f"Winner: **{res.winner.name if res.winner else 'none'}**. Predictor error (predicted before measured): "
-                  f"{json.dumps(res.predictor)}. Seconds: {json.dumps(res.seconds)}.", "",
-                  "| candidate | family | params | MMACs | int8 ms | fp32 ms | proxy top-1 en | zh | steps | front | status |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|:-:|---|"]
-        shown = sorted((r for r in res.rows if r.int8_ms is not None), key=lambda r: r.int8_ms)
+        p = res.predictor
+        fam = p.get("family_fit") or {}
+        lines += [f"## {tower} tower (budget {res.budget.describe()})", "",
+                  f"Winner: **{res.winner.name if res.winner else 'none'}**"
+                  + (f", int8 {res.winner.int8_ratio:.2f}× the reference, int8 speed-up {f(res.winner.int8_speedup)}×."
+                     if res.winner else "."), "",
+                  f"Latency predictor (log-linear per family; each prediction made before its candidate was measured): "
+                  f"median error {f(p.get('median_abs_rel'), '{:.0%}')}, mean {f(p.get('mean_abs_rel'), '{:.0%}')}, max "
+                  f"{f(p.get('max_abs_rel'), '{:.0%}')} over {p.get('n', 0)} predictions; from a family's own fit "
+                  f"(the only ones that may prune): median {f(fam.get('median_abs_rel'), '{:.0%}')}, max "
+                  f"{f(fam.get('max_abs_rel'), '{:.0%}')} over {fam.get('n', 0)}. It pruned {p.get('pruned', 0)} "
+                  f"candidates, each predicted by its family's fit beyond budget × (1 + that error band"
+                  + (f", {p['band']:.0%})." if p.get("band") is not None else "); it never had enough checked predictions to prune."),
+                  "", f"Seconds: {json.dumps(res.seconds)}.", "",
+                  "| candidate | family | params | MMACs | int8 ×ref | int8 ms | fp32 ms | int8 speed-up | proxy top-1 en | zh | steps | front | status |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|---|"]
+        shown = sorted((r for r in res.rows if r.int8 is not None), key=lambda r: r.int8_ratio)
         for r in shown:
-            p = r.proxy_top1 or {}
-            f = lambda x, s="{:.2f}": "" if x is None else s.format(x)  # noqa: E731
-            lines.append(f"| {r.name} | {r.cand.family} | {r.params / 1e6:.2f}M | {r.macs / 1e6:.1f} | {f(r.int8_ms)} | "
-                         f"{f(r.fp32_ms)} | {f(p.get('en'), '{:.3f}')} | {f(p.get('zh'), '{:.3f}')} | {r.proxy_steps or ''} | "
+            t = r.proxy_top1 or {}
+            lines.append(f"| {r.name} | {r.cand.family} | {r.params / 1e6:.2f}M | {r.macs / 1e6:.1f} | {f(r.int8_ratio)} | "
+                         f"{f(r.int8_ms, '{:.3f}')} | {f(r.fp32_ms, '{:.3f}')} | {f(r.int8_speedup)} | "
+                         f"{f(t.get('en'), '{:.3f}')} | {f(t.get('zh'), '{:.3f}')} | {r.proxy_steps or ''} | "
                          f"{'★' if id(r) in front else ''} | {r.status} |")
-        unmeasured = [r for r in res.rows if r.int8_ms is None]
+        unmeasured = [r for r in res.rows if r.int8 is None]
         lines += ["", f"{len(unmeasured)} more candidates were sized but not measured (pruned by the predictor or not "
                   "needed); see candidates.jsonl.", ""]
+        if res.ops:
+            lines += ["### What int8 leaves in float, per family", "",
+                      "Ops the int8 quantizer does not annotate (they run in float: in XNNPACK's fp32 kernels, or outside "
+                      "the delegate), and ops outside the XNNPACK delegate altogether, the most any measured candidate "
+                      "of the family has.", "",
+                      "| family | measured | int8 speed-up | float ops in the int8 program | outside the delegate |",
+                      "|---|---:|---|---|---|"]
+            for fam, o in sorted(res.ops.items()):
+                sp = o.get("int8_speedup")
+                ops = lambda d: ", ".join(f"{k} {v}" for k, v in d.items()) or "none"  # noqa: E731
+                speed = "" if not sp else "{:.2f}–{:.2f}×".format(sp["min"], sp["max"])
+                lines.append(f"| {fam} | {o['measured']} | {speed} | "
+                             f"{ops(o['float_ops'])} | {ops(o['non_delegated_ops'])} |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -73,23 +103,37 @@ def _plot(results: dict[str, TowerResult], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.5), squeeze=False)
-    for ax, (tower, res) in zip(axes[0], results.items()):
-        trained = [r for r in res.rows if r.proxy_top1 is not None and r.int8_ms is not None]
+    fig, axes = plt.subplots(2, len(results), figsize=(6 * len(results), 8.5), squeeze=False)
+    for col, (tower, res) in enumerate(results.items()):
+        ax, ax2 = axes[0][col], axes[1][col]
+        trained = [r for r in res.rows if r.proxy_top1 is not None and r.int8 is not None]
+        measured = [r for r in res.rows if r.int8 is not None]
         fams = sorted({r.cand.family for r in res.rows})
-        for fam in fams:
+        for i, fam in enumerate(fams):
+            color = f"C{i}"
             pts = [r for r in trained if r.cand.family == fam]
-            ax.scatter([r.int8_ms for r in pts], [mean_top1(r.proxy_top1) for r in pts], label=fam, s=30)
+            ax.scatter([r.int8_ratio for r in pts], [100 * mean_top1(r.proxy_top1) for r in pts], label=fam, s=30, c=color)
+            m = [r for r in measured if r.cand.family == fam and r.int8_speedup is not None]
+            ax2.scatter([r.int8_ratio for r in m], [r.int8_speedup for r in m], label=fam, s=30, c=color)
         front = pareto_front(res.rows)
-        ax.plot([r.int8_ms for r in front], [mean_top1(r.proxy_top1) for r in front], "k--", lw=1, label="Pareto front")
-        ax.axvline(res.budget_ms, color="red", lw=1, label=f"budget {res.budget_ms:g} ms")
+        ax.plot([r.int8_ratio for r in front], [100 * mean_top1(r.proxy_top1) for r in front], "k--", lw=1,
+                label="Pareto front")
+        for a in (ax, ax2):
+            a.axvline(res.budget.factor, color="red", lw=1, label="budget")
         if res.winner is not None and res.winner.proxy_top1 is not None:
-            ax.scatter([res.winner.int8_ms], [mean_top1(res.winner.proxy_top1)], marker="*", s=200, c="gold",
+            ax.scatter([res.winner.int8_ratio], [100 * mean_top1(res.winner.proxy_top1)], marker="*", s=200, c="gold",
                        edgecolors="k", label="winner", zorder=5)
-        ax.set_xlabel("int8 .pte latency (ms, measured)")
-        ax.set_ylabel("proxy zero-shot top-1 (mean of en, zh)")
+            if res.winner.int8_speedup is not None:
+                ax2.scatter([res.winner.int8_ratio], [res.winner.int8_speedup], marker="*", s=200, c="gold",
+                            edgecolors="k", label="winner", zorder=5)
+        ax2.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xlabel(f"int8 .pte latency / {res.budget.reference} int8 (measured, same sitting)")
+        ax.set_ylabel("proxy zero-shot top-1 % (mean of en, zh)")
         ax.set_title(f"{tower} tower")
+        ax2.set_xlabel(f"int8 .pte latency / {res.budget.reference} int8")
+        ax2.set_ylabel("int8 speed-up (fp32 / int8)")
         ax.legend(fontsize=7)
+        ax2.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -115,11 +159,14 @@ def write_search(folder: Path, recipe: Recipe, results: dict[str, TowerResult], 
     write_text(folder / "best.yaml", header + yaml.safe_dump(best.model_dump(), sort_keys=False, allow_unicode=True))
     write_json(folder / "summary.json", {
         "seconds": round(seconds, 1),
-        "towers": {t: {"budget_ms": r.budget_ms, "winner": r.winner.as_dict() if r.winner else None,
+        "towers": {t: {"budget": {"factor": r.budget.factor, "ms": r.budget.ms, "reference": r.budget.reference,
+                              "reference_ms": r.budget.reference_ms, "text": r.budget.describe()},
+                       "reference": r.reference, "winner": r.winner.as_dict() if r.winner else None,
                        "candidates": len(r.rows), "families": sorted({x.cand.family for x in r.rows}),
                        "measured": sum(x.int8_ms is not None for x in r.rows),
                        "trained": sum(x.proxy_top1 is not None for x in r.rows),
-                       "predictor_error": r.predictor, "seconds": r.seconds} for t, r in results.items()},
+                       "predictor_error": r.predictor, "ops_by_family": r.ops,
+                       "seconds": r.seconds} for t, r in results.items()},
     })
     return {k: folder / n for k, n in (("candidates", "candidates.jsonl"), ("pareto", "pareto.md"),
                                        ("plot", "pareto.png"), ("best", "best.yaml"), ("summary", "summary.json"))}

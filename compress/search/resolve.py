@@ -42,5 +42,5 @@ def check_found(recipe: Recipe, found: Recipe) -> Recipe:
 
     for tower in ("image", "text"):
         if getattr(recipe.students, tower).arch == "search" and getattr(found.students, tower).arch == "search":
-            raise UserError(f"search.budget_ms.{tower}: no candidate fits the budget; raise it or widen search.space.{tower}")
+            raise UserError(f"search.budget.{tower}: no candidate fits the budget; raise it or widen search.space.{tower}")
     return found
