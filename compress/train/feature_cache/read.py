@@ -75,6 +75,8 @@ class CachedTargets:
             self._verified: set[int] = set()
             self._headers = []
             for sh in self._shards:  # sizes and headers: cheap, whatever the cache size
+                if not isinstance(sh["sha256"], str):  # read lazily later: a missing hash is damage now, not a KeyError then
+                    raise TypeError(f"{sh['file']}: sha256 is not text")
                 path = self.folder / sh["file"]
                 if not path.is_file():
                     raise UserError(f"{where} is missing {sh['file']}; {RESUME}")
