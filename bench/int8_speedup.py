@@ -13,7 +13,6 @@ the medians.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -23,18 +22,15 @@ from compress.errors import UserError, one_line
 
 
 def towers(search: Path, reference: str):
+    """The search's image winner (read as bench.search_winner reads it) and the reference at the headline 64 px."""
+    from bench.search_winner import SEARCH_FIX, winner_from_summary
+    from compress.readers import read_json
     from compress.search.latency import NamedCandidate
     from students.spaces import ImageCandidate
 
     path = search / "summary.json"
-    if not path.is_file():
-        raise UserError(f"{path}: no search summary; run `dcclip-compress search recipes/search_mobile.yaml --out {search}`")
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    win = (doc.get("towers", {}).get("image") or {}).get("winner")
-    if not win:
-        raise UserError(f"{path}: the image tower has no winner")
-    spec = {k: v for k, v in win["spec"].items() if k != "family"}
-    return {"winner": ImageCandidate(win["spec"]["family"], int(win["image_size"]), spec),
+    spec, size, _ = winner_from_summary(read_json(path, "search summary", SEARCH_FIX), str(path))
+    return {"winner": ImageCandidate(spec["family"], size, {k: v for k, v in spec.items() if k != "family"}),
             "reference": NamedCandidate(reference, "image", 64)}  # the headline size, as the budget times it
 
 

@@ -37,9 +37,14 @@ def _path(loc: Sequence[Any]) -> str:
 _UNION_TAGS = ("ms", "relative")  # search.budget.<tower>'s tagged union (schema.TowerBudget): not keys a user wrote
 
 
+def _user_loc(loc: Sequence[Any]) -> tuple:
+    """The key path as written: without the budget union's tag (search.budget.image.relative.factor -> ...image.factor)."""
+    return tuple(p for i, p in enumerate(loc) if not (p in _UNION_TAGS and i >= 2 and loc[i - 2] == "budget"))
+
+
 def _format_error(err: ValidationError) -> str:
     e = dict(err.errors()[0])
-    e["loc"] = tuple(p for i, p in enumerate(e["loc"]) if not (p in _UNION_TAGS and i >= 1 and e["loc"][i - 2:i - 1] == ("budget",)))
+    e["loc"] = _user_loc(e["loc"])
     loc = _path(e["loc"]) or "recipe"
     bad = e.get("input")
     if e["type"] == "extra_forbidden":

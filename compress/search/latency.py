@@ -150,7 +150,7 @@ def example_input(cand: Tower, batch: int, vocab_size: int, seed: int = 0) -> tu
 # Ops that only move or name data: not counted as float compute in an int8 graph.
 _LAYOUT_OPS = {"view", "reshape", "permute", "transpose", "clone", "expand", "slice", "select", "unsqueeze", "squeeze",
                "flatten", "contiguous", "_to_copy", "t", "cat", "split", "chunk", "getitem", "alias", "detach",
-               "unbind", "split_with_sizes", "unflatten", "dropout", "sym_size", "expand_as", "<built-in function getitem>"}
+               "unbind", "split_with_sizes", "unflatten", "dropout", "sym_size", "expand_as"}
 
 
 def float_ops(graph_module: Any) -> dict[str, int]:
@@ -163,7 +163,7 @@ def float_ops(graph_module: Any) -> dict[str, int]:
             continue
         name = str(n.target)
         base = name.removeprefix("aten.").split(".")[0]
-        if "quantize" in base or base in _LAYOUT_OPS or name in _LAYOUT_OPS or base.startswith("<built-in"):
+        if "quantize" in base or base in _LAYOUT_OPS or base.startswith("<built-in"):  # <built-in ...>: getitem / sym ints
             continue
         counts[base] = counts.get(base, 0) + 1
     return dict(sorted(counts.items()))
@@ -298,18 +298,21 @@ def measure_job(job: Job) -> dict[str, dict[str, Any]]:
     """Lower `job.cand` at each quant and time it against the reference: {quant: table row}. Runs in the measuring
     process (or inline when there is one core)."""
     from mobile_export.bench.run import parse_device
+    from mobile_export.lower.capture import LoweredProgram
 
     name, serial = parse_device(job.device)
     if name not in ("host", "adb"):
         raise UserError(f"search: latency is measured on host or adb[:SERIAL], not on {job.device!r}")
     out: dict[str, dict[str, Any]] = {}
-    tower = build_tower(job.cand, job.embed_dim, job.vocab_size)
+    tower = None
     for quant in job.quants:
         start = time.perf_counter()
-        program, floats = lower_candidate(tower, job.cand, quant, job.vocab_size)
+        if job.cand == job.reference and quant == "int8":  # the reference itself: its stored program, not lowered again
+            program, floats = LoweredProgram(_reference_program(job, quant), {}), {}
+        else:
+            tower = tower if tower is not None else build_tower(job.cand, job.embed_dim, job.vocab_size)
+            program, floats = lower_candidate(tower, job.cand, quant, job.vocab_size)
         lower_s = time.perf_counter() - start
-        if job.cand == job.reference and quant == "int8":  # the reference itself: its stored program, one binary
-            program.buffer = _reference_program(job, quant)
         # The reference's int8 program for every quant: fp32 and int8 ratios share one unit, so their quotient is
         # the candidate's own int8 speed-up.
         ref_bytes = _reference_program(job, "int8")
@@ -431,9 +434,7 @@ class Measurer:
         if all(self.lookup(cand, q) is not None for q in quants):
             self.hits += 1
             return _Done(None)
-        job = Job(cand, self.reference, tuple(quants), self.embed_dim, self.vocab_size, self.device, self.threads,
-                  self.runs, self.rounds)
-        return self.process.submit(job) if self.process is not None else _Done(measure_job(job))
+        return self._run(cand, tuple(quants))
 
     def collect(self, cand: Tower, quants: tuple[str, ...], future) -> dict[str, Latency]:
         rows = future.result()
@@ -452,10 +453,14 @@ class Measurer:
 
     def measure_now(self, cand: Tower, quant: str) -> Latency:
         """Timed now, whatever the table holds (not stored)."""
-        job = Job(cand, self.reference, (quant,), self.embed_dim, self.vocab_size, self.device, self.threads,
-                  self.runs, self.rounds)
-        rows = (self.process.submit(job) if self.process is not None else _Done(measure_job(job))).result()
+        rows = self._run(cand, (quant,)).result()
         return Latency(rows[quant]["ms"], rows[quant]["ref_ms"])
+
+    def _run(self, cand: Tower, quants: tuple[str, ...]):
+        """A Future of measure_job's rows: in the measuring process, or inline when there is none."""
+        job = Job(cand, self.reference, quants, self.embed_dim, self.vocab_size, self.device, self.threads, self.runs,
+                  self.rounds)
+        return self.process.submit(job) if self.process is not None else _Done(measure_job(job))
 
 # ------------------------------------------------------------------------------------------------ predictor
 @dataclass

@@ -239,9 +239,7 @@ def search_tower(tower: str, rows: list[Row], budget: Budget, recipe: Recipe, me
                 return row
         return None
 
-    def launch(row: Row):
-        row.predicted_int8 = predictor.predict(row.cand.family, row.macs, row.params)
-        own[id(row)] = predictor.own_fit(row.cand.family)
+    def launch(row: Row):  # row.predicted_int8 was set by probe(), with the fit as it stands until this one is recorded
         return row, measurer.submit(row.cand, quants), time.perf_counter()
 
     def record(row: Row, lat: dict[str, Latency], started: float) -> None:
@@ -250,7 +248,7 @@ def search_tower(tower: str, rows: list[Row], budget: Budget, recipe: Recipe, me
         display.done("measure", secs)
         row.int8, row.fp32 = lat["int8"], lat.get("fp32")
         if row.predicted_int8 is not None:
-            predictor.observe(row.predicted_int8, row.int8.ratio, own[id(row)])
+            predictor.observe(row.predicted_int8, row.int8.ratio, predictor.own_fit(row.cand.family))
         predictor.add(row.cand.family, row.macs, row.params, row.int8.ratio)
         row.status = "measured" if budget.fits(row.int8) else "over budget"
         measured.append(row)
@@ -264,7 +262,6 @@ def search_tower(tower: str, rows: list[Row], budget: Budget, recipe: Recipe, me
         display.update(f"search {tower}: {row.name} int8 {row.int8.ratio:.2f}x reference{pred} "
                        f"({row.int8.ms:.3f} vs {row.int8.ref_ms:.3f} ms{speed}) -> {row.status}")
 
-    own: dict[int, bool] = {}  # row -> whether its prediction came from its family's own fit
     ahead: list[Row] = []  # measured under budget, first rung not yet trained: work for this core meanwhile
     pending = None
     first = next_row()
@@ -450,11 +447,11 @@ class _Cores:
             torch.set_num_threads(len(self.cores) - 1)
         return self
 
-    def measuring_process(self) -> MeasureProcess | None:
-        """Started on first use: a search the table answers spawns nothing."""
-        if self.parallel and self.process is None:
+    def submit(self, job):
+        """Measurer.process: the measuring process, started on the first table miss (a cached search spawns nothing)."""
+        if self.process is None:
             self.process = MeasureProcess(self.cores[-1])
-        return self.process
+        return self.process.submit(job)
 
     def describe(self) -> str:
         if not self.parallel:
@@ -470,16 +467,6 @@ class _Cores:
         if self.parallel:
             os.sched_setaffinity(0, set(self.cores))
             torch.set_num_threads(self.threads)
-
-
-class _LazyProcess:
-    """Measurer.process stand-in that starts the measuring process on the first miss."""
-
-    def __init__(self, cores: _Cores) -> None:
-        self.cores = cores
-
-    def submit(self, job):
-        return self.cores.measuring_process().submit(job)
 
 
 def run_search(recipe: Recipe, out: Path, data, teacher, table_path: Path | None = None) -> dict[str, TowerResult]:
@@ -516,7 +503,7 @@ def run_search(recipe: Recipe, out: Path, data, teacher, table_path: Path | None
         log(f"search: {cores.describe()}")
         for tower in towers:
             measurer = Measurer(table, reference_tower(recipe, tower), cfg.device, cfg.threads, cfg.latency_runs,
-                                recipe.students.embed_dim, vocab, _LazyProcess(cores) if cores.parallel else None,
+                                recipe.students.embed_dim, vocab, cores if cores.parallel else None,
                                 cfg.latency_rounds)
             budget = tower_budget(recipe, tower, measurer)
             if tower == "image":
